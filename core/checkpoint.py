@@ -1,0 +1,71 @@
+"""Checkpoints: weights + the ModelSpec as plain data, loadable with `torch.load(weights_only=True)`.
+
+save_checkpoint(path, model, spec)          # atomic; spec.json written beside it
+model, spec = load_checkpoint(path)         # rebuilds the fusion model from the spec
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.errors import UserError
+from core.io import atomic_path
+from core.spec import ModelSpec, state_dict_sha256
+
+FORMAT = "melanoma-checkpoint/1"
+
+
+def save_checkpoint(
+    path: str | Path, model: torch.nn.Module, spec: ModelSpec, extra: dict[str, Any] | None = None
+) -> Path:
+    """Write weights and spec atomically; `spec.weights_sha256` is set from the weights written."""
+    path = Path(path)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    spec.weights_sha256 = state_dict_sha256(state)
+    payload = {"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+    spec.save(path.with_name("spec.json"))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's raw payload safely; UserError when it is not one of ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"checkpoint {path} does not exist: train one with python -m train --model NAME")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
+        raise UserError(
+            f"{path} is not a readable checkpoint ({exc.__class__.__name__}): is the file complete?"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise UserError(f"{path} is not a checkpoint written by python -m train (no {FORMAT!r} marker)")
+    return payload
+
+
+def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
+    """Rebuild the model a checkpoint describes and load its weights (eval mode)."""
+    from core import zoo
+
+    payload = read_checkpoint(path)
+    try:
+        spec = ModelSpec.from_dict(payload["spec"])
+    except ValueError as exc:
+        raise UserError(f"{path} carries an invalid model spec: {exc}") from None
+    cfg = spec.model_config
+    model, _ = zoo.create_model(
+        cfg["backbone"],
+        meta_size=cfg["meta_size"],
+        weights="none",
+        image_size=cfg["image_size"],
+        meta_hidden=cfg.get("meta_hidden", 250),
+    )
+    model.load_state_dict(payload["state_dict"])
+    if spec.weights_sha256 and state_dict_sha256(payload["state_dict"]) != spec.weights_sha256:
+        raise UserError(f"{path}: the weights do not match the hash in their spec; the file was altered")
+    return model.eval(), spec

@@ -1,0 +1,189 @@
+"""The ModelSpec: everything an app needs to use a model correctly, as plain data.
+
+It is written into the training checkpoint, embedded in every exported artifact and written beside each
+as `<artifact>.spec.json`. Runners read it back from the artifact; nothing about preprocessing or the
+metadata vector comes from command-line defaults.
+
+    spec = ModelSpec.from_dict(json.load(open("spec.json")))
+    spec.image.size, spec.image.mean, spec.metadata["features"], spec.outputs.threshold
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import hashlib
+import json
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import core
+from core.metadata import MetadataEncoder
+
+SCHEMA = "melanoma-model-spec"
+SCHEMA_VERSION = 1
+INTENDED_USE = (
+    "Research and engineering use only: ranking dermoscopic images of skin lesions by estimated risk of "
+    "melanoma, to study model export and on-device inference. Not a medical device; not for diagnosis or "
+    "for deciding on treatment. Trained on {data}."
+)
+
+
+@dataclass
+class ImageContract:
+    """How an image must be prepared before it is fed to the `image` input."""
+
+    size: int
+    layout: str = "NCHW"
+    dtype: str = "float32"
+    color: str = "RGB"
+    value_range: tuple[float, float] = (0.0, 1.0)
+    resize: str = "stretch"  # the whole image is resized to size x size, aspect ratio not kept
+    interpolation: str = "bilinear"
+    antialias: bool = True
+    resize_library: str = "PIL"
+    decode: str = "EXIF orientation applied; converted to RGB (alpha composited on white)"
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    normalization: str = "inside the model: (x - mean) / std is part of the graph; feed RGB in [0, 1]"
+
+
+@dataclass
+class OutputContract:
+    """What the model returns and how to turn it into a decision."""
+
+    names: tuple[str, ...] = ("logit", "probability")
+    shape: str = "[N, 1]"
+    labels: tuple[str, str] = ("benign", "melanoma")
+    positive_label: str = "melanoma"
+    probability: str = "sigmoid(logit / temperature)"
+    temperature: float = 1.0
+    threshold: float = 0.5
+    threshold_rule: str = "fixed 0.5 (no validation data)"
+    thresholds: dict[str, dict[str, float | str]] = field(default_factory=dict)
+
+
+@dataclass
+class ModelSpec:
+    """The one record that travels with a model; see the module docstring."""
+
+    name: str
+    architecture: str
+    image: ImageContract
+    metadata: dict[str, Any]
+    outputs: OutputContract = field(default_factory=OutputContract)
+    model_config: dict[str, Any] = field(default_factory=dict)
+    version: str = "1"
+    weights_sha256: str = ""
+    created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
+    code_version: str = field(default_factory=lambda: code_version())
+    provenance: dict[str, Any] = field(default_factory=dict)
+    schema: str = SCHEMA
+    schema_version: int = SCHEMA_VERSION
+
+    @property
+    def meta_size(self) -> int:
+        """Length K of the `meta` input."""
+        return int(self.metadata["size"])
+
+    def encoder(self) -> MetadataEncoder:
+        """The metadata encoder this spec describes."""
+        return MetadataEncoder.from_contract(self.metadata)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able data (tuples become lists)."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        """Canonical JSON text (sorted keys), used for embedding and for comparing specs."""
+        return json.dumps(self.to_dict(), sort_keys=True, indent=2, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ModelSpec:
+        """Rebuild a spec from plain data; raises ValueError when it is not a valid spec."""
+        if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
+            raise ValueError(f'not a model spec (expected "schema": "{SCHEMA}")')
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise ValueError(f"model spec version {data.get('schema_version')} is not supported ({SCHEMA_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"model spec has unknown fields: {sorted(unknown)}")
+        try:
+            kwargs = dict(data)
+            kwargs["image"] = _build(ImageContract, data["image"])
+            kwargs["outputs"] = _build(OutputContract, data.get("outputs", {}))
+            spec = cls(**kwargs)
+        except (KeyError, TypeError) as exc:
+            raise ValueError(f"model spec is malformed: {exc}") from None
+        spec.encoder()  # validates the metadata contract
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> ModelSpec:
+        """Parse a spec from JSON text."""
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"model spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
+
+    def save(self, path: str | Path) -> Path:
+        """Write the spec as JSON (atomically)."""
+        from core.io import write_text
+
+        return write_text(path, self.to_json() + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> ModelSpec:
+        """Read a spec JSON file."""
+        return cls.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def _build(kind: type, data: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(kind)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{kind.__name__} has unknown fields: {sorted(unknown)}")
+    values = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return kind(**values)
+
+
+def state_dict_sha256(state_dict: Mapping[str, Any]) -> str:
+    """A hash of a model's weights that does not depend on how they were serialised.
+
+    Keys are hashed in sorted order with each tensor's dtype, shape and contiguous bytes.
+    """
+    import torch
+
+    digest = hashlib.sha256()
+    for key in sorted(state_dict):
+        value = state_dict[key]
+        if not isinstance(value, torch.Tensor):
+            continue
+        tensor = value.detach().cpu().contiguous()
+        digest.update(key.encode())
+        digest.update(str(tensor.dtype).encode())
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def code_version() -> str:
+    """The package version plus the git commit when run from a checkout."""
+    version = core.__version__
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{version}+g{commit}" if commit else version

@@ -1,0 +1,122 @@
+"""Shared fixtures: small data sets written in the real ISIC formats, and an isolated cache."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Generated synthetic sets go to a per-session temporary cache, never the user's."""
+    monkeypatch.setenv("MELANOMA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _lesion(rng: np.random.Generator, size: int, dark: bool) -> np.ndarray:
+    arr = np.full((size, size, 3), (220, 180, 150), dtype=np.uint8)
+    yy, xx = np.mgrid[:size, :size]
+    r = size * (0.35 if dark else 0.25)
+    mask = (yy - size / 2) ** 2 + (xx - size / 2) ** 2 < r**2
+    arr[mask] = (60, 40, 30) if dark else (150, 100, 70)
+    return np.clip(arr.astype(int) + rng.integers(-10, 10, arr.shape), 0, 255).astype(np.uint8)
+
+
+def write_isic_fixture(root: Path, n: int = 40, seed: int = 0, odd_images: bool = True) -> pd.DataFrame:
+    """Write a tiny ISIC 2020 folder: train.csv (real columns), jpeg/train/*.jpg, a duplicates CSV.
+
+    Includes NaN ages and sexes, a 2019 site name, a missing site, a repeated row, a duplicate pair, and
+    (with odd_images) CMYK, grayscale, RGBA-PNG, 16-bit and EXIF-rotated images.
+    """
+    rng = np.random.default_rng(seed)
+    image_dir = root / "jpeg" / "train"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    sites = ["torso", "lower extremity", "upper extremity", "head/neck", "anterior torso", np.nan, "palms/soles"]
+    rows = []
+    for i in range(n):
+        target = int(i % 4 == 0)
+        rows.append(
+            {
+                "image_name": f"ISIC_{i:07d}",
+                "patient_id": f"IP_{i // 3:07d}",
+                "sex": np.nan if i == 5 else ("male" if i % 2 else "female"),
+                "age_approx": np.nan if i == 7 else float(30 + (i % 10) * 5),
+                "anatom_site_general_challenge": sites[i % len(sites)],
+                "diagnosis": "melanoma" if target else "nevus",
+                "benign_malignant": "malignant" if target else "benign",
+                "target": target,
+            }
+        )
+        image = Image.fromarray(_lesion(rng, 48, bool(target)))
+        path = image_dir / f"ISIC_{i:07d}.jpg"
+        if odd_images and i == 1:
+            image.convert("CMYK").save(path, "JPEG")
+        elif odd_images and i == 2:
+            image.convert("L").save(path, "JPEG")
+        elif odd_images and i == 3:
+            path = path.with_suffix(".png")
+            rgba = image.convert("RGBA")
+            rgba.putalpha(128)
+            rgba.save(path)
+        elif odd_images and i == 4:
+            path = path.with_suffix(".png")
+            gray16 = (np.asarray(image.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+            Image.fromarray(gray16).save(path)
+        elif odd_images and i == 6:
+            exif = Image.Exif()
+            exif[0x0112] = 6  # rotate 90 degrees on display
+            image.crop((0, 0, 48, 32)).save(path, "JPEG", exif=exif.tobytes())
+        else:
+            image.save(path, "JPEG", quality=90)
+    frame = pd.DataFrame(rows)
+    frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)  # a repeated row
+    frame.to_csv(root / "train.csv", index=False)
+    pd.DataFrame({"image_name_1": ["ISIC_0000008"], "image_name_2": ["ISIC_0000009"]}).to_csv(
+        root / "ISIC_2020_Training_Duplicates.csv", index=False
+    )
+    return frame
+
+
+def write_external_fixture(root: Path, isic_names: list[str], n_new: int = 6) -> pd.DataFrame:
+    """Write a tiny external malignant set: train_concat.csv + train/train/*.jpg (256 px in real life)."""
+    rng = np.random.default_rng(1)
+    image_dir = root / "train" / "train"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    names = list(isic_names[:3]) + [f"ISIC_{9000000 + i:07d}" for i in range(n_new)]
+    for j, name in enumerate(names):
+        target = 1 if j >= 3 and j % 2 == 1 else 0
+        if j < 3:
+            target = 0
+        rows.append(
+            {
+                "image_name": name,
+                "patient_id": "-1" if j == 4 else f"EP_{j:05d}",
+                "sex": "female",
+                "age_approx": 60.0,
+                "anatom_site_general_challenge": "posterior torso",
+                "target": target,
+            }
+        )
+        Image.fromarray(_lesion(rng, 32, bool(target))).save(image_dir / f"{name}.jpg", "JPEG")
+    frame = pd.DataFrame(rows)
+    frame.to_csv(root / "train_concat.csv", index=False)
+    return frame
+
+
+@pytest.fixture
+def isic_dir(tmp_path: Path) -> Path:
+    write_isic_fixture(tmp_path / "isic")
+    return tmp_path / "isic"
+
+
+def jpeg_bytes(size: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), (10, 20, 30)).save(buf, "JPEG")
+    return buf.getvalue()

@@ -1,0 +1,55 @@
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from core import metrics as M
+
+
+def test_auroc_known_cases() -> None:
+    y = np.array([0, 0, 1, 1])
+    assert M.auroc(y, np.array([0.1, 0.2, 0.8, 0.9])) == 1.0
+    assert M.auroc(y, np.array([0.9, 0.8, 0.2, 0.1])) == 0.0
+    assert M.auroc(y, np.array([0.1, 0.4, 0.35, 0.8])) == 0.75
+    assert np.isnan(M.auroc(np.array([1, 1]), np.array([0.2, 0.3])))
+
+
+def test_metrics_use_probabilities_not_rounded_predictions() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(0.3 * y + rng.normal(0.35, 0.15, 500), 0, 1)
+    m = M.binary_metrics(y, p, threshold=0.5)
+    assert m["auroc"] == pytest.approx(roc_auc_score(y, p))
+    assert m["auroc"] != pytest.approx(roc_auc_score(y, p >= 0.5))
+
+
+def test_threshold_rules() -> None:
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.6, 0.4, 0.7, 0.8, 0.9])
+    t = M.choose_threshold(y, p, "sensitivity", 0.95)
+    assert t == pytest.approx(0.4)  # the highest threshold that still catches every melanoma
+    assert ((p >= t)[y == 1]).all()
+    assert M.choose_threshold(y, p, "youden") == pytest.approx(0.7)
+    with pytest.raises(ValueError):
+        M.choose_threshold(y, p, "magic")
+
+
+def test_operating_points() -> None:
+    y = np.array([0] * 20 + [1] * 10)
+    p = np.concatenate([np.linspace(0, 0.5, 20), np.linspace(0.45, 1, 10)])
+    # Two benign scores (0.474, 0.5) lie above the lowest melanoma (0.45).
+    assert M.specificity_at_sensitivity(y, p, 0.95) == pytest.approx(18 / 20)
+    assert M.sensitivity_at_specificity(y, p, 0.95) == pytest.approx(9 / 10)
+    m = M.binary_metrics(y, p, threshold=0.45)
+    assert m["sensitivity"] == 1.0 and m["n_positive"] == 10
+
+
+def test_bootstrap_ci_contains_estimate() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.25 * y + rng.normal(0.4, 0.2, 300), 0, 1)
+    lo, hi = M.bootstrap_ci(y, p, M.auroc, n_boot=200)
+    assert lo < M.auroc(y, p) < hi and hi - lo < 0.2
+
+
+def test_json_safe() -> None:
+    assert M.json_safe({"a": float("nan"), "b": [np.float32(1.5)], "c": np.int64(2)}) == {"a": None, "b": [1.5], "c": 2}

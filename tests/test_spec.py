@@ -1,0 +1,94 @@
+import json
+
+import pytest
+import torch
+
+from core import zoo
+from core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from core.errors import UserError
+from core.metadata import MetadataEncoder
+from core.spec import ImageContract, ModelSpec, state_dict_sha256
+
+
+def make_spec(size: int = 32, name: str = "standard_cnn") -> ModelSpec:
+    enc = MetadataEncoder.fit([30, 50, 70])
+    return ModelSpec(
+        name=name,
+        architecture=name,
+        image=ImageContract(size=size),
+        metadata=enc.contract(),
+        model_config=zoo.model_config(name, enc.size, size),
+    )
+
+
+def test_round_trip_through_json_is_exact() -> None:
+    spec = make_spec()
+    again = ModelSpec.from_json(spec.to_json())
+    assert again == spec
+    assert again.to_json() == spec.to_json()
+    assert again.encoder().size == spec.meta_size == 12
+
+
+def test_spec_is_plain_json() -> None:
+    data = json.loads(make_spec().to_json())
+    assert data["image"]["value_range"] == [0.0, 1.0]
+    assert data["outputs"]["names"] == ["logit", "probability"]
+    assert "not a medical device" in make_spec().provenance.get("intended_use", "not a medical device")
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d.update(schema="other"), "not a model spec"),
+        (lambda d: d.update(schema_version=99), "not supported"),
+        (lambda d: d.update(surprise=1), "unknown fields"),
+        (lambda d: d["image"].update(colour="BGR"), "unknown fields"),
+        (lambda d: d.pop("image"), "malformed"),
+    ],
+)
+def test_invalid_specs_are_refused(mutate, message: str) -> None:
+    data = make_spec().to_dict()
+    mutate(data)
+    with pytest.raises(ValueError, match=message):
+        ModelSpec.from_dict(data)
+
+
+def test_weights_hash_is_stable_and_sensitive() -> None:
+    model, _ = zoo.create_model("standard_cnn", 12, "none", 32)
+    sd = model.state_dict()
+    h = state_dict_sha256(sd)
+    assert h == state_dict_sha256({k: v.clone() for k, v in reversed(list(sd.items()))})
+    sd["head.bias"] = sd["head.bias"] + 1e-3
+    assert state_dict_sha256(sd) != h
+
+
+def test_checkpoint_round_trip_weights_only(tmp_path) -> None:
+    model, _ = zoo.create_model("standard_cnn", 12, "none", 32)
+    spec = make_spec()
+    path = save_checkpoint(tmp_path / "checkpoint.pt", model, spec)
+    raw = torch.load(path, weights_only=True)  # plain data only: no pickled objects
+    assert raw["spec"]["weights_sha256"] == spec.weights_sha256 != ""
+    assert ModelSpec.load(tmp_path / "spec.json") == spec
+    loaded, spec2 = load_checkpoint(path)
+    assert spec2 == spec
+    x, m = torch.rand(2, 3, 32, 32), torch.rand(2, 12)
+    torch.testing.assert_close(loaded(x, m), model.eval()(x, m))
+    assert not list(tmp_path.glob(".*.tmp"))  # the atomic write left nothing behind
+
+
+def test_bad_checkpoints_are_refused(tmp_path) -> None:
+    with pytest.raises(UserError, match="does not exist"):
+        read_checkpoint(tmp_path / "nope.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="not a readable checkpoint"):
+        read_checkpoint(tmp_path / "junk.pt")
+    torch.save({"hello": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(UserError, match="not a checkpoint written by"):
+        read_checkpoint(tmp_path / "other.pt")
+    model, _ = zoo.create_model("standard_cnn", 12, "none", 32)
+    path = save_checkpoint(tmp_path / "c.pt", model, make_spec())
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"]["head.bias"] += 1
+    torch.save(payload, path)
+    with pytest.raises(UserError, match="altered"):
+        load_checkpoint(path)

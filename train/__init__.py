@@ -1,0 +1,1 @@
+"""Training: `python -m train --model NAME` (see `python -m train --help`)."""
