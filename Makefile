@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
-## Train EfficientNet-Lite0 (offline ImageNet weights) on the embedded SYNTHETIC set and print test metrics.
+## Train EfficientNet-Lite0 (offline ImageNet weights) on the embedded SYNTHETIC set, export it to every
+## format and check each artifact's parity against PyTorch (report: dist/efficientnet_lite0/export_report.md).
 demo: setup
 	$(PY) -m train --model efficientnet_lite0 --epochs 2 --image-size 128
+	$(PY) -m export.all --model efficientnet_lite0
 
 ## Lint, then the whole test suite (slow tests included).
 test: setup

@@ -13,10 +13,25 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+TINY = dict(model="standard_cnn", weights="none", image_size=32, batch_size=16, workers=0, synthetic_count=150)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     """Generated synthetic sets go to a per-session temporary cache, never the user's."""
-    monkeypatch.setenv("MELANOMA_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+    import os
+
+    os.environ["MELANOMA_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 2-epoch standard_cnn run at 32 px on a 150-image synthetic set (seconds on a CPU)."""
+    from train.loop import TrainConfig, run
+
+    out = tmp_path_factory.mktemp("run")
+    run(TrainConfig(**TINY, epochs=2, out=str(out)))
+    return out
 
 
 def _lesion(rng: np.random.Generator, size: int, dark: bool) -> np.ndarray:

@@ -12,11 +12,9 @@ import torch
 
 from core.checkpoint import load_checkpoint
 from core.spec import ModelSpec
-from tests.conftest import ROOT, write_isic_fixture
+from tests.conftest import ROOT, TINY, write_isic_fixture
 from train.__main__ import main
 from train.loop import TrainConfig, run
-
-TINY = dict(model="standard_cnn", weights="none", image_size=32, batch_size=16, workers=0, synthetic_count=150)
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
@@ -24,14 +22,6 @@ def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "train", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=600
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("run")
-    os.environ["MELANOMA_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
-    run(TrainConfig(**TINY, epochs=2, out=str(out)))
-    return out
 
 
 def test_run_directory_holds_everything(tiny_run: Path) -> None:

@@ -166,6 +166,7 @@ def load_table(cfg: TrainConfig, ctx: Dist) -> tuple[pd.DataFrame, dict[str, Any
         table = D.load_isic2020(root)
         info: dict[str, Any] = {
             "name": "synthetic",
+            "synthetic_count": cfg.synthetic_count,
             "synthetic": True,
             "path": str(root),
             "description": "SYNTHETIC procedurally generated lesions (train/synthetic.py)",

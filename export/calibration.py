@@ -1,0 +1,43 @@
+"""Calibration data for static quantization: real training images, class-stratified, never random tensors.
+
+    calib = calibration_set(checkpoint, spec, size=128)     # EvalSet of preprocessed training images
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from core.spec import ModelSpec
+from export.evaldata import EvalSet, load_split
+
+DEFAULT_SIZE = 128
+MIN_POSITIVES = 10
+
+
+def stratified_pick(table: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
+    """Up to `size` rows with melanomas over-represented (up to half), the rest benign; deterministic."""
+    rng = np.random.default_rng(seed)
+    pos = table.index[table["target"] == 1].to_numpy()
+    neg = table.index[table["target"] == 0].to_numpy()
+    n_pos = min(len(pos), max(size // 2, 1))
+    n_neg = min(len(neg), size - n_pos)
+    n_pos = min(len(pos), size - n_neg)  # fill from melanomas when benign lesions run short
+    chosen = np.concatenate([rng.choice(pos, n_pos, replace=False), rng.choice(neg, n_neg, replace=False)])
+    return table.loc[np.sort(chosen)]
+
+
+def calibration_set(checkpoint: Path, spec: ModelSpec, size: int = DEFAULT_SIZE, seed: int = 0) -> EvalSet:
+    """Preprocessed, class-stratified images (+ metadata) from the checkpoint's training split."""
+    data = load_split(checkpoint, spec, "train", select=lambda t: stratified_pick(t, size, seed))
+    positives = int(data.target.sum())
+    if positives < MIN_POSITIVES:
+        print(
+            f"warning: only {positives} melanoma(s) among {len(data)} calibration images; int8 ranges may not "
+            "cover malignant lesions well (raise --calibration-size or add data)",
+            file=sys.stderr,
+        )
+    return data

@@ -1,0 +1,108 @@
+"""Core ML: an ML program `.mlpackage` with inputs `image`/`meta` and outputs `logit`/`probability`, the
+spec in `user_defined_metadata`. Conversion works on Linux; prediction needs macOS, so elsewhere the
+runner raises NotRunnable after the structural checks and the row reads "converted, not run (needs macOS)".
+"""
+
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+from core.spec import ModelSpec
+from export.common import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SPEC_KEY,
+    ExportModel,
+    NotRunnable,
+    Runner,
+    atomic_output,
+    parse_embedded,
+)
+
+NOT_RUN = "converted, not run (needs macOS)"
+
+
+def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
+    """Trace, convert to an ML program (batch 1, fp32 compute), embed the spec, save atomically."""
+    import coremltools as ct
+
+    wrapper = ExportModel(model, spec.outputs.temperature).eval()
+    image, meta = (t[:1] for t in example)
+    with torch.no_grad():
+        traced = torch.jit.trace(wrapper, (image, meta))
+    mlmodel = ct.convert(
+        traced,
+        inputs=[
+            ct.TensorType(name="image", shape=tuple(image.shape)),
+            ct.TensorType(name="meta", shape=tuple(meta.shape)),
+        ],
+        outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
+        convert_to="mlprogram",
+        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        minimum_deployment_target=ct.target.iOS16,
+    )
+    mlmodel.user_defined_metadata[SPEC_KEY] = spec.to_json()
+    mlmodel.short_description = (
+        f"{spec.name}: melanoma probability from a dermoscopic image + metadata (not a medical device)"
+    )
+    with atomic_output(out_path) as tmp:
+        mlmodel.save(str(tmp))
+    return out_path
+
+
+def _load(path: Path):
+    import coremltools as ct
+
+    try:
+        return ct.models.MLModel(str(path), skip_model_load=platform.system() != "Darwin")
+    except Exception as exc:  # noqa: BLE001 - coremltools raises several types for a damaged package
+        raise UserError(f"{path} is not a readable Core ML package ({exc.__class__.__name__}): re-export it") from None
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The spec from the package's user_defined_metadata."""
+    return parse_embedded(dict(_load(path).user_defined_metadata).get(SPEC_KEY), path)
+
+
+def structure(path: Path) -> dict[str, list[tuple[str, list[int]]]]:
+    """Input and output names with shapes, read from the package (works on any OS)."""
+    described = _load(path).get_spec().description
+
+    def dims(feature) -> list[int]:
+        return [int(d) for d in feature.type.multiArrayType.shape]
+
+    return {
+        "inputs": [(f.name, dims(f)) for f in described.input],
+        "outputs": [(f.name, dims(f)) for f in described.output],
+    }
+
+
+class CoreMLRunner(Runner):
+    """Core ML prediction (macOS only); elsewhere NotRunnable after checking names and shapes."""
+
+    format = "coreml"
+    static_batch = 1
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
+        super().__init__(path, spec)
+        found = structure(path)
+        names_in = tuple(n for n, _ in found["inputs"])
+        names_out = tuple(n for n, _ in found["outputs"])
+        if names_in != INPUT_NAMES or set(names_out) != set(OUTPUT_NAMES):
+            raise UserError(f"{path} has inputs {names_in} / outputs {names_out}, not {INPUT_NAMES} / {OUTPUT_NAMES}")
+        expected = {"image": [1, 3, spec.image.size, spec.image.size], "meta": [1, spec.meta_size]}
+        for name, shape in found["inputs"]:
+            if shape != expected[name]:
+                raise UserError(f"{path}: input {name} has shape {shape}, the spec says {expected[name]}")
+        if platform.system() != "Darwin":
+            raise NotRunnable(NOT_RUN)
+        self.model = _load(path)
+
+    def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = self.model.predict({"image": image, "meta": meta})
+        return np.asarray(out["logit"]), np.asarray(out["probability"])

@@ -1,0 +1,95 @@
+"""The held-out test split of a checkpoint's own data, rebuilt from its run directory's `split.csv`, and
+preprocessed exactly as the spec says (the images every runner is compared on)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from core.errors import UserError
+from core.spec import ModelSpec
+from train import data as D
+from train.images import eval_transform, load_rgb
+
+
+@dataclass
+class EvalSet:
+    """Preprocessed test cases plus what subgroup analysis needs."""
+
+    table: pd.DataFrame  # image_name, patient_id, sex, age_approx, site, target, path, source
+    image: np.ndarray  # float32 [N, 3, S, S]
+    meta: np.ndarray  # float32 [N, K]
+    target: np.ndarray  # int [N]
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+
+def _source_table(spec: ModelSpec) -> pd.DataFrame:
+    data = spec.provenance.get("data", {})
+    if data.get("synthetic"):
+        from train.synthetic import ensure_synthetic
+
+        root = Path(data.get("path", ""))
+        if not (root / "train.csv").is_file():  # another machine's cache: regenerate the same set
+            root = ensure_synthetic(int(data.get("synthetic_count", 2000)), seed=0)
+        return D.load_isic2020(root)
+    path = data.get("path")
+    if not path or not Path(path).exists():
+        raise UserError(
+            f"the checkpoint was trained on {data.get('name', 'unknown data')} at {path}, which is not here: "
+            "run export.all where that data is, so parity is measured on the real test split"
+        )
+    table = D.load_isic2020(Path(path))
+    if data.get("external_path"):
+        table = D.merge_external(table, D.load_external(Path(data["external_path"])))
+    return table
+
+
+def load_split(
+    checkpoint: Path,
+    spec: ModelSpec,
+    split: str = "test",
+    limit: int | None = None,
+    select=None,
+) -> EvalSet:
+    """Rebuild the checkpoint's `split` rows and preprocess them per the spec.
+
+    Args:
+        checkpoint: the run's checkpoint.pt (its folder holds split.csv).
+        spec: the checkpoint's spec (data provenance, image size, metadata contract).
+        split: "train", "val" or "test".
+        limit: keep only the first N rows.
+        select: optional function table -> table applied before any image is decoded.
+    """
+    split_csv = checkpoint.parent / "split.csv"
+    if not split_csv.is_file():
+        raise UserError(f"{split_csv} is missing: parity needs the run directory that python -m train wrote")
+    names = pd.read_csv(split_csv, dtype={"image_name": str}).query("split == @split")["image_name"]
+    table = _source_table(spec).set_index("image_name")
+    missing = sorted(set(names) - set(table.index))
+    if missing:
+        raise UserError(f"{len(missing)} {split} image(s) of {split_csv} are not in the data (e.g. {missing[0]})")
+    table = table.loc[names.tolist()].reset_index()
+    if select is not None:
+        table = select(table).reset_index(drop=True)
+    if limit:
+        table = table.head(limit)
+    transform = eval_transform(spec.image.size)
+    images = np.stack([transform(load_rgb(p)).numpy() for p in table["path"]]).astype(np.float32)
+    meta = spec.encoder().encode_many(table["age_approx"].tolist(), table["sex"].tolist(), table["site"].tolist())
+    return EvalSet(table, images, meta, table["target"].to_numpy(dtype=int))
+
+
+def load_test_split(checkpoint: Path, spec: ModelSpec, limit: int | None = None) -> EvalSet:
+    """The held-out test split every artifact is compared on."""
+    return load_split(checkpoint, spec, "test", limit)
+
+
+def as_tensors(data: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The image and meta arrays as tensors (no copy)."""
+    return torch.from_numpy(data.image), torch.from_numpy(data.meta)

@@ -1,0 +1,64 @@
+"""ExecuTorch: a `.pte` program lowered to the XNNPACK delegate. The spec is embedded as the constant
+method `melanoma_spec` (a string the runtime returns) and also written beside it as the sidecar."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+from core.spec import ModelSpec
+from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded
+
+
+def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
+    """torch.export (batch 1) -> edge -> XNNPACK partition -> ExecuTorch program, written atomically."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.exir import to_edge_transform_and_lower
+
+    wrapper = ExportModel(model, spec.outputs.temperature).eval()
+    image, meta = (t[:1] for t in example)
+    with torch.no_grad():
+        program = torch.export.export(wrapper, (image, meta), strict=False)
+    lowered = to_edge_transform_and_lower(
+        program, partitioner=[XnnpackPartitioner()], constant_methods={SPEC_KEY: spec.to_json()}
+    )
+    et_program = lowered.to_executorch()
+    with atomic_output(out_path) as tmp:
+        tmp.write_bytes(et_program.buffer)
+    return out_path
+
+
+def _program(path: Path):
+    from executorch.runtime import Runtime
+
+    try:
+        return Runtime.get().load_program(str(path))
+    except Exception as exc:  # noqa: BLE001 - the runtime raises RuntimeError/ValueError on damage
+        raise UserError(f"the ExecuTorch runtime cannot load {path} ({exc.__class__.__name__}): re-export it") from None
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The spec returned by the program's `melanoma_spec` constant method."""
+    program = _program(path)
+    if SPEC_KEY not in program.method_names:
+        return parse_embedded(None, path)
+    value = program.load_method(SPEC_KEY).execute([])
+    return parse_embedded(value[0] if isinstance(value, list | tuple) else value, path)
+
+
+class ExecuTorchRunner(Runner):
+    """The ExecuTorch runtime's `forward` method (XNNPACK delegate)."""
+
+    format = "executorch"
+    static_batch = 1
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
+        super().__init__(path, spec)
+        self.method = _program(path).load_method("forward")
+
+    def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logit, prob = self.method.execute([torch.from_numpy(image), torch.from_numpy(meta)])
+        return logit.numpy(), prob.numpy()

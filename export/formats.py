@@ -1,0 +1,174 @@
+"""The export formats as data: one table drives `export.all`, `--help`, option validation, runner lookup
+and the README's formats table (`python -m export.all --formats-table`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from core.errors import UserError
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """One file a format produces."""
+
+    suffix: str  # e.g. ".onnx"; the artifact is <model><suffix>
+    exporter: str  # function name in the format's module
+    description: str
+
+
+@dataclass(frozen=True)
+class Format:
+    """One export format."""
+
+    key: str
+    title: str
+    module: str
+    runner: str
+    artifacts: tuple[Artifact, ...]
+    precisions: tuple[str, ...]
+    spec_location: str
+    runtime: str
+    targets: str
+    package: str
+
+    def load_module(self):
+        """Import the format's module (heavy converters are imported only when used)."""
+        return importlib.import_module(self.module)
+
+    def exporter(self, artifact: Artifact) -> Callable:
+        return getattr(self.load_module(), artifact.exporter)
+
+    def runner_class(self) -> type:
+        return getattr(self.load_module(), self.runner)
+
+    def runs_here(self) -> bool:
+        """Whether this machine can run the format's artifacts (Core ML predicts on macOS only)."""
+        return self.key != "coreml" or platform.system() == "Darwin"
+
+
+FORMATS: tuple[Format, ...] = (
+    Format(
+        key="onnx",
+        title="ONNX",
+        module="export.onnx_format",
+        runner="OnnxRunner",
+        artifacts=(Artifact(".onnx", "export", "opset 17, dynamic batch, simplified with onnxslim"),),
+        precisions=("fp32",),
+        spec_location="metadata_props[melanoma_spec]",
+        runtime="ONNX Runtime",
+        targets="anywhere (Android, iOS, desktop, server)",
+        package="onnx, onnxruntime, onnxslim",
+    ),
+    Format(
+        key="torchscript",
+        title="TorchScript",
+        module="export.torchscript_format",
+        runner="TorchScriptRunner",
+        artifacts=(
+            Artifact(".pt", "export", "traced TorchScript"),
+            Artifact(
+                ".ptl",
+                "export_lite",
+                "lite interpreter for PyTorch Android (frozen; optimize_for_mobile where torch has XNNPACK)",
+            ),
+        ),
+        precisions=("fp32",),
+        spec_location="extra file melanoma_spec.json",
+        runtime="torch.jit / lite interpreter",
+        targets="PyTorch Android, LibTorch",
+        package="torch",
+    ),
+    Format(
+        key="coreml",
+        title="Core ML",
+        module="export.coreml_format",
+        runner="CoreMLRunner",
+        artifacts=(Artifact(".mlpackage", "export", "ML program, iOS 16+, batch 1"),),
+        precisions=("fp32",),
+        spec_location="user_defined_metadata[melanoma_spec]",
+        runtime="Core ML (macOS / iOS only)",
+        targets="iOS, macOS",
+        package="coremltools",
+    ),
+    Format(
+        key="tflite",
+        title="TFLite (LiteRT)",
+        module="export.tflite_format",
+        runner="TFLiteRunner",
+        artifacts=(Artifact(".tflite", "export", "litert-torch, image NHWC, batch 1, signature inputs image/meta"),),
+        precisions=("fp32",),
+        spec_location="TFLite Metadata entry melanoma_spec",
+        runtime="LiteRT interpreter (ai-edge-litert)",
+        targets="Android, iOS, embedded",
+        package="litert-torch, ai-edge-litert",
+    ),
+    Format(
+        key="executorch",
+        title="ExecuTorch",
+        module="export.executorch_format",
+        runner="ExecuTorchRunner",
+        artifacts=(Artifact(".pte", "export", "XNNPACK delegate, batch 1"),),
+        precisions=("fp32",),
+        spec_location="constant method melanoma_spec + sidecar",
+        runtime="ExecuTorch runtime",
+        targets="Android, iOS, embedded",
+        package="executorch",
+    ),
+)
+BY_KEY = {f.key: f for f in FORMATS}
+ALIASES = {
+    "ts": "torchscript",
+    "tf": "tflite",
+    "litert": "tflite",
+    "et": "executorch",
+    "pte": "executorch",
+    "mlpackage": "coreml",
+}
+
+
+def parse_formats(text: str) -> list[Format]:
+    """`onnx,tflite` -> formats; UserError naming the valid choices for an unknown one."""
+    chosen: list[Format] = []
+    for raw in (t.strip().lower() for t in text.split(",")):
+        if not raw:
+            continue
+        key = ALIASES.get(raw, raw)
+        if key == "all":
+            return list(FORMATS)
+        if key not in BY_KEY:
+            raise UserError(f'unknown format "{raw}": choose from {", ".join(BY_KEY)} (comma-separated) or all')
+        if BY_KEY[key] not in chosen:
+            chosen.append(BY_KEY[key])
+    if not chosen:
+        raise UserError(f"--formats is empty: choose from {', '.join(BY_KEY)}")
+    return chosen
+
+
+def format_for_suffix(suffix: str) -> Format | None:
+    """The format whose artifact has this suffix."""
+    for fmt in FORMATS:
+        if any(a.suffix == suffix for a in fmt.artifacts):
+            return fmt
+    return None
+
+
+def markdown_table() -> str:
+    """The README's formats table, generated from FORMATS."""
+    lines = [
+        "| format | `--formats` key | artifact(s) | precisions | spec embedded as | runs with | targets "
+        "| runs on this Linux CI |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for f in FORMATS:
+        artifacts = "<br>".join(f"`{a.suffix}`: {a.description}" for a in f.artifacts)
+        here = "yes" if f.key != "coreml" else "converted and checked; prediction needs macOS"
+        lines.append(
+            f"| {f.title} | `{f.key}` | {artifacts} | {', '.join(f.precisions)} | {f.spec_location} | {f.runtime} "
+            f"| {f.targets} | {here} |"
+        )
+    return "\n".join(lines)

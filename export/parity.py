@@ -1,0 +1,145 @@
+"""Clinical parity: does an artifact rank and decide like the PyTorch original on the same test cases?
+
+For each artifact: max |delta probability|, AUROC and AUPRC of both with the paired bootstrap 95% CI of the
+difference, decisions that flip at the spec's threshold, and AUROC per subgroup (sex, age band, site)
+where a subgroup has enough of both classes. The gates are the numbers in GATES, nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.metrics import auprc, auroc, has_both_classes, json_safe
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Pass criteria for one precision (None = not checked)."""
+
+    max_abs_diff: float | None
+    max_auroc_drop: float
+    max_flip_fraction: float
+    max_subgroup_auroc_drop: float | None
+
+
+GATES: dict[str, Gate] = {
+    # fp32 artifacts must be numerically the same model.
+    "fp32": Gate(max_abs_diff=1e-4, max_auroc_drop=0.001, max_flip_fraction=0.0, max_subgroup_auroc_drop=0.001),
+    # Reduced precision: the same clinical ranking and decisions, within these bounds.
+    "fp16": Gate(max_abs_diff=None, max_auroc_drop=0.005, max_flip_fraction=0.02, max_subgroup_auroc_drop=0.01),
+    "int8": Gate(max_abs_diff=None, max_auroc_drop=0.005, max_flip_fraction=0.02, max_subgroup_auroc_drop=0.01),
+}
+MIN_SUBGROUP_CLASS = 5  # positives and negatives a subgroup needs before its AUROC is compared
+BOOTSTRAP = 1000
+AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 200, "60+"))
+
+
+def paired_bootstrap_delta(
+    y: np.ndarray, ref: np.ndarray, other: np.ndarray, metric=auroc, n_boot: int = BOOTSTRAP, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile CI of metric(other) - metric(ref), resampling the same cases for both."""
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        if has_both_classes(y[idx]):
+            deltas.append(metric(y[idx], other[idx]) - metric(y[idx], ref[idx]))
+    if not deltas:
+        return (float("nan"), float("nan"))
+    lo, hi = np.quantile(deltas, [0.025, 0.975])
+    return (float(lo), float(hi))
+
+
+def subgroups(table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Boolean masks per subgroup: sex, age band, body site (missing values form their own group)."""
+    groups: dict[str, np.ndarray] = {}
+    sex = table["sex"].fillna("missing").replace("", "missing").to_numpy()
+    for value in sorted(set(sex)):
+        groups[f"sex={value}"] = sex == value
+    age = pd.to_numeric(table["age_approx"], errors="coerce").to_numpy(dtype=float)
+    for lo, hi, label in AGE_BANDS:
+        groups[f"age={label}"] = (age >= lo) & (age < hi)
+    groups["age=missing"] = np.isnan(age)
+    site = table["site"].fillna("missing").replace("", "missing").to_numpy()
+    for value in sorted(set(site)):
+        groups[f"site={value}"] = site == value
+    return groups
+
+
+def compare(
+    y: np.ndarray,
+    ref: np.ndarray,
+    other: np.ndarray,
+    threshold: float,
+    groups: dict[str, np.ndarray] | None = None,
+    n_boot: int = BOOTSTRAP,
+) -> dict[str, Any]:
+    """Parity figures of `other` against `ref` (probabilities, [N]) on labels `y`."""
+    y, ref, other = (np.asarray(a).reshape(-1) for a in (y, ref, other))
+    flips = int(((ref >= threshold) != (other >= threshold)).sum())
+    result: dict[str, Any] = {
+        "n": len(y),
+        "n_positive": int(y.sum()),
+        "max_abs_diff": float(np.max(np.abs(ref - other))) if len(y) else 0.0,
+        "mean_abs_diff": float(np.mean(np.abs(ref - other))) if len(y) else 0.0,
+        "auroc_reference": auroc(y, ref),
+        "auroc": auroc(y, other),
+        "auprc_reference": auprc(y, ref),
+        "auprc": auprc(y, other),
+        "threshold": float(threshold),
+        "flips": flips,
+        "flip_fraction": flips / max(len(y), 1),
+    }
+    result["auroc_delta"] = result["auroc"] - result["auroc_reference"]
+    result["auprc_delta"] = result["auprc"] - result["auprc_reference"]
+    result["auroc_delta_ci"] = list(paired_bootstrap_delta(y, ref, other, auroc, n_boot))
+    result["auprc_delta_ci"] = list(paired_bootstrap_delta(y, ref, other, auprc, n_boot))
+    rows = []
+    for name, mask in (groups or {}).items():
+        n_pos = int(y[mask].sum())
+        n_neg = int(mask.sum()) - n_pos
+        if n_pos < MIN_SUBGROUP_CLASS or n_neg < MIN_SUBGROUP_CLASS:
+            continue
+        a_ref, a_other = auroc(y[mask], ref[mask]), auroc(y[mask], other[mask])
+        rows.append(
+            {
+                "group": name,
+                "n": int(mask.sum()),
+                "n_positive": n_pos,
+                "auroc_reference": a_ref,
+                "auroc": a_other,
+                "auroc_delta": a_other - a_ref,
+            }
+        )
+    result["subgroups"] = rows
+    result["worst_subgroup_delta"] = min((r["auroc_delta"] for r in rows), default=0.0)
+    return result
+
+
+def judge(figures: dict[str, Any], precision: str) -> tuple[str, list[str]]:
+    """("pass" | "fail", reasons) for parity figures under the precision's gate."""
+    gate = GATES[precision]
+    reasons = []
+    if gate.max_abs_diff is not None and figures["max_abs_diff"] > gate.max_abs_diff:
+        reasons.append(f"max |dp| {figures['max_abs_diff']:.2e} > {gate.max_abs_diff:g}")
+    if not np.isnan(figures["auroc_delta"]) and -figures["auroc_delta"] > gate.max_auroc_drop:
+        reasons.append(f"AUROC drop {-figures['auroc_delta']:.4f} > {gate.max_auroc_drop:g}")
+    if figures["flip_fraction"] > gate.max_flip_fraction:
+        reasons.append(
+            f"{figures['flips']} flipped decision(s) ({figures['flip_fraction']:.1%}) > {gate.max_flip_fraction:.0%}"
+        )
+    if gate.max_subgroup_auroc_drop is not None and -figures["worst_subgroup_delta"] > gate.max_subgroup_auroc_drop:
+        worst = min(figures["subgroups"], key=lambda r: r["auroc_delta"])
+        reasons.append(
+            f"subgroup {worst['group']} AUROC drop {-worst['auroc_delta']:.4f} > {gate.max_subgroup_auroc_drop:g}"
+        )
+    return ("fail" if reasons else "pass"), reasons
+
+
+def gates_as_dict() -> dict[str, Any]:
+    """The gates, for parity.json and the report."""
+    return json_safe({k: asdict(v) for k, v in GATES.items()} | {"min_subgroup_class": MIN_SUBGROUP_CLASS})

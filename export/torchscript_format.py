@@ -1,0 +1,84 @@
+"""TorchScript: a traced `.pt` and a mobile-optimised lite-interpreter `.ptl` (PyTorch Android), the spec
+as the extra file `melanoma_spec.json` inside both."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.errors import UserError
+from core.spec import ModelSpec
+from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded
+
+EXTRA_FILE = f"{SPEC_KEY}.json"
+
+
+def _trace(model: torch.nn.Module, spec: ModelSpec, example: tuple) -> torch.jit.ScriptModule:
+    wrapper = ExportModel(model, spec.outputs.temperature).eval()
+    with torch.no_grad():
+        return torch.jit.trace(wrapper, example, check_trace=True)
+
+
+def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
+    """Traced TorchScript `.pt` with the spec as an extra file."""
+    traced = _trace(model, spec, example)
+    with atomic_output(out_path) as tmp:
+        torch.jit.save(traced, str(tmp), _extra_files={EXTRA_FILE: spec.to_json()})
+    return out_path
+
+
+def export_lite(
+    model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32"
+) -> Path:
+    """Mobile-optimised lite-interpreter `.ptl` (what PyTorch Android's LiteModuleLoader loads)."""
+    import torch.backends.xnnpack
+    from torch.utils.mobile_optimizer import optimize_for_mobile
+
+    traced = _trace(model, spec, example)
+    if torch.backends.xnnpack.enabled:
+        optimized = optimize_for_mobile(traced)
+    else:
+        # NOTE: optimize_for_mobile needs XNNPACK, which this torch build (the CUDA wheel) lacks. Freezing
+        # still folds conv-BN and inlines the weights; PyTorch Android prepacks for XNNPACK at load.
+        optimized = torch.jit.freeze(traced.eval())
+    with atomic_output(out_path) as tmp:
+        optimized._save_for_lite_interpreter(str(tmp), _extra_files={EXTRA_FILE: spec.to_json()})
+    return out_path
+
+
+def read_spec(path: Path) -> ModelSpec:
+    """The spec from the archive's `extra/melanoma_spec.json` (both .pt and .ptl are zip archives)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith(f"/extra/{EXTRA_FILE}")]
+            text = archive.read(names[0]) if names else None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"{path} is not a readable TorchScript archive ({exc}): re-export it") from None
+    return parse_embedded(text, path)
+
+
+class TorchScriptRunner(Runner):
+    """`torch.jit.load` for .pt; the lite interpreter for .ptl."""
+
+    format = "torchscript"
+
+    def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
+        super().__init__(path, spec)
+        try:
+            if path.suffix == ".ptl":
+                from torch.jit.mobile import _load_for_lite_interpreter
+
+                self.module = _load_for_lite_interpreter(str(path))
+                self.format = "torchscript-lite"
+            else:
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+        except (RuntimeError, ValueError) as exc:
+            raise UserError(f"cannot load {path} ({str(exc).splitlines()[0]}): re-export it") from None
+
+    def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            logit, prob = self.module(torch.from_numpy(image), torch.from_numpy(meta))
+        return logit.numpy(), prob.numpy()
