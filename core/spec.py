@@ -81,6 +81,9 @@ class ModelSpec:
     created_at: str = field(default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"))
     code_version: str = field(default_factory=lambda: code_version())
     provenance: dict[str, Any] = field(default_factory=dict)
+    # Set in a quantized artifact's spec: {"name": "int8", "method": ..., "remedy": ..., "io": {...}}.
+    # "io" lists any input or output that is not float32 with its scale and zero point.
+    precision: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
 

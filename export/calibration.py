@@ -1,6 +1,6 @@
 """Calibration data for static quantization: real training images, class-stratified, never random tensors.
 
-    calib = calibration_set(checkpoint, spec, size=128)     # EvalSet of preprocessed training images
+calib = calibration_set(checkpoint, spec, size=128)     # EvalSet of preprocessed training images
 """
 
 from __future__ import annotations

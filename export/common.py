@@ -42,6 +42,18 @@ class ExportModel(nn.Module):
         return logit, torch.sigmoid(logit / self.temperature)
 
 
+def with_precision(spec: ModelSpec, name: str, method: str, options=None, **extra) -> ModelSpec:
+    """A copy of `spec` that says how this artifact's numbers were reduced."""
+    import dataclasses
+
+    info = {"name": name, "method": method}
+    if options is not None:
+        info["remedy"] = options.remedy
+        info["kept_float"] = list(options.keep_float)
+    info.update(extra)
+    return dataclasses.replace(spec, precision=info)
+
+
 def sidecar_path(artifact: Path) -> Path:
     """`<artifact>.spec.json` beside the artifact."""
     return artifact.with_name(artifact.name + ".spec.json")

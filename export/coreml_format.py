@@ -22,13 +22,22 @@ from export.common import (
     Runner,
     atomic_output,
     parse_embedded,
+    with_precision,
 )
+from export.quantize import QuantOptions
 
 NOT_RUN = "converted, not run (needs macOS)"
 
 
-def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
-    """Trace, convert to an ML program (batch 1, fp32 compute), embed the spec, save atomically."""
+def export(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    example: tuple,
+    out_path: Path,
+    precision: str = "fp32",
+    options: QuantOptions | None = None,
+) -> Path:
+    """Trace, convert to an ML program (batch 1), reduce precision, embed the spec, save atomically."""
     import coremltools as ct
 
     wrapper = ExportModel(model, spec.outputs.temperature).eval()
@@ -43,9 +52,25 @@ def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Pa
         ],
         outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT32 if precision == "fp32" else ct.precision.FLOAT16,
+        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.iOS16,
     )
+    if precision == "fp16":
+        spec = with_precision(spec, "fp16", "coremltools compute_precision FLOAT16 (weights and compute)")
+    elif precision == "int8-weights":
+        import coremltools.optimize.coreml as cto
+
+        config = cto.OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8", granularity="per_channel")
+        mlmodel = cto.linear_quantize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
+        spec = with_precision(spec, "int8-weights", "coremltools linear_quantize_weights: per-channel int8 weights")
+    elif precision == "palettized":
+        import coremltools.optimize.coreml as cto
+
+        config = cto.OpPalettizerConfig(nbits=6, mode="kmeans")
+        mlmodel = cto.palettize_weights(mlmodel, cto.OptimizationConfig(global_config=config))
+        spec = with_precision(spec, "palettized", "coremltools palettize_weights: 6-bit k-means palettes")
+    elif precision != "fp32":
+        raise ValueError(f"Core ML has no {precision} path")
     mlmodel.user_defined_metadata[SPEC_KEY] = spec.to_json()
     mlmodel.short_description = (
         f"{spec.name}: melanoma probability from a dermoscopic image + metadata (not a medical device)"

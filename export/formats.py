@@ -35,6 +35,8 @@ class Format:
     runtime: str
     targets: str
     package: str
+    quantization: str = ""
+    int16_activations: bool = False  # whether the "16x8" remedy exists for this format
 
     def load_module(self):
         """Import the format's module (heavy converters are imported only when used)."""
@@ -58,11 +60,14 @@ FORMATS: tuple[Format, ...] = (
         module="export.onnx_format",
         runner="OnnxRunner",
         artifacts=(Artifact(".onnx", "export", "opset 17, dynamic batch, simplified with onnxslim"),),
-        precisions=("fp32",),
+        precisions=("fp32", "fp16", "int8-dynamic", "int8"),
         spec_location="metadata_props[melanoma_spec]",
         runtime="ONNX Runtime",
         targets="anywhere (Android, iOS, desktop, server)",
         package="onnx, onnxruntime, onnxslim",
+        quantization="fp16: float16 conversion (float I/O); int8-dynamic: quantize_dynamic; "
+        "int8: static QDQ, per-channel, calibrated",
+        int16_activations=True,
     ),
     Format(
         key="torchscript",
@@ -82,6 +87,7 @@ FORMATS: tuple[Format, ...] = (
         runtime="torch.jit / lite interpreter",
         targets="PyTorch Android, LibTorch",
         package="torch",
+        quantization="none: no maintained path (torch.ao eager quantization is deprecated); use ExecuTorch int8",
     ),
     Format(
         key="coreml",
@@ -89,11 +95,12 @@ FORMATS: tuple[Format, ...] = (
         module="export.coreml_format",
         runner="CoreMLRunner",
         artifacts=(Artifact(".mlpackage", "export", "ML program, iOS 16+, batch 1"),),
-        precisions=("fp32",),
+        precisions=("fp32", "fp16", "int8-weights", "palettized"),
         spec_location="user_defined_metadata[melanoma_spec]",
         runtime="Core ML (macOS / iOS only)",
         targets="iOS, macOS",
         package="coremltools",
+        quantization="fp16 compute; int8-weights: linear_quantize_weights; palettized: 6-bit k-means",
     ),
     Format(
         key="tflite",
@@ -101,11 +108,13 @@ FORMATS: tuple[Format, ...] = (
         module="export.tflite_format",
         runner="TFLiteRunner",
         artifacts=(Artifact(".tflite", "export", "litert-torch, image NHWC, batch 1, signature inputs image/meta"),),
-        precisions=("fp32",),
+        precisions=("fp32", "fp16", "int8-dynamic", "int8"),
         spec_location="TFLite Metadata entry melanoma_spec",
         runtime="LiteRT interpreter (ai-edge-litert)",
         targets="Android, iOS, embedded",
         package="litert-torch, ai-edge-litert",
+        quantization="ai-edge-quantizer: fp16 weights; int8-dynamic range; int8 static, calibrated (float I/O)",
+        int16_activations=True,
     ),
     Format(
         key="executorch",
@@ -113,11 +122,12 @@ FORMATS: tuple[Format, ...] = (
         module="export.executorch_format",
         runner="ExecuTorchRunner",
         artifacts=(Artifact(".pte", "export", "XNNPACK delegate, batch 1"),),
-        precisions=("fp32",),
+        precisions=("fp32", "int8"),
         spec_location="constant method melanoma_spec + sidecar",
         runtime="ExecuTorch runtime",
         targets="Android, iOS, embedded",
         package="executorch",
+        quantization="int8: PT2E XNNPACKQuantizer, per-channel, calibrated (float I/O)",
     ),
 )
 BY_KEY = {f.key: f for f in FORMATS}
@@ -149,6 +159,11 @@ def parse_formats(text: str) -> list[Format]:
     return chosen
 
 
+def artifact_name(model: str, artifact: Artifact, precision: str) -> str:
+    """`<model><suffix>` for fp32, `<model>.<precision><suffix>` otherwise."""
+    return f"{model}{artifact.suffix}" if precision == "fp32" else f"{model}.{precision}{artifact.suffix}"
+
+
 def format_for_suffix(suffix: str) -> Format | None:
     """The format whose artifact has this suffix."""
     for fmt in FORMATS:
@@ -160,15 +175,16 @@ def format_for_suffix(suffix: str) -> Format | None:
 def markdown_table() -> str:
     """The README's formats table, generated from FORMATS."""
     lines = [
-        "| format | `--formats` key | artifact(s) | precisions | spec embedded as | runs with | targets "
-        "| runs on this Linux CI |",
-        "|---|---|---|---|---|---|---|---|",
+        "| format | `--formats` key | artifact(s) | precisions | how each precision is made | spec embedded as "
+        "| runs with | targets | runs on this Linux CI |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for f in FORMATS:
         artifacts = "<br>".join(f"`{a.suffix}`: {a.description}" for a in f.artifacts)
         here = "yes" if f.key != "coreml" else "converted and checked; prediction needs macOS"
         lines.append(
-            f"| {f.title} | `{f.key}` | {artifacts} | {', '.join(f.precisions)} | {f.spec_location} | {f.runtime} "
+            f"| {f.title} | `{f.key}` | {artifacts} | {', '.join(f.precisions)} | {f.quantization or '-'} "
+            f"| {f.spec_location} | {f.runtime} "
             f"| {f.targets} | {here} |"
         )
     return "\n".join(lines)

@@ -11,13 +11,22 @@ import torch
 
 from core.errors import UserError
 from core.spec import ModelSpec
-from export.common import INPUT_NAMES, OUTPUT_NAMES, SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded
+from export.common import (
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SPEC_KEY,
+    ExportModel,
+    Runner,
+    atomic_output,
+    parse_embedded,
+    with_precision,
+)
+from export.quantize import QuantOptions
 
 OPSET = 17
 
 
-def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
-    """Trace to ONNX, check, simplify, embed the spec, write atomically."""
+def _float_proto(model: torch.nn.Module, spec: ModelSpec, example: tuple):
     import onnx
     import onnxslim
 
@@ -42,6 +51,100 @@ def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Pa
     onnx.checker.check_model(proto, full_check=True)
     proto = onnxslim.slim(proto)
     onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+class _Reader:
+    """ONNX Runtime calibration reader over preprocessed training images, 8 at a time."""
+
+    def __init__(self, calibration):
+        self.batches = iter(
+            {"image": calibration.image[i : i + 8], "meta": calibration.meta[i : i + 8]}
+            for i in range(0, len(calibration), 8)
+        )
+
+    def get_next(self):
+        return next(self.batches, None)
+
+
+def _quantize(proto, precision: str, options: QuantOptions):
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "q.onnx"))
+        onnx.save(proto, str(src))
+        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
+        names = [n.name for n in onnx.load(str(pre)).graph.node]
+        exclude = []
+        for path in options.keep_float:
+            found = [n for n in names if n.startswith("/model/" + path.replace(".", "/") + "/")]
+            # NOTE: the exporter names scopes by module call; a module reached through a method of its parent
+            # (EfficientNet-Lite's extract_features) drops that parent's name, so fall back to the last segment.
+            exclude += found or [n for n in names if f"/{path.split('.')[-1]}/" in n]
+        if precision == "int8-dynamic":
+            # NOTE: uint8 weights: ONNX Runtime's CPU ConvInteger has no int8-weight kernel.
+            quantize_dynamic(
+                str(pre), str(dst), weight_type=QuantType.QUInt8, per_channel=False, nodes_to_exclude=exclude
+            )
+            method = "onnxruntime quantize_dynamic: uint8 weights, activations quantized at run time"
+        else:
+            if options.calibration is None:
+                raise ValueError("int8 static quantization needs calibration images")
+            reader = type("Reader", (_Reader, CalibrationDataReader), {})(options.calibration)
+            wide = options.activation_bits == 16
+            quantize_static(
+                str(pre),
+                str(dst),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt16 if wide else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                nodes_to_exclude=exclude,
+                extra_options={"UseQDQContribOps": True} if wide else {},
+            )
+            cal = options.calibration
+            method = (
+                "onnxruntime quantize_static, QDQ: per-channel int8 weights, "
+                f"{'int16' if wide else 'uint8'} activations, MinMax calibration on {len(cal)} training images "
+                f"({int(cal.target.sum())} melanomas)"
+            )
+        return onnx.load(str(dst)), method, len(exclude)
+
+
+def export(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    example: tuple,
+    out_path: Path,
+    precision: str = "fp32",
+    options: QuantOptions | None = None,
+) -> Path:
+    """Trace to ONNX, check, simplify, convert to `precision`, embed the spec, write atomically."""
+    import onnx
+
+    options = options or QuantOptions()
+    proto = _float_proto(model, spec, example)
+    if precision == "fp16":
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+
+        proto = convert_float_to_float16(proto, keep_io_types=True)
+        spec = with_precision(spec, "fp16", "onnxruntime float16 conversion, float32 inputs and outputs kept")
+    elif precision in ("int8-dynamic", "int8"):
+        proto, method, excluded = _quantize(proto, precision, options)
+        spec = with_precision(spec, precision, method, options, excluded_nodes=excluded)
+    elif precision != "fp32":
+        raise ValueError(f"ONNX has no {precision} path")
     del proto.metadata_props[:]
     entry = proto.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
@@ -75,6 +178,9 @@ class OnnxRunner(Runner):
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
+        # NOTE: without this, idle worker threads spin after each run and steal the CPU from whatever runs
+        # next (another artifact in an interleaved benchmark); phones prefer it off too.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001

@@ -55,20 +55,40 @@ def write_report(path: Path, summary: dict[str, Any]) -> Path:
         f"test split of {summary['data']}: {summary['n']} cases, {summary['n_positive']} melanomas. "
         f"Decision threshold {summary['threshold']:.4f} ({summary['threshold_rule']}).",
         "",
-        "| format | precision | artifact | size MB | export s | status | max abs dp | AUROC | dAUROC [95% CI] | flips "
-        "| worst subgroup dAUROC |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| format | precision | artifact | size MB | x smaller | export s | status | max abs dp | AUROC "
+        "| dAUROC [95% CI] | flips | worst subgroup dAUROC | remedy |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         ci = r.get("auroc_delta_ci") or [None, None]
         status = r["status"] + (f": {r['reason']}" if r.get("reason") else "")
         lines.append(
             f"| {r['format']} | {r['precision']} | `{Path(r['path']).name}` | {_fmt(r.get('size_mb'), '.2f')} "
+            f"| {_fmt(r.get('size_reduction'), '.1f')} "
             f"| {_fmt(r.get('export_seconds'), '.1f')} | {status} | {_fmt(r.get('max_abs_diff'), '.1e')} "
             f"| {_fmt(r.get('auroc'), '.4f')} | {_fmt(r.get('auroc_delta'), '+.5f')} "
             f"[{_fmt(ci[0], '+.4f')}, {_fmt(ci[1], '+.4f')}] "
-            f"| {_fmt(r.get('flips'), 'd')} | {_fmt(r.get('worst_subgroup_delta'), '+.5f')} |"
+            f"| {_fmt(r.get('flips'), 'd')} | {_fmt(r.get('worst_subgroup_delta'), '+.5f')} | {r.get('remedy', '-')} |"
         )
+    lines += ["", "## Recommended artifact per format", ""]
+    for label, rec in summary.get("recommended", {}).items():
+        if rec.get("path"):
+            lines.append(
+                f"- **{label}**: `{Path(rec['path']).name}` ({rec['precision']}, {rec['size_mb']:.2f} MB, "
+                f"dAUROC {_fmt(rec.get('auroc_delta'), '+.5f')}, {rec.get('flips')} flips): the smallest that passed"
+            )
+        else:
+            lines.append(f"- **{label}**: none ({rec['reason']})")
+    attempts = [r for r in rows if len(r.get("attempts", [])) > 1]
+    if attempts:
+        lines += ["", "## Remedies tried", ""]
+        for r in attempts:
+            tried = "; ".join(
+                f"{a['remedy']}: {a['status']}"
+                + (f" (dAUROC {a['auroc_delta']:+.4f}, {a['flips']} flips)" if a.get("auroc_delta") is not None else "")
+                for a in r["attempts"]
+            )
+            lines.append(f"- {r['format']} {r['precision']}: {tried}")
     lines += ["", "![ROC of every artifact](roc.png)", "", "## Gates", ""]
     for precision, gate in summary["gates"].items():
         if isinstance(gate, dict):

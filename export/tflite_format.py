@@ -14,7 +14,8 @@ from torch import nn
 
 from core.errors import UserError
 from core.spec import ModelSpec
-from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded
+from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded, with_precision
+from export.quantize import QuantOptions
 
 
 class _NamedOutputs(nn.Module):
@@ -62,14 +63,130 @@ def read_embedded(flatbuffer: bytes) -> bytes | None:
     return None
 
 
-def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
-    """Convert with litert-torch (batch 1, NHWC image), embed the spec, write atomically."""
+def _module_regex(path: str) -> str:
+    """Regex matching the TFLite tensor names litert-torch derives from a FusionModel module path.
+
+    Names look like `.../core.zoo.FusionModel_model/<Type>_backbone/<Type>__conv_stem;...`; a module reached
+    through a method of its parent (EfficientNet-Lite's extract_features) skips that parent, so only the
+    first and last segments are required.
+    """
+    import re
+
+    segments = path.split(".")
+    first, last = re.escape(segments[0]), re.escape(segments[-1])
+    middle = "" if len(segments) == 1 else rf"(/[^;]*)?/[^/;]*_{last}"
+    return rf".*FusionModel_model/[^/;]*_{first}{middle}(/|;|$).*"
+
+
+def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes, str]:
+    from ai_edge_quantizer import quantizer, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    manager = recipe_manager.RecipeManager()
+    if precision == "fp16":
+        manager.add_weight_only_config(
+            regex=".*",
+            operation_name=TFLOperationName.ALL_SUPPORTED,
+            num_bits=16,
+            algorithm_key=AlgorithmName.FLOAT_CASTING,
+        )
+        method = "ai-edge-quantizer float casting: float16 weights, float32 compute and I/O"
+        rp = manager.get_quantization_recipe()
+    else:
+        if precision == "int8-dynamic":
+            manager.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=8)
+        else:
+            manager.add_static_config(
+                regex=".*",
+                operation_name=TFLOperationName.ALL_SUPPORTED,
+                activation_num_bits=options.activation_bits,
+                weight_num_bits=8,
+            )
+        # Float inputs and outputs (quantize / dequantize inside the graph): an app feeds the same tensors
+        # as to the fp32 model, and a probability is not rounded to 1/256 at the decision threshold.
+        for io_op in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):
+            manager.add_quantization_config(regex=".*", operation_name=io_op, algorithm_key=AlgorithmName.NO_QUANTIZE)
+        # The ops after the fusion model (logit / temperature, sigmoid) stay float too: an int8 probability
+        # has a resolution of 1/256, coarser than the gap between many cases and the decision threshold.
+        manager.add_quantization_config(
+            regex=r"^(?!.*FusionModel_model).*$",
+            operation_name=TFLOperationName.ALL_SUPPORTED,
+            algorithm_key=AlgorithmName.NO_QUANTIZE,
+        )
+        for path in options.keep_float:
+            manager.add_quantization_config(
+                regex=_module_regex(path),
+                operation_name=TFLOperationName.ALL_SUPPORTED,
+                algorithm_key=AlgorithmName.NO_QUANTIZE,
+            )
+        rp = manager.get_quantization_recipe()
+        cal = options.calibration
+        method = (
+            "ai-edge-quantizer dynamic range: per-channel int8 weights, float activations"
+            if precision == "int8-dynamic"
+            else f"ai-edge-quantizer static: per-channel int8 weights, int{options.activation_bits} activations, "
+            "min-max calibration on "
+            f"{len(cal)} training images ({int(cal.target.sum())} melanomas)"
+        )
+    qt = quantizer.Quantizer(fp32, rp)
+    if precision == "int8":
+        cal = options.calibration
+        samples = [
+            {"image": np.ascontiguousarray(cal.image[i : i + 1].transpose(0, 2, 3, 1)), "meta": cal.meta[i : i + 1]}
+            for i in range(len(cal))
+        ]
+        result = qt.quantize(qt.calibrate({"serving_default": samples}))
+    else:
+        result = qt.quantize()
+    return bytes(result.quantized_model), method
+
+
+def _io_quantization(data: bytes) -> dict:
+    """Inputs and outputs that are not float32, with their scale and zero point (for the spec)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    runner = Interpreter(model_content=data).get_signature_runner()
+    io = {}
+    for kind, details in (("input", runner.get_input_details()), ("output", runner.get_output_details())):
+        for name, d in details.items():
+            if d["dtype"] != np.float32:
+                scale, zero = d["quantization"]
+                io[name] = {
+                    "kind": kind,
+                    "dtype": np.dtype(d["dtype"]).name,
+                    "scale": float(scale),
+                    "zero_point": int(zero),
+                    "rule": "q = round(x / scale) + zero_point, clipped to the dtype; x = (q - zero_point) * scale",
+                }
+    return io
+
+
+def export(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    example: tuple,
+    out_path: Path,
+    precision: str = "fp32",
+    options: QuantOptions | None = None,
+) -> Path:
+    """Convert with litert-torch (batch 1, NHWC image), quantize, embed the spec, write atomically."""
     import litert_torch
 
+    options = options or QuantOptions()
     image, meta = (t[:1] for t in example)
     wrapper = _NamedOutputs(ExportModel(model, spec.outputs.temperature, nhwc=True)).eval()
-    edge = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1).contiguous(), "meta": meta})
-    data = embed_spec(edge.model_content(), phone_spec(spec).to_json())
+    data = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1).contiguous(), "meta": meta})
+    data = data.model_content()
+    spec = phone_spec(spec)
+    if precision != "fp32":
+        if precision not in ("fp16", "int8-dynamic", "int8"):
+            raise ValueError(f"TFLite has no {precision} path")
+        data, method = _quantize(data, precision, options)
+        spec = with_precision(
+            spec, precision, method, options if precision == "int8" else None, io=_io_quantization(data)
+        )
+    data = embed_spec(data, spec.to_json())
     with atomic_output(out_path) as tmp:
         tmp.write_bytes(data)
     return out_path
@@ -109,7 +226,24 @@ class TFLiteRunner(Runner):
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.nhwc:
             image = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
-        out = self.runner(image=image, meta=meta)
-        if "logit" in out:
-            return out["logit"], out["probability"]
-        return out["output_0"], out["output_1"]  # positional outputs, in OUTPUT_NAMES order
+        inputs = self.runner.get_input_details()
+        out = self.runner(image=_to_input(image, inputs["image"]), meta=_to_input(meta, inputs["meta"]))
+        outputs = self.runner.get_output_details()
+        names = ("logit", "probability") if "logit" in out else ("output_0", "output_1")  # positional fallback
+        return tuple(_from_output(out[n], outputs[n]) for n in names)
+
+
+def _to_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Quantize a float input for an int8/uint8 input tensor (full-int8 artifacts), else pass it through."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+
+
+def _from_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero = detail["quantization"]
+    return ((y.astype(np.float32) - zero) * scale).astype(np.float32)

@@ -22,7 +22,9 @@ def _trace(model: torch.nn.Module, spec: ModelSpec, example: tuple) -> torch.jit
         return torch.jit.trace(wrapper, example, check_trace=True)
 
 
-def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32") -> Path:
+def export(
+    model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32", options=None
+) -> Path:
     """Traced TorchScript `.pt` with the spec as an extra file."""
     traced = _trace(model, spec, example)
     with atomic_output(out_path) as tmp:
@@ -31,7 +33,7 @@ def export(model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Pa
 
 
 def export_lite(
-    model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32"
+    model: torch.nn.Module, spec: ModelSpec, example: tuple, out_path: Path, precision: str = "fp32", options=None
 ) -> Path:
     """Mobile-optimised lite-interpreter `.ptl` (what PyTorch Android's LiteModuleLoader loads)."""
     import torch.backends.xnnpack

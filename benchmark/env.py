@@ -1,0 +1,66 @@
+"""The environment fingerprint every benchmark carries, and this CPU's estimated peak GFLOP/s."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from typing import Any
+
+PACKAGES = ("torch", "onnxruntime", "ai-edge-litert", "litert-torch", "executorch", "coremltools", "numpy")
+
+
+def _cpuinfo() -> dict[str, str]:
+    info: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if ":" in line:
+                    k, v = (s.strip() for s in line.split(":", 1))
+                    info.setdefault(k, v)
+    except OSError:
+        pass
+    return info
+
+
+def fingerprint(threads: list[int] | None = None) -> dict[str, Any]:
+    """CPU model and flags, cores, threads, OS, Python and library versions, git commit."""
+    cpu = _cpuinfo()
+    flags = set(cpu.get("flags", "").split())
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, check=False
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    return {
+        "cpu": cpu.get("model name", platform.processor() or platform.machine()),
+        "cpu_mhz": float(cpu["cpu MHz"]) if "cpu MHz" in cpu else None,
+        "simd": sorted(
+            flags & {"avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_tile", "neon", "asimd"}
+        ),
+        "logical_cores": os.cpu_count(),
+        "threads": threads,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "packages": versions,
+        "commit": commit,
+    }
+
+
+def peak_gflops(env: dict[str, Any], threads: int) -> float | None:
+    """Estimated fp32 peak: threads x GHz x FLOPs per cycle (2 FMA units x vector lanes x 2)."""
+    mhz = env.get("cpu_mhz")
+    if not mhz:
+        return None
+    simd = set(env.get("simd", []))
+    lanes = 16 if "avx512f" in simd else 8 if "avx2" in simd else 4
+    flops_per_cycle = 2 * lanes * (2 if "fma" in simd or "avx512f" in simd else 1)
+    return threads * mhz / 1000.0 * flops_per_cycle

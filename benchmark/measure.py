@@ -1,0 +1,119 @@
+"""Timing and memory of artifacts through the same runners that passed parity.
+
+Runs are interleaved across artifacts (each round times every artifact once, in a shuffled order) so that
+machine drift hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from export import runners
+from export.common import NotRunnable, Runner
+
+
+@dataclass
+class Candidate:
+    """One artifact to time."""
+
+    model: str
+    format: str
+    precision: str
+    path: Path
+    parity: dict[str, Any] = field(default_factory=dict)
+    runner: Runner | None = None
+    load_ms: float = float("nan")
+    first_ms: float = float("nan")
+    times: list[float] = field(default_factory=list)
+    skipped: str = ""
+
+
+def set_threads(threads: int) -> None:
+    """Thread count for the PyTorch-based runners (eager, TorchScript); others take it at load."""
+    torch.set_num_threads(threads)
+
+
+def load(candidate: Candidate, threads: int) -> None:
+    """Create the runner, timing the load; a format that cannot run here is marked skipped."""
+    start = time.perf_counter()
+    try:
+        candidate.runner = runners.load(candidate.path, threads=threads)
+    except NotRunnable as exc:
+        candidate.skipped = str(exc)
+        return
+    candidate.load_ms = (time.perf_counter() - start) * 1000
+
+
+def measure(
+    candidates: list[Candidate], image: np.ndarray, meta: np.ndarray, runs: int, warmup: int, seed: int = 0
+) -> None:
+    """First inference, warm-up, then `runs` interleaved timed rounds (milliseconds per predict call)."""
+    live = [c for c in candidates if c.runner is not None]
+    for c in live:
+        start = time.perf_counter()
+        c.runner.predict(image, meta)
+        c.first_ms = (time.perf_counter() - start) * 1000
+        for _ in range(warmup):
+            c.runner.predict(image, meta)
+    rng = random.Random(seed)
+    for _ in range(runs):
+        order = live[:]
+        rng.shuffle(order)
+        for c in order:
+            start = time.perf_counter()
+            c.runner.predict(image, meta)
+            c.times.append((time.perf_counter() - start) * 1000)
+
+
+def peak_memory_mb(path: Path, threads: int, batch: int, timeout: int = 300) -> float | None:
+    """Peak resident memory (MB) that loading the artifact and running 5 predictions adds to a fresh process.
+
+    The high-water mark after the imports is subtracted, so the number is the artifact's own cost (weights,
+    runtime arenas, activations), not the Python and library baseline.
+    """
+    code = (
+        "import json, resource, sys, numpy as np, torch\n"
+        "from export import runners\n"
+        f"torch.set_num_threads({threads})\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        f"r = runners.load(sys.argv[1], threads={threads})\n"
+        "s = r.spec.image.size\n"
+        f"x = np.random.default_rng(0).random(({batch}, 3, s, s), dtype=np.float32)\n"
+        f"m = np.zeros(({batch}, r.spec.meta_size), np.float32)\n"
+        "for _ in range(5): r.predict(x, m)\n"
+        "print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(path)],
+            capture_output=True,
+            text=True,
+            cwd=root,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if result.returncode != 0:
+        return None
+    return float(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def count_flops(model: torch.nn.Module, image: torch.Tensor, meta: torch.Tensor) -> int:
+    """FLOPs of one forward pass (torch.utils.flop_counter; a multiply-add counts as 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(image, meta)
+    return int(counter.get_total_flops())

@@ -1,0 +1,47 @@
+"""Latency statistics: percentiles, spread, throughput and speed-up, from raw timings in milliseconds."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+
+def summarize(times_ms: Sequence[float], batch: int = 1) -> dict[str, Any]:
+    """p50/p90/p99, mean, std, IQR, min/max and throughput (images/s at the median) of timings in ms."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    if t.size == 0:
+        raise ValueError("no timings to summarize")
+    p25, p50, p75, p90, p99 = np.percentile(t, [25, 50, 75, 90, 99])
+    return {
+        "runs": int(t.size),
+        "p50_ms": float(p50),
+        "p90_ms": float(p90),
+        "p99_ms": float(p99),
+        "mean_ms": float(t.mean()),
+        "std_ms": float(t.std(ddof=1)) if t.size > 1 else 0.0,
+        "iqr_ms": float(p75 - p25),
+        "min_ms": float(t.min()),
+        "max_ms": float(t.max()),
+        "throughput_per_s": float(batch * 1000.0 / p50) if p50 > 0 else float("inf"),
+    }
+
+
+def speedup(reference_p50: float, p50: float) -> float:
+    """How many times faster than the reference (both medians, same threads and batch)."""
+    return float(reference_p50 / p50) if p50 > 0 else float("inf")
+
+
+def regressions(current: Sequence[dict], previous: Sequence[dict], tolerance: float = 0.2) -> list[dict]:
+    """Rows whose p50 grew by more than `tolerance` versus the same key in a previous run."""
+    key = ("model", "format", "precision", "threads", "batch")
+    before = {tuple(r[k] for k in key): r["p50_ms"] for r in previous}
+    out = []
+    for r in current:
+        old = before.get(tuple(r[k] for k in key))
+        if old and r["p50_ms"] > old * (1 + tolerance):
+            out.append(
+                {**{k: r[k] for k in key}, "p50_ms": r["p50_ms"], "previous_p50_ms": old, "slowdown": r["p50_ms"] / old}
+            )
+    return out

@@ -1,0 +1,173 @@
+"""Quantized artifacts: each maintained path on a small model, real calibration images, gates, remedies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from core import zoo
+from core.checkpoint import load_checkpoint
+from core.errors import UserError
+from export import parity, runners
+from export.all import recommend
+from export.calibration import calibration_set, stratified_pick
+from export.common import ExportModel, NotRunnable, example_inputs
+from export.evaldata import load_test_split
+from export.formats import BY_KEY, artifact_name
+from export.quantize import QuantOptions, gate_for, ladder, parse_precisions
+
+
+def test_precision_vocabulary() -> None:
+    assert parse_precisions("fp32,fp16,int8") == ["fp32", "fp16", "int8-dynamic", "int8", "int8-weights", "palettized"]
+    assert parse_precisions("int8-dynamic") == ["int8-dynamic"]
+    with pytest.raises(UserError, match='unknown precision "int4"'):
+        parse_precisions("fp32,int4")
+    assert gate_for("palettized") == "int8" and gate_for("fp16") == "fp16"
+
+
+def test_stratified_pick_over_represents_melanomas() -> None:
+    table = pd.DataFrame({"target": [1] * 10 + [0] * 190})
+    picked = stratified_pick(table, 40)
+    assert len(picked) == 40 and picked["target"].sum() == 10  # every melanoma, then benign lesions
+    picked = stratified_pick(pd.DataFrame({"target": [1] * 100 + [0] * 100}), 40)
+    assert picked["target"].sum() == 20
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_run: Path):
+    model, spec = load_checkpoint(tiny_run / "checkpoint.pt")
+    calibration = calibration_set(tiny_run / "checkpoint.pt", spec, size=32)
+    test = load_test_split(tiny_run / "checkpoint.pt", spec)
+    return model, spec, calibration, test
+
+
+def test_calibration_uses_real_training_images_of_both_classes(tiny_run: Path, trained) -> None:
+    _, _, calibration, _ = trained
+    split = pd.read_csv(tiny_run / "split.csv")
+    train_names = set(split.query("split == 'train'")["image_name"])
+    assert set(calibration.table["image_name"]) <= train_names
+    assert 0 < calibration.target.sum() < len(calibration)
+    assert calibration.image.shape[1:] == (3, 32, 32)
+    assert calibration.image.std() > 0.05  # decoded lesions, not constant or random noise
+    assert calibration.image.min() >= 0.0 and calibration.image.max() <= 1.0
+
+
+PATHS = [
+    ("onnx", "fp16"),
+    ("onnx", "int8-dynamic"),
+    ("onnx", "int8"),
+    ("tflite", "fp16"),
+    ("tflite", "int8-dynamic"),
+    ("tflite", "int8"),
+    ("executorch", "int8"),
+    ("coreml", "fp16"),
+    ("coreml", "int8-weights"),
+    ("coreml", "palettized"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fmt_key", "precision"), PATHS)
+def test_quantization_path(fmt_key: str, precision: str, trained, tmp_path: Path) -> None:
+    model, spec, calibration, test = trained
+    fmt = BY_KEY[fmt_key]
+    artifact = fmt.artifacts[0]
+    options = QuantOptions(calibration=calibration if precision == "int8" else None)
+    example = example_inputs(spec, 2)
+    fp32 = tmp_path / artifact_name(spec.name, artifact, "fp32")
+    fmt.exporter(artifact)(model, spec, example, fp32, "fp32")
+    path = tmp_path / artifact_name(spec.name, artifact, precision)
+    fmt.exporter(artifact)(model, spec, example, path, precision, options)
+    read = runners.read_spec(path)
+    assert read.precision["name"] == precision and read.precision["method"]
+    if precision == "int8":
+        assert f"{len(calibration)} training images" in read.precision["method"]
+
+    def size(p: Path) -> int:
+        return sum(f.stat().st_size for f in p.rglob("*")) if p.is_dir() else p.stat().st_size
+
+    assert size(path) < size(fp32) / (1.7 if precision == "fp16" else 2.5)
+    if fmt_key == "coreml":
+        with pytest.raises(NotRunnable):
+            runners.load(path)
+        return
+    got = runners.load(path).predict(test.image, test.meta).probability.reshape(-1)
+    ref = ExportModel(model, spec.outputs.temperature)(torch.from_numpy(test.image), torch.from_numpy(test.meta))
+    ref = ref[1].detach().numpy().reshape(-1)
+    assert np.abs(got - ref).max() < (0.01 if precision == "fp16" else 0.25)
+    assert abs(parity.auroc(test.target, got) - parity.auroc(test.target, ref)) < 0.15
+
+
+@pytest.mark.slow
+def test_keep_float_leaves_modules_unquantized(trained, tmp_path: Path) -> None:
+    import onnx
+
+    model, spec, calibration, _ = trained
+    path = tmp_path / "q.onnx"
+    options = QuantOptions(calibration=calibration, keep_float=("head", "meta_mlp"), remedy="test")
+    BY_KEY["onnx"].exporter(BY_KEY["onnx"].artifacts[0])(model, spec, example_inputs(spec, 2), path, "int8", options)
+    names = [n.name for n in onnx.load(str(path)).graph.node]
+    assert not any(n.startswith("model.head.weight") or n.startswith("model.meta_mlp") for n in names)
+    assert any("DequantizeLinear" in n for n in names)  # the backbone is still quantized
+    assert runners.read_spec(path).precision["kept_float"] == ["head", "meta_mlp"]
+
+
+def test_ladder_adds_silu_se_only_where_they_exist() -> None:
+    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
+    b0, _ = zoo.create_model("efficientnet_b0", 12, "none", 64)
+    assert not any("SiLU" in r.name for r in ladder(lite))
+    rungs = ladder(b0)
+    silu = [r for r in rungs if "SiLU" in r.name]
+    assert len(silu) == 1 and len(silu[0].keep_float(b0)) > 10
+    assert [r.name for r in ladder(b0, calibrated=False)][1] != "2x calibration data"
+
+
+def test_int8_gates_on_constructed_cases() -> None:
+    y = np.array([0, 1] * 50)
+    ref = np.where(y == 1, 0.8, 0.2) + np.linspace(0, 0.1, 100)
+    one_flip = ref.copy()
+    one_flip[0] = 0.55  # a benign case now above 0.5 (still below every melanoma): 1 flip in 100 = 1% <= 2%
+    status, _ = parity.judge(parity.compare(y, ref, one_flip, 0.5), "int8")
+    assert status == "pass"
+    three = ref.copy()
+    three[[0, 2, 4]] = 0.55
+    status, reasons = parity.judge(parity.compare(y, ref, three, 0.5), "int8")
+    assert status == "fail" and any("flipped" in r for r in reasons)
+    fp16 = parity.compare(y, ref, ref + 3e-3, 0.5)
+    assert parity.judge(fp16, "fp16")[0] == "pass"  # no max |dp| gate for reduced precision
+    assert parity.judge(fp16, "fp32")[0] == "fail"
+
+
+def test_a_failed_artifact_is_never_recommended() -> None:
+    rows = [
+        {"format": "pytorch-eager", "precision": "fp32", "status": "reference", "path": "c.pt", "size_mb": 14},
+        {"format": "onnx", "precision": "fp32", "status": "pass", "path": "m.onnx", "size_mb": 13.7},
+        {"format": "onnx", "precision": "fp16", "status": "pass", "path": "m.fp16.onnx", "size_mb": 6.9},
+        {"format": "onnx", "precision": "int8", "status": "fail", "path": "m.int8.onnx", "size_mb": 3.6},
+        {"format": "coreml", "precision": "fp32", "status": "not-run", "path": "m.mlpackage", "size_mb": 13.8},
+    ]
+    chosen = recommend(rows)
+    assert chosen["onnx"]["path"] == "m.fp16.onnx"
+    assert chosen["coreml"]["path"] is None and "passed" in chosen["coreml"]["reason"]
+
+
+@pytest.mark.slow
+def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
+    from tests.test_export import run_export
+
+    checkpoint = str(tiny_run / "checkpoint.pt")
+    args = ["--formats", "onnx", "--precision", "fp32,int8", "--calibration-size", "16", "--golden", "0"]
+    result = run_export("--checkpoint", checkpoint, *args, "--out", str(tmp_path))
+    assert result.returncode in (0, 1), result.stderr[-3000:]
+    summary = json.loads((tmp_path / "parity.json").read_text())
+    rows = {r["precision"]: r for r in summary["rows"] if r["format"] == "onnx"}
+    assert set(rows) == {"fp32", "int8-dynamic", "int8"}
+    assert rows["int8"]["attempts"] and rows["int8"]["remedy"]
+    assert rows["int8"]["size_reduction"] > 2.5
+    assert result.returncode == (1 if any(r["status"] == "fail" for r in summary["rows"]) else 0)
+    assert "## Recommended artifact per format" in (tmp_path / "export_report.md").read_text()
