@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from core.errors import UserError
-from core.io import atomic_path
+from core.io import atomic_path, load_tensors
 from core.spec import ModelSpec, state_dict_sha256
 
 FORMAT = "melanoma-checkpoint/1"
@@ -35,14 +35,11 @@ def save_checkpoint(
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint's raw payload safely; UserError when it is not one of ours."""
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"checkpoint {path} does not exist: train one with python -m train --model NAME")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise UserError(
-            f"{path} is not a readable checkpoint ({exc.__class__.__name__}): is the file complete?"
-        ) from None
+    payload = load_tensors(
+        path,
+        missing=f"checkpoint {path} does not exist: train one with python -m train --model NAME",
+        unreadable=f"{path} is not a readable checkpoint: is the file complete?",
+    )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint written by python -m train (no {FORMAT!r} marker)")
     return payload

@@ -46,6 +46,28 @@ def write_json(path: str | os.PathLike[str], data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")
 
 
+def load_tensors(path: str | os.PathLike[str], missing: str, unreadable: str) -> Any:
+    """`torch.load(path, weights_only=True)` on the CPU, with the caller's fix-it sentences as UserErrors.
+
+    Args:
+        path: the file.
+        missing: what to say when it does not exist.
+        unreadable: what to say when it cannot be unpickled as plain tensors and containers (the
+            exception's class name is appended).
+    """
+    import torch
+
+    from core.errors import UserError
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(missing)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a file of tensors"
+        raise UserError(f"{unreadable} ({exc.__class__.__name__})") from None
+
+
 def write_with(path: str | os.PathLike[str], writer: Callable[[Path], Any]) -> Path:
     """Atomically produce `path` by calling `writer(tmp_path)`."""
     with atomic_path(path) as tmp:

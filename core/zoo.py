@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.io import load_tensors
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -368,15 +369,12 @@ def create_model(
 
 def load_weights_file(model: FusionModel, path: Path) -> None:
     """Load a whole-model checkpoint, or a backbone state dict, into `model`; UserError if it does not fit."""
-    if not path.is_file():
-        raise UserError(f"weights file {path} does not exist: give --weights imagenet, none, or an existing file")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unpickling failure means "not a checkpoint"
-        raise UserError(
-            f"{path} is not a PyTorch checkpoint or state dict ({exc.__class__.__name__}): "
-            "give a checkpoint.pt from python -m train, or a backbone state dict saved with torch.save"
-        ) from None
+    data = load_tensors(
+        path,
+        missing=f"weights file {path} does not exist: give --weights imagenet, none, or an existing file",
+        unreadable=f"{path} is not a PyTorch checkpoint or state dict: give a checkpoint.pt from python -m train, "
+        "or a backbone state dict saved with torch.save",
+    )
     if isinstance(data, dict) and "state_dict" in data and isinstance(data["state_dict"], dict):
         state, target, what = data["state_dict"], model, "model"
     elif isinstance(data, dict) and data and all(isinstance(v, torch.Tensor) for v in data.values()):

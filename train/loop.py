@@ -30,7 +30,7 @@ from tqdm import tqdm
 from core import zoo
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
-from core.io import atomic_path, write_json
+from core.io import atomic_path, load_tensors, write_json
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
 from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract
@@ -545,12 +545,11 @@ def _load_resume(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     path = out / RESUME_FILE
     if (out / "metrics.json").is_file():
         raise UserError(f"{out} holds a finished run (metrics.json exists): nothing to resume; use a new --out")
-    if not path.is_file():
-        raise UserError(f"nothing to resume in {out} (no {RESUME_FILE}): give the --out of an interrupted run")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001
-        raise UserError(f"{path} cannot be read ({exc.__class__.__name__}): start a new run instead") from None
+    state = load_tensors(
+        path,
+        missing=f"nothing to resume in {out} (no {RESUME_FILE}): give the --out of an interrupted run",
+        unreadable=f"{path} cannot be read: start a new run instead",
+    )
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise UserError(f"{path} is not a training state written by python -m train")
     saved = state["config"]
