@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
 import urllib.error
 import warnings
 from collections.abc import Callable
@@ -108,11 +107,6 @@ def register_model(name: str, family: str) -> Callable[[BackboneBuilder], Backbo
 def list_models() -> list[str]:
     """Every registered backbone name, sorted."""
     return sorted(_REGISTRY)
-
-
-def family_of(name: str) -> str:
-    """The family (e.g. "efficientnet") a registered name belongs to."""
-    return _FAMILY[resolve_name(name)]
 
 
 def resolve_name(name: str) -> str:
@@ -398,11 +392,3 @@ def has_imagenet_weights(name: str) -> bool:
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def hub_cache_has(name: str) -> bool:
-    """Whether torchvision's default ImageNet weights for `name` are already in the torch hub cache."""
-    import torchvision
-
-    weights = torchvision.models.get_model_weights(resolve_name(name)).DEFAULT
-    return os.path.exists(os.path.join(torch.hub.get_dir(), "checkpoints", os.path.basename(weights.url)))

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from core.errors import UserError
 from core.spec import ModelSpec
@@ -88,8 +87,3 @@ def load_split(
 def load_test_split(checkpoint: Path, spec: ModelSpec, limit: int | None = None) -> EvalSet:
     """The held-out test split every artifact is compared on."""
     return load_split(checkpoint, spec, "test", limit)
-
-
-def as_tensors(data: EvalSet) -> tuple[torch.Tensor, torch.Tensor]:
-    """The image and meta arrays as tensors (no copy)."""
-    return torch.from_numpy(data.image), torch.from_numpy(data.meta)

@@ -21,7 +21,7 @@ from export.common import (
     parse_embedded,
     with_precision,
 )
-from export.quantize import QuantOptions
+from export.quantize import QuantOptions, in_module
 
 OPSET = 17
 
@@ -85,12 +85,13 @@ def _quantize(proto, precision: str, options: QuantOptions):
         onnx.save(proto, str(src))
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
         names = [n.name for n in onnx.load(str(pre)).graph.node]
-        exclude = []
-        for path in options.keep_float:
-            found = [n for n in names if n.startswith("/model/" + path.replace(".", "/") + "/")]
-            # NOTE: the exporter names scopes by module call; a module reached through a method of its parent
-            # (EfficientNet-Lite's extract_features) drops that parent's name, so fall back to the last segment.
-            exclude += found or [n for n in names if f"/{path.split('.')[-1]}/" in n]
+
+        def scope(node_name: str) -> list[str]:
+            # "/model/backbone/features/features.0/features.0.0/Conv" -> [backbone, features, 0, 0]
+            parts = [p.split(".")[-1] for p in node_name.split("/")[1:-1]]
+            return parts[1:] if parts[:1] == ["model"] else []
+
+        exclude = [n for n in names if any(in_module(scope(n), p) for p in options.keep_float)]
         if precision == "int8-dynamic":
             # NOTE: uint8 weights: ONNX Runtime's CPU ConvInteger has no int8-weight kernel.
             quantize_dynamic(

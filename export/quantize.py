@@ -60,6 +60,28 @@ class QuantOptions:
     activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)
 
 
+def _aligns(components: list[str], segments: list[str]) -> bool:
+    """Whether scope `components` name the module at `segments`, allowing the exporter to have dropped
+    named parents (a module reached through a parent's method, as EfficientNet-Lite's extract_features,
+    loses that parent's scope) but never a numeric index."""
+    if not components or components[0] != segments[0] or components[-1] != segments[-1]:
+        return False
+    i = 0
+    for seg in segments:
+        if i < len(components) and components[i] == seg:
+            i += 1
+        elif seg.isdigit():
+            return False
+    return i == len(components)
+
+
+def in_module(components: list[str], path: str) -> bool:
+    """Whether an op whose scope is `components` (module attribute names below the FusionModel) lies in
+    the module at dotted `path` or below it."""
+    segments = path.split(".")
+    return any(_aligns(components[:k], segments) for k in range(1, len(components) + 1))
+
+
 def first_conv(model: nn.Module) -> str:
     """Path of the first convolution of the backbone."""
     for name, module in model.named_modules():

@@ -63,19 +63,38 @@ def read_embedded(flatbuffer: bytes) -> bytes | None:
     return None
 
 
-def _module_regex(path: str) -> str:
-    """Regex matching the TFLite tensor names litert-torch derives from a FusionModel module path.
+def _scopes(tensor_name: str) -> list[list[str]]:
+    """Module attribute names below the FusionModel for each scope in a litert-torch tensor name.
 
-    Names look like `.../core.zoo.FusionModel_model/<Type>_backbone/<Type>__conv_stem;...`; a module reached
-    through a method of its parent (EfficientNet-Lite's extract_features) skips that parent, so only the
-    first and last segments are required.
+    A name joins scopes with ";", each like `.../core.zoo.FusionModel_model/<pkg.Class>_<attr>/...`.
     """
+    out = []
+    for scope in tensor_name.split(";"):
+        parts = scope.split("/")
+        attrs = []
+        for part in parts:
+            cls_attr = part.rsplit(".", 1)[-1]
+            start = len(cls_attr) - len(cls_attr.lstrip("_"))
+            cut = cls_attr.find("_", start)
+            attrs.append(cls_attr[cut + 1 :] if cut > 0 else "")
+        if "model" in attrs and any(p.startswith("core.zoo.FusionModel_") for p in parts):
+            out.append(attrs[attrs.index("model") + 1 :])
+    return out
+
+
+def _keep_float_regex(fp32: bytes, paths: tuple[str, ...]) -> str | None:
+    """An exact-name alternation of the tensors produced inside the modules at `paths` (None if none)."""
     import re
 
-    segments = path.split(".")
-    first, last = re.escape(segments[0]), re.escape(segments[-1])
-    middle = "" if len(segments) == 1 else rf"(/[^;]*)?/[^/;]*_{last}"
-    return rf".*FusionModel_model/[^/;]*_{first}{middle}(/|;|$).*"
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from export.quantize import in_module
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(fp32))
+    names = {t.name.decode() if isinstance(t.name, bytes) else t.name for g in model.subgraphs for t in g.tensors}
+    hits = sorted(n for n in names if any(in_module(c, p) for c in _scopes(n) for p in paths))
+    # An op's scope is its output tensor names, each followed by ";".
+    return "|".join(f"(^|;){re.escape(n)};" for n in hits) or None
 
 
 def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes, str]:
@@ -114,11 +133,10 @@ def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes
             operation_name=TFLOperationName.ALL_SUPPORTED,
             algorithm_key=AlgorithmName.NO_QUANTIZE,
         )
-        for path in options.keep_float:
+        keep = _keep_float_regex(fp32, options.keep_float) if options.keep_float else None
+        if keep:
             manager.add_quantization_config(
-                regex=_module_regex(path),
-                operation_name=TFLOperationName.ALL_SUPPORTED,
-                algorithm_key=AlgorithmName.NO_QUANTIZE,
+                regex=keep, operation_name=TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE
             )
         rp = manager.get_quantization_recipe()
         cal = options.calibration

@@ -171,3 +171,25 @@ def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
     assert rows["int8"]["size_reduction"] > 2.5
     assert result.returncode == (1 if any(r["status"] == "fail" for r in summary["rows"]) else 0)
     assert "## Recommended artifact per format" in (tmp_path / "export_report.md").read_text()
+
+
+def test_scope_matching_for_keep_float() -> None:
+    from export.quantize import in_module
+    from export.tflite_format import _scopes
+
+    # EfficientNet-Lite's stem is reached through extract_features, so the exporter drops "net".
+    assert in_module(["backbone", "_conv_stem"], "backbone.net._conv_stem")
+    assert in_module(["backbone", "_conv_stem", "static_padding"], "backbone.net._conv_stem")
+    assert not in_module(["backbone", "_conv_head"], "backbone.net._conv_stem")
+    # Numeric indices are never skipped: features.0.0 is the stem conv only, not all of features.0.
+    assert in_module(["backbone", "features", "0", "0"], "backbone.features.0.0")
+    assert not in_module(["backbone", "features", "0", "2"], "backbone.features.0.0")
+    assert not in_module(["backbone", "features", "1", "0", "block", "0", "2"], "backbone.features.0.2")
+    assert in_module(["head"], "head") and not in_module(["meta_mlp", "0"], "head")
+    name = (
+        "export.tflite_format._NamedOutputs/export.common.ExportModel_inner/core.zoo.FusionModel_model/"
+        "core.zoo._LiteFeatures_backbone/efficientnet_lite_pytorch.utils.Conv2dStaticSamePadding__conv_stem;"
+        "export.tflite_format._NamedOutputs/export.common.ExportModel_inner/core.zoo.FusionModel_model/"
+        "torch.nn.modules.container.Sequential_meta_mlp/torch.nn.modules.linear.Linear_0"
+    )
+    assert _scopes(name) == [["backbone", "_conv_stem"], ["meta_mlp", "0"]]

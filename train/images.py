@@ -77,8 +77,3 @@ def train_transform(
             v2.ToDtype(torch.float32, scale=True),
         ]
     )
-
-
-def preprocess(path: str | Path, size: int) -> torch.Tensor:
-    """One file -> the float32 [3, size, size] tensor the spec describes (no augmentation)."""
-    return eval_transform(size)(load_rgb(path))
