@@ -77,12 +77,6 @@ def _candidates(model: str, folder: Path) -> tuple[list[Any], dict[str, Any]]:
     return out, summary
 
 
-def _size_mb(path: Path) -> float:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-    return path.stat().st_size / 1e6
-
-
 def benchmark_model(
     model: str, folder: Path, threads: list[int], batches: list[int], runs: int, warmup: int, memory: bool
 ) -> tuple[list[dict], list[dict]]:
@@ -93,6 +87,7 @@ def benchmark_model(
     from benchmark.env import fingerprint, peak_gflops
     from benchmark.stats import speedup, summarize
     from core.checkpoint import load_checkpoint
+    from export.common import artifact_size_mb
 
     env = fingerprint(threads)
     rows, skipped = [], []
@@ -144,7 +139,7 @@ def benchmark_model(
                     "speedup_vs_eager": speedup(eager_p50, stats["p50_ms"]) if eager_p50 else None,
                     "load_ms": c.load_ms,
                     "first_ms": c.first_ms,
-                    "size_mb": round(_size_mb(c.path), 3),
+                    "size_mb": round(artifact_size_mb(c.path), 3),
                     "gflops": flops / 1e9,
                     "gflops_per_s": gflops_per_s,
                     "peak_share": gflops_per_s / peak if peak else None,

@@ -75,18 +75,12 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def _size_mb(path: Path) -> float:
-    if path.is_dir():
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
-    return path.stat().st_size / 1e6
-
-
 def _check_artifact(
     fmt: Any, artifact: Any, precision: str, options: Any, ctx: dict[str, Any], label: str
 ) -> dict[str, Any]:
     """Export one artifact and judge its parity; a failure becomes the row's status, never an exception."""
     from export import parity, runners
-    from export.common import NotRunnable, sidecar_path
+    from export.common import NotRunnable, artifact_size_mb, sidecar_path
     from export.formats import artifact_name
     from export.quantize import gate_for
 
@@ -99,7 +93,7 @@ def _check_artifact(
         embedded = fmt.load_module().read_spec(path)  # the new artifact's own spec replaces any old sidecar
         embedded.save(sidecar_path(path))
         row["export_seconds"] = round(time.time() - start, 2)
-        row["size_mb"] = round(_size_mb(path), 3)
+        row["size_mb"] = round(artifact_size_mb(path), 3)
         row["method"] = embedded.precision.get("method", "")
         row["spec_round_trip"] = _same_except_artifact_fields(embedded, spec)
         runner = runners.load(path)
@@ -155,7 +149,7 @@ def export_all(
     from core.metrics import json_safe
     from export import parity, runners
     from export.calibration import calibration_set
-    from export.common import example_inputs
+    from export.common import artifact_size_mb, example_inputs
     from export.evaldata import load_test_split
     from export.golden import write_golden
     from export.quantize import CALIBRATED, REMEDIABLE, QuantOptions, ladder
@@ -184,7 +178,7 @@ def export_all(
             "precision": "fp32",
             "path": str(checkpoint),
             "status": "reference",
-            "size_mb": _size_mb(checkpoint),
+            "size_mb": artifact_size_mb(checkpoint),
             "auroc": parity.auroc(data.target, ref_prob),
             "auprc": parity.auprc(data.target, ref_prob),
             "predict_seconds": round(time.time() - t0, 2),

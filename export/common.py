@@ -54,6 +54,13 @@ def with_precision(spec: ModelSpec, name: str, method: str, options=None, **extr
     return dataclasses.replace(spec, precision=info)
 
 
+def artifact_size_mb(path: Path) -> float:
+    """Size of an artifact in MB; a folder artifact (.mlpackage) counts every file inside it."""
+    if path.is_dir():
+        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 1e6
+    return path.stat().st_size / 1e6
+
+
 def sidecar_path(artifact: Path) -> Path:
     """`<artifact>.spec.json` beside the artifact."""
     return artifact.with_name(artifact.name + ".spec.json")
