@@ -26,6 +26,7 @@ from core.errors import UserError, run_cli
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_DIST = Path("dist")
+FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning rungs distil on (a random subset)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -76,9 +77,10 @@ def _say(message: str) -> None:
 
 
 def _check_artifact(
-    fmt: Any, artifact: Any, precision: str, options: Any, ctx: dict[str, Any], label: str
+    fmt: Any, artifact: Any, precision: str, options: Any, ctx: dict[str, Any], label: str, model: Any = None
 ) -> dict[str, Any]:
-    """Export one artifact and judge its parity; a failure becomes the row's status, never an exception."""
+    """Export one artifact (of `model`, default the checkpoint's) and judge its parity against the
+    checkpoint's fp32 model; a failure becomes the row's status, never an exception."""
     from export import parity, runners
     from export.common import NotRunnable, artifact_size_mb, sidecar_path
     from export.formats import artifact_name
@@ -89,7 +91,8 @@ def _check_artifact(
     row: dict[str, Any] = {"format": label, "precision": precision, "path": str(path)}
     start = time.time()
     try:
-        fmt.exporter(artifact)(ctx["model"], spec, ctx["example"], path, precision, options)
+        source = ctx["model"] if model is None else model
+        fmt.exporter(artifact)(source, spec, ctx["example"], path, precision, options)
         embedded = fmt.load_module().read_spec(path)  # the new artifact's own spec replaces any old sidecar
         embedded.save(sidecar_path(path))
         row["export_seconds"] = round(time.time() - start, 2)
@@ -148,7 +151,7 @@ def export_all(
     from core.io import write_json
     from core.metrics import json_safe
     from export import parity, runners
-    from export.calibration import calibration_set
+    from export.calibration import calibration_set, training_images
     from export.common import artifact_size_mb, example_inputs
     from export.evaldata import load_test_split
     from export.golden import write_golden
@@ -187,6 +190,7 @@ def export_all(
     curves = {"pytorch-eager": ref_prob}
     _say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
     calibrations: dict[int, Any] = {}
+    tuned: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
 
     def calibration(factor: int):
         if factor not in calibrations:
@@ -194,6 +198,21 @@ def export_all(
             _say(f"loading {size} class-stratified training images for calibration ...")
             calibrations[factor] = calibration_set(checkpoint, spec, size)
         return calibrations[factor]
+
+    def finetuned(keep: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+        """The int8-aware fine-tuned model for this set of float modules (made once, shared by formats)."""
+        if keep not in tuned:
+            from export.finetune import finetune_for_int8
+
+            images = training_images(checkpoint, spec, FINETUNE_IMAGES)
+            _say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
+            tuned[keep] = finetune_for_int8(model, images.image, images.meta, keep)
+            report = tuned[keep][1]
+            _say(
+                f"  rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "
+                f"{report['rms_logit_error_after']:.4f} ({report['seconds']} s)"
+            )
+        return tuned[keep]
 
     for fmt in formats:
         for artifact in fmt.artifacts:
@@ -206,13 +225,13 @@ def export_all(
                     attempts, tried = [], []
                     for remedy in ladder(model, precision in CALIBRATED, fmt.int16_activations):
                         cal = calibration(remedy.calibration_factor) if precision in CALIBRATED else None
-                        options = QuantOptions(
-                            cal, tuple(remedy.keep_float(model)), remedy.name, remedy.activation_bits
-                        )
-                        row = _check_artifact(fmt, artifact, precision, options, ctx, label)
+                        keep = tuple(remedy.keep_float(model))
+                        source, report = finetuned(keep) if remedy.finetune else (None, None)
+                        options = QuantOptions(cal, keep, remedy.name, remedy.activation_bits, report)
+                        row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)
                         row["remedy"] = remedy.name
                         if "auroc" in row:
-                            tried.append((options, row))
+                            tried.append((options, source, row))
                         attempts.append(
                             {k: row.get(k) for k in ("status", "reason", "auroc_delta", "flips", "max_abs_diff")}
                             | {"remedy": remedy.name}
@@ -222,10 +241,11 @@ def export_all(
                         _say(f"[{label} {precision}] remedy '{remedy.name}' failed the gate ({row['reason']}); next")
                     if row["status"] == "fail" and "auroc" in row:
                         # Keep the closest miss on disk, not merely the last rung tried.
-                        best = min(range(len(tried)), key=lambda i: (tried[i][1]["flips"], -tried[i][1]["auroc_delta"]))
+                        best = min(range(len(tried)), key=lambda i: (tried[i][2]["flips"], -tried[i][2]["auroc_delta"]))
                         if best != len(tried) - 1:
-                            row = _check_artifact(fmt, artifact, precision, tried[best][0], ctx, label)
-                            row["remedy"] = tried[best][0].remedy
+                            options, source, _ = tried[best]
+                            row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)
+                            row["remedy"] = options.remedy
                         row["reason"] += "; no remedy passed the gate (kept the closest miss)"
                     row["attempts"] = attempts
                 rows.append(row)

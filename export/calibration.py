@@ -1,6 +1,7 @@
 """Calibration data for static quantization: real training images, class-stratified, never random tensors.
 
 calib = calibration_set(checkpoint, spec, size=128)     # EvalSet of preprocessed training images
+images = training_images(checkpoint, spec, size=1024)   # a random subset, for int8-aware fine-tuning
 """
 
 from __future__ import annotations
@@ -41,3 +42,15 @@ def calibration_set(checkpoint: Path, spec: ModelSpec, size: int = DEFAULT_SIZE,
             file=sys.stderr,
         )
     return data
+
+
+def training_images(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0) -> EvalSet:
+    """Up to `size` preprocessed images from the checkpoint's training split, drawn at random (so in the
+    split's own class balance): what int8-aware fine-tuning distils on."""
+
+    def pick(table: pd.DataFrame) -> pd.DataFrame:
+        if len(table) <= size:
+            return table
+        return table.loc[np.sort(np.random.default_rng(seed).choice(table.index.to_numpy(), size, replace=False))]
+
+    return load_split(checkpoint, spec, "train", select=pick)

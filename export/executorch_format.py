@@ -15,14 +15,40 @@ from export.quantize import QuantOptions
 
 
 def _outside(paths: list[str]):
-    """PT2E filter: quantize a node only when it lies outside every module path in `paths`."""
+    """PT2E filter: quantize a node only when it lies inside the fusion model (`model`) and outside every
+    module path in `paths`.
+
+    The ops after the fusion model (logit / temperature, sigmoid) always stay float: an int8 probability
+    has a resolution of 1/256, coarser than the gap between many cases and the decision threshold.
+    """
 
     def keep(node) -> bool:
         stack = node.meta.get("nn_module_stack") or {}
         names = [v[0] for v in stack.values() if isinstance(v, tuple) and v]
-        return not any(n == p or n.startswith(p + ".") for n in names for p in paths)
+        # Weights and constants carry no module stack: they follow the op that uses them.
+        inside = not names or any(n == "model" or n.startswith("model.") for n in names)
+        return inside and not any(n == p or n.startswith(p + ".") for n in names for p in paths)
 
     return keep
+
+
+def pt2e_int8(graph: torch.fx.GraphModule, options: QuantOptions) -> torch.fx.GraphModule:
+    """PT2E static int8 of an exported (batch 1) graph: XNNPACKQuantizer, calibrated one image at a time."""
+    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
+        XNNPACKQuantizer,
+        get_symmetric_quantization_config,
+    )
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    cal = options.calibration
+    if cal is None:
+        raise ValueError("int8 quantization needs calibration images")
+    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
+    quantizer.set_filter_function(_outside([f"model.{p}" for p in options.keep_float]))
+    prepared = prepare_pt2e(graph, quantizer)
+    for i in range(len(cal)):
+        prepared(torch.from_numpy(cal.image[i : i + 1]), torch.from_numpy(cal.meta[i : i + 1]))
+    return convert_pt2e(prepared)
 
 
 def export(
@@ -43,22 +69,8 @@ def export(
     with torch.no_grad():
         program = torch.export.export(wrapper, args, strict=False)
         if precision == "int8":
-            from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-                XNNPACKQuantizer,
-                get_symmetric_quantization_config,
-            )
-            from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
+            program = torch.export.export(pt2e_int8(program.module(), options), args, strict=False)
             cal = options.calibration
-            if cal is None:
-                raise ValueError("int8 quantization needs calibration images")
-            quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-            if options.keep_float:
-                quantizer.set_filter_function(_outside([f"model.{p}" for p in options.keep_float]))
-            prepared = prepare_pt2e(program.module(), quantizer)
-            for i in range(len(cal)):
-                prepared(torch.from_numpy(cal.image[i : i + 1]), torch.from_numpy(cal.meta[i : i + 1]))
-            program = torch.export.export(convert_pt2e(prepared), args, strict=False)
             method = (
                 "PT2E XNNPACKQuantizer: per-channel symmetric int8 weights, int8 activations, calibrated on "
                 f"{len(cal)} training images ({int(cal.target.sum())} melanomas); float32 I/O"

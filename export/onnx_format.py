@@ -91,7 +91,11 @@ def _quantize(proto, precision: str, options: QuantOptions):
             parts = [p.split(".")[-1] for p in node_name.split("/")[1:-1]]
             return parts[1:] if parts[:1] == ["model"] else []
 
-        exclude = [n for n in names if any(in_module(scope(n), p) for p in options.keep_float)]
+        # The ops after the fusion model ("/Div" by the temperature, "/Sigmoid") always stay float: a uint8
+        # probability has a resolution of 1/256, coarser than the gap between many cases and the threshold.
+        after_model = [n for n in names if n.startswith("/") and not n.startswith("/model/")]
+        kept = [n for n in names if any(in_module(scope(n), p) for p in options.keep_float)]
+        exclude = after_model + [n for n in kept if n not in after_model]
         if precision == "int8-dynamic":
             # NOTE: uint8 weights: ONNX Runtime's CPU ConvInteger has no int8-weight kernel.
             quantize_dynamic(
@@ -120,7 +124,7 @@ def _quantize(proto, precision: str, options: QuantOptions):
                 f"{'int16' if wide else 'uint8'} activations, MinMax calibration on {len(cal)} training images "
                 f"({int(cal.target.sum())} melanomas)"
             )
-        return onnx.load(str(dst)), method, len(exclude)
+        return onnx.load(str(dst)), method, len(kept)
 
 
 def export(

@@ -9,7 +9,9 @@ Precisions (the `precision` of a parity row):
     palettized    6-bit k-means weight palettes (Core ML)
 
 When a calibrated int8 artifact fails its parity gate, `export.all` walks REMEDIES in order and keeps
-the first artifact that passes, recording which remedy was needed.
+the first artifact that passes, recording which remedy was needed. The last rungs fine-tune the weights
+for int8 first (export.finetune); the tuned model is made once per set of float modules and shared by
+the formats.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ class QuantOptions:
     keep_float: tuple[str, ...] = ()  # module paths inside the FusionModel kept in float
     remedy: str = "none"
     activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)
+    finetuned: dict | None = None  # export.finetune's report when the weights were fine-tuned for int8
 
 
 def _aligns(components: list[str], segments: list[str]) -> bool:
@@ -109,6 +112,7 @@ class Remedy:
     calibration_factor: int
     keep_float: Callable[[nn.Module], list[str]]
     activation_bits: int = 8
+    finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
 
 
 def _sensitive(model: nn.Module) -> list[str]:
@@ -121,6 +125,14 @@ REMEDIES: tuple[Remedy, ...] = (
     Remedy("first conv, head and metadata MLP in float", 2, _sensitive),
     Remedy("first conv, head, metadata MLP and SiLU/SE blocks in float", 2, lambda m: _sensitive(m) + silu_se_paths(m)),
     Remedy("int16 activations (16x8) with first conv, head and metadata MLP in float", 2, _sensitive, 16),
+    Remedy("int8-aware weight fine-tuning; first conv, head and metadata MLP in float", 2, _sensitive, 8, True),
+    Remedy(
+        "int8-aware weight fine-tuning and int16 activations (16x8); first conv, head and metadata MLP in float",
+        2,
+        _sensitive,
+        16,
+        True,
+    ),
 )
 
 
@@ -128,10 +140,13 @@ def ladder(model: nn.Module, calibrated: bool = True, int16: bool = True) -> lis
     """The remedies that apply to this model and format.
 
     SiLU/SE only when the model has such blocks; 16-bit activations only where the format has them; for an
-    uncalibrated (dynamic) precision, only the rungs that keep modules in float.
+    uncalibrated (dynamic) precision, only the rungs that keep modules in float (its per-tensor uint8
+    weights do not use the grid that fine-tuning rounds to).
     """
     rungs = [r for r in REMEDIES if "SiLU" not in r.name or silu_se_paths(model)]
     rungs = [r for r in rungs if int16 or r.activation_bits == 8]
     if not calibrated:
-        rungs = [r for r in rungs if r.activation_bits == 8 and (r is REMEDIES[0] or r.keep_float(model))]
+        rungs = [
+            r for r in rungs if r.activation_bits == 8 and not r.finetune and (r is REMEDIES[0] or r.keep_float(model))
+        ]
     return rungs

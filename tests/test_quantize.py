@@ -193,3 +193,64 @@ def test_scope_matching_for_keep_float() -> None:
         "torch.nn.modules.container.Sequential_meta_mlp/torch.nn.modules.linear.Linear_0"
     )
     assert _scopes(name) == [["backbone", "_conv_stem"], ["meta_mlp", "0"]]
+
+
+@pytest.mark.slow
+def test_int8_probability_stays_float(trained, tmp_path: Path) -> None:
+    """An int8 probability has 1/256 resolution: coarser than many cases' distance to the threshold."""
+    import onnx
+
+    from export.executorch_format import pt2e_int8
+
+    model, spec, calibration, _ = trained
+    options = QuantOptions(calibration=calibration)
+    path = tmp_path / "q.onnx"
+    BY_KEY["onnx"].exporter(BY_KEY["onnx"].artifacts[0])(model, spec, example_inputs(spec, 2), path, "int8", options)
+    graph = onnx.load(str(path)).graph
+    producer = {out: node for node in graph.node for out in node.output}
+    assert producer["probability"].op_type == "Sigmoid"
+    assert producer[producer["probability"].input[0]].op_type == "Div"  # logit / temperature, in float
+    assert sum(n.op_type == "DequantizeLinear" for n in graph.node) > 5  # the model itself is quantized
+
+    wrapper = ExportModel(model, spec.outputs.temperature).eval()
+    args = tuple(t[:1] for t in example_inputs(spec, 2))
+    converted = pt2e_int8(torch.export.export(wrapper, args, strict=False).module(), options)
+    nodes = list(converted.graph.nodes)
+    sigmoid = next(n for n in nodes if "sigmoid" in str(n.target))
+    assert "dequantize" not in str(sigmoid.args[0].target)  # its input is the float logit / temperature
+    assert not any("quantize" in str(user.target) for user in sigmoid.users)
+    assert sum("dequantize_per_channel" in str(n.target) for n in nodes) >= 5  # weights are int8
+
+
+@pytest.mark.slow
+def test_finetuning_folds_batchnorm_and_leaves_weights_on_the_int8_grid(trained) -> None:
+    from torch import nn
+
+    from export.finetune import finetune_for_int8, fold_batchnorm, grid_scale
+
+    model, _, calibration, test = trained
+    image, meta = torch.from_numpy(test.image), torch.from_numpy(test.meta)
+    folded, count = fold_batchnorm(model, (image[:2], meta[:2]))
+    assert count >= 5 and not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
+    with torch.no_grad():
+        assert torch.allclose(folded(image, meta), model(image, meta), atol=1e-4)
+
+    tuned, report = finetune_for_int8(
+        model, calibration.image, calibration.meta, keep_float=("head",), steps=100, progress=False
+    )
+    assert report["rms_logit_error_after"] < report["rms_logit_error_before"]
+    for name, layer in tuned.named_modules():
+        if isinstance(layer, nn.Conv2d | nn.Linear):
+            w = layer.weight.detach()
+            steps = w / grid_scale(w).reshape([-1] + [1] * (w.ndim - 1))
+            on_grid = torch.allclose(steps, steps.round(), atol=1e-3)
+            assert on_grid == (name != "head"), name  # the kept-float head is left as it was
+
+
+def test_finetuning_rungs_come_last_and_only_for_calibrated_int8() -> None:
+    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
+    rungs = ladder(lite)
+    tuned = [i for i, r in enumerate(rungs) if r.finetune]
+    assert tuned and tuned == list(range(len(rungs) - len(tuned), len(rungs)))
+    assert not any(r.finetune for r in ladder(lite, calibrated=False))
+    assert not any(r.activation_bits == 16 for r in ladder(lite, int16=False))
