@@ -27,6 +27,7 @@ from core.errors import UserError, run_cli
 DEFAULT_RUNS = Path("runs")
 DEFAULT_DIST = Path("dist")
 FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning rungs distil on (a random subset)
+SENSITIVITY_IMAGES = 200  # training images the int8 sensitivity ranking measures its error on
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +200,21 @@ def export_all(
             calibrations[factor] = calibration_set(checkpoint, spec, size)
         return calibrations[factor]
 
+    ranked: list[tuple[str, float]] = []
+
+    def sensitive_blocks(count: int) -> tuple[str, ...]:
+        """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation; shared by formats)."""
+        if not ranked:
+            from export.quantize import first_conv
+            from export.sensitivity import rank_blocks
+
+            images = training_images(checkpoint, spec, SENSITIVITY_IMAGES, seed=1)
+            _say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
+            base = (first_conv(model), "head", "meta_mlp")
+            ranked.extend(rank_blocks(model, calibration(1), images, base))
+            _say("  most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in ranked[:count]))
+        return tuple(block for block, _ in ranked[:count])
+
     def finetuned(keep: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
         """The int8-aware fine-tuned model for this set of float modules (made once, shared by formats)."""
         if keep not in tuned:
@@ -226,6 +242,8 @@ def export_all(
                     for remedy in ladder(model, precision in CALIBRATED, fmt.int16_activations):
                         cal = calibration(remedy.calibration_factor) if precision in CALIBRATED else None
                         keep = tuple(remedy.keep_float(model))
+                        if remedy.sensitive_blocks:
+                            keep += sensitive_blocks(remedy.sensitive_blocks)
                         source, report = finetuned(keep) if remedy.finetune else (None, None)
                         options = QuantOptions(cal, keep, remedy.name, remedy.activation_bits, report)
                         row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)

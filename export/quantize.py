@@ -9,9 +9,9 @@ Precisions (the `precision` of a parity row):
     palettized    6-bit k-means weight palettes (Core ML)
 
 When a calibrated int8 artifact fails its parity gate, `export.all` walks REMEDIES in order and keeps
-the first artifact that passes, recording which remedy was needed. The last rungs fine-tune the weights
-for int8 first (export.finetune); the tuned model is made once per set of float modules and shared by
-the formats.
+the first artifact that passes, recording which remedy was needed. Later rungs also keep the blocks
+that int8 hurts most in float (export.sensitivity ranks them once per export), and the last ones
+fine-tune the weights for int8 first (export.finetune); both are made once and shared by the formats.
 """
 
 from __future__ import annotations
@@ -113,25 +113,26 @@ class Remedy:
     keep_float: Callable[[nn.Module], list[str]]
     activation_bits: int = 8
     finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
+    sensitive_blocks: int = 0  # also keep this many blocks in float, the most int8-sensitive first
 
 
 def _sensitive(model: nn.Module) -> list[str]:
     return [first_conv(model), "head", "meta_mlp"]
 
 
+SENSITIVE_BLOCKS = 2
+_PLUS = f"first conv, head, metadata MLP and the {SENSITIVE_BLOCKS} most int8-sensitive blocks in float"
+
 REMEDIES: tuple[Remedy, ...] = (
     Remedy("none (per-channel int8 weights)", 1, lambda m: []),
     Remedy("2x calibration data", 2, lambda m: []),
     Remedy("first conv, head and metadata MLP in float", 2, _sensitive),
     Remedy("first conv, head, metadata MLP and SiLU/SE blocks in float", 2, lambda m: _sensitive(m) + silu_se_paths(m)),
-    Remedy("int16 activations (16x8) with first conv, head and metadata MLP in float", 2, _sensitive, 16),
-    Remedy("int8-aware weight fine-tuning; first conv, head and metadata MLP in float", 2, _sensitive, 8, True),
+    Remedy(_PLUS, 2, _sensitive, sensitive_blocks=SENSITIVE_BLOCKS),
+    Remedy(f"int16 activations (16x8); {_PLUS}", 2, _sensitive, 16, sensitive_blocks=SENSITIVE_BLOCKS),
+    Remedy(f"int8-aware weight fine-tuning; {_PLUS}", 2, _sensitive, 8, True, SENSITIVE_BLOCKS),
     Remedy(
-        "int8-aware weight fine-tuning and int16 activations (16x8); first conv, head and metadata MLP in float",
-        2,
-        _sensitive,
-        16,
-        True,
+        f"int8-aware weight fine-tuning, int16 activations (16x8); {_PLUS}", 2, _sensitive, 16, True, SENSITIVE_BLOCKS
     ),
 )
 
@@ -140,13 +141,19 @@ def ladder(model: nn.Module, calibrated: bool = True, int16: bool = True) -> lis
     """The remedies that apply to this model and format.
 
     SiLU/SE only when the model has such blocks; 16-bit activations only where the format has them; for an
-    uncalibrated (dynamic) precision, only the rungs that keep modules in float (its per-tensor uint8
-    weights do not use the grid that fine-tuning rounds to).
+    uncalibrated (dynamic) precision, only the rungs that keep fixed modules in float (the sensitivity
+    ranking simulates static int8, and dynamic per-tensor uint8 weights do not use the grid that
+    fine-tuning rounds to).
     """
     rungs = [r for r in REMEDIES if "SiLU" not in r.name or silu_se_paths(model)]
     rungs = [r for r in rungs if int16 or r.activation_bits == 8]
     if not calibrated:
         rungs = [
-            r for r in rungs if r.activation_bits == 8 and not r.finetune and (r is REMEDIES[0] or r.keep_float(model))
+            r
+            for r in rungs
+            if r.activation_bits == 8
+            and not r.finetune
+            and not r.sensitive_blocks
+            and (r is REMEDIES[0] or r.keep_float(model))
         ]
     return rungs

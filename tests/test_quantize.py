@@ -254,3 +254,34 @@ def test_finetuning_rungs_come_last_and_only_for_calibrated_int8() -> None:
     assert tuned and tuned == list(range(len(rungs) - len(tuned), len(rungs)))
     assert not any(r.finetune for r in ladder(lite, calibrated=False))
     assert not any(r.activation_bits == 16 for r in ladder(lite, int16=False))
+
+
+def test_candidate_blocks_are_small_units_of_the_backbone() -> None:
+    from export.sensitivity import candidate_blocks
+
+    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
+    blocks = candidate_blocks(lite, exclude=("backbone.net._conv_stem",))
+    assert blocks[:2] == ["backbone.net._blocks.0", "backbone.net._blocks.1"]
+    assert "backbone.net._conv_head" in blocks and "backbone.net._conv_stem" not in blocks
+    assert len(blocks) == 17  # 16 MBConv blocks + the head conv
+    b0, _ = zoo.create_model("efficientnet_b0", 12, "none", 64)
+    for block in candidate_blocks(b0):
+        layers = [m for m in b0.get_submodule(block).modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+        assert 1 <= len(layers) <= 4
+
+
+@pytest.mark.slow
+def test_sensitivity_ranking_scores_every_block(trained) -> None:
+    from export.sensitivity import candidate_blocks, rank_blocks
+
+    model, _, calibration, _ = trained
+    ranked = rank_blocks(model, calibration, calibration, progress=False)
+    assert sorted(b for b, _ in ranked) == sorted(candidate_blocks(model))
+    errors = [e for _, e in ranked]
+    assert errors == sorted(errors) and all(np.isfinite(errors)) and errors[-1] > 0
+
+
+def test_sensitive_block_rungs_are_only_for_static_int8() -> None:
+    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
+    assert any(r.sensitive_blocks for r in ladder(lite))
+    assert not any(r.sensitive_blocks for r in ladder(lite, calibrated=False))
