@@ -19,7 +19,7 @@ import time
 import torch
 from torch import nn
 
-MAX_LAYERS_PER_BLOCK = 4  # a candidate block holds at most this many conv / linear layers
+MAX_LAYERS_PER_BLOCK = 5  # a candidate block holds at most this many conv / linear layers (MBConv + SE: 5)
 
 
 def _layers(module: nn.Module) -> int:
@@ -27,7 +27,7 @@ def _layers(module: nn.Module) -> int:
 
 
 def candidate_blocks(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[str]:
-    """The largest modules of the backbone holding 1-4 conv / linear layers (EfficientNet's MBConv blocks,
+    """The largest modules of the backbone holding 1-5 conv / linear layers (EfficientNet's MBConv blocks,
     ResNet bottlenecks, a lone stem or head conv), minus those inside `exclude`."""
     found: list[str] = []
 

@@ -267,7 +267,7 @@ def test_candidate_blocks_are_small_units_of_the_backbone() -> None:
     b0, _ = zoo.create_model("efficientnet_b0", 12, "none", 64)
     for block in candidate_blocks(b0):
         layers = [m for m in b0.get_submodule(block).modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
-        assert 1 <= len(layers) <= 4
+        assert 1 <= len(layers) <= 5
 
 
 @pytest.mark.slow
