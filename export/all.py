@@ -205,13 +205,12 @@ def export_all(
     def sensitive_blocks(count: int) -> tuple[str, ...]:
         """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation; shared by formats)."""
         if not ranked:
-            from export.quantize import first_conv
+            from export.quantize import sensitive_modules
             from export.sensitivity import rank_blocks
 
             images = training_images(checkpoint, spec, SENSITIVITY_IMAGES, seed=1)
             _say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
-            base = (first_conv(model), "head", "meta_mlp")
-            ranked.extend(rank_blocks(model, calibration(1), images, base))
+            ranked.extend(rank_blocks(model, calibration(1), images, tuple(sensitive_modules(model))))
             _say("  most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in ranked[:count]))
         return tuple(block for block, _ in ranked[:count])
 

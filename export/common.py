@@ -50,7 +50,7 @@ def with_precision(spec: ModelSpec, name: str, method: str, options=None, **extr
     if options is not None:
         info["remedy"] = options.remedy
         info["kept_float"] = list(options.keep_float)
-        if getattr(options, "finetuned", None):
+        if options.finetuned:
             info["weights_finetuned"] = options.finetuned
     info.update(extra)
     return dataclasses.replace(spec, precision=info)

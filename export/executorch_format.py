@@ -11,7 +11,7 @@ import torch
 from core.errors import UserError
 from core.spec import ModelSpec
 from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded, with_precision
-from export.quantize import QuantOptions
+from export.quantize import QuantOptions, within
 
 
 def _outside(paths: list[str]):
@@ -27,13 +27,14 @@ def _outside(paths: list[str]):
         names = [v[0] for v in stack.values() if isinstance(v, tuple) and v]
         # Weights and constants carry no module stack: they follow the op that uses them.
         inside = not names or any(n == "model" or n.startswith("model.") for n in names)
-        return inside and not any(n == p or n.startswith(p + ".") for n in names for p in paths)
+        return inside and not any(within(n, paths) for n in names)
 
     return keep
 
 
-def pt2e_int8(graph: torch.fx.GraphModule, options: QuantOptions) -> torch.fx.GraphModule:
-    """PT2E static int8 of an exported (batch 1) graph: XNNPACKQuantizer, calibrated one image at a time."""
+def pt2e_int8(graph: torch.fx.GraphModule, options: QuantOptions, batch: int = 1) -> torch.fx.GraphModule:
+    """PT2E static int8 of an exported graph: XNNPACKQuantizer, calibrated `batch` images at a time (1 for
+    the batch-1 graph ExecuTorch lowers; more where the graph has a dynamic batch)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
         XNNPACKQuantizer,
         get_symmetric_quantization_config,
@@ -46,8 +47,8 @@ def pt2e_int8(graph: torch.fx.GraphModule, options: QuantOptions) -> torch.fx.Gr
     quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
     quantizer.set_filter_function(_outside([f"model.{p}" for p in options.keep_float]))
     prepared = prepare_pt2e(graph, quantizer)
-    for i in range(len(cal)):
-        prepared(torch.from_numpy(cal.image[i : i + 1]), torch.from_numpy(cal.meta[i : i + 1]))
+    for i in range(0, len(cal), batch):
+        prepared(torch.from_numpy(cal.image[i : i + batch]), torch.from_numpy(cal.meta[i : i + batch]))
     return convert_pt2e(prepared)
 
 

@@ -5,7 +5,7 @@ network that is enough to push cases near the decision threshold across it. This
 that the model *with rounded weights* reproduces the fp32 model's logits (distillation on training images),
 then leaves every weight exactly on that grid:
 
-    tuned, report = finetune_for_int8(model, spec, images, keep_float=("head",), steps=200)
+    tuned, report = finetune_for_int8(model, images.image, images.meta, keep_float=("head",), steps=200)
 
 1. Batch norms are folded into the convolution / linear layer before them (eval mode, exact), so the
    grid is the one the runtimes see: ONNX, TFLite and ExecuTorch all fold them the same way.
@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
+
+from export.quantize import within
 
 DEFAULT_STEPS = 200
 DEFAULT_LR = 1e-5
@@ -96,10 +98,6 @@ class _Int8Weight(nn.Module):
         return torch.fake_quantize_per_channel_affine(weight, scale, zero, 0, -QMAX, QMAX)
 
 
-def _kept(name: str, keep_float: tuple[str, ...]) -> bool:
-    return any(name == k or name.startswith(k + ".") for k in keep_float)
-
-
 def _logits(net: nn.Module, image: torch.Tensor, meta: torch.Tensor, mirror: bool = False) -> torch.Tensor:
     out = []
     with torch.no_grad():
@@ -140,7 +138,7 @@ def finetune_for_int8(
     layers = [
         (name, m)
         for name, m in student.named_modules()
-        if isinstance(m, nn.Conv2d | nn.Linear) and not _kept(name, keep_float)
+        if isinstance(m, nn.Conv2d | nn.Linear) and not within(name, keep_float)
     ]
     for _, layer in layers:
         parametrize.register_parametrization(layer, "weight", _Int8Weight())

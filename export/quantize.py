@@ -63,6 +63,11 @@ class QuantOptions:
     finetuned: dict | None = None  # export.finetune's report when the weights were fine-tuned for int8
 
 
+def within(path: str, prefixes: tuple[str, ...] | list[str]) -> bool:
+    """Whether dotted module `path` is one of `prefixes` or lies below one of them."""
+    return any(path == p or path.startswith(p + ".") for p in prefixes)
+
+
 def _aligns(components: list[str], segments: list[str]) -> bool:
     """Whether scope `components` name the module at `segments`, allowing the exporter to have dropped
     named parents (a module reached through a parent's method, as EfficientNet-Lite's extract_features,
@@ -116,7 +121,8 @@ class Remedy:
     sensitive_blocks: int = 0  # also keep this many blocks in float, the most int8-sensitive first
 
 
-def _sensitive(model: nn.Module) -> list[str]:
+def sensitive_modules(model: nn.Module) -> list[str]:
+    """The modules the third rung keeps in float, and the ranking of int8-sensitive blocks starts from."""
     return [first_conv(model), "head", "meta_mlp"]
 
 
@@ -126,13 +132,22 @@ _PLUS = f"first conv, head, metadata MLP and the {SENSITIVE_BLOCKS} most int8-se
 REMEDIES: tuple[Remedy, ...] = (
     Remedy("none (per-channel int8 weights)", 1, lambda m: []),
     Remedy("2x calibration data", 2, lambda m: []),
-    Remedy("first conv, head and metadata MLP in float", 2, _sensitive),
-    Remedy("first conv, head, metadata MLP and SiLU/SE blocks in float", 2, lambda m: _sensitive(m) + silu_se_paths(m)),
-    Remedy(_PLUS, 2, _sensitive, sensitive_blocks=SENSITIVE_BLOCKS),
-    Remedy(f"int16 activations (16x8); {_PLUS}", 2, _sensitive, 16, sensitive_blocks=SENSITIVE_BLOCKS),
-    Remedy(f"int8-aware weight fine-tuning; {_PLUS}", 2, _sensitive, 8, True, SENSITIVE_BLOCKS),
+    Remedy("first conv, head and metadata MLP in float", 2, sensitive_modules),
     Remedy(
-        f"int8-aware weight fine-tuning, int16 activations (16x8); {_PLUS}", 2, _sensitive, 16, True, SENSITIVE_BLOCKS
+        "first conv, head, metadata MLP and SiLU/SE blocks in float",
+        2,
+        lambda m: sensitive_modules(m) + silu_se_paths(m),
+    ),
+    Remedy(_PLUS, 2, sensitive_modules, sensitive_blocks=SENSITIVE_BLOCKS),
+    Remedy(f"int16 activations (16x8); {_PLUS}", 2, sensitive_modules, 16, sensitive_blocks=SENSITIVE_BLOCKS),
+    Remedy(f"int8-aware weight fine-tuning; {_PLUS}", 2, sensitive_modules, 8, True, SENSITIVE_BLOCKS),
+    Remedy(
+        f"int8-aware weight fine-tuning, int16 activations (16x8); {_PLUS}",
+        2,
+        sensitive_modules,
+        16,
+        True,
+        SENSITIVE_BLOCKS,
     ),
 )
 

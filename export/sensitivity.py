@@ -1,7 +1,7 @@
 """Which blocks of a model int8 hurts most: a ranking for the sensitivity-guided remedy rungs.
 
     ranked = rank_blocks(model, calibration, images, base_keep=("head", "meta_mlp"))
-    # [("backbone.net._blocks.0", 0.66), ("backbone.net._blocks.1", 1.40), ...]: error with that block float
+    # [("backbone.net._blocks.0", 0.72), ("backbone.net._blocks.8", 1.28), ...]: error with that block float
 
 Each candidate block is kept in float on top of `base_keep`, the rest is quantized with PT2E's
 XNNPACKQuantizer (per-channel int8 weights, int8 activations, calibrated on the calibration images) and
@@ -18,6 +18,8 @@ import time
 
 import torch
 from torch import nn
+
+from export.quantize import within
 
 MAX_LAYERS_PER_BLOCK = 5  # a candidate block holds at most this many conv / linear layers (MBConv + SE: 5)
 
@@ -36,7 +38,7 @@ def candidate_blocks(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[st
         if count == 0:
             return
         if count <= MAX_LAYERS_PER_BLOCK:
-            if not any(path == e or path.startswith(e + ".") for e in exclude):
+            if not within(path, exclude):
                 found.append(path)
             return
         for name, child in module.named_children():
@@ -54,25 +56,15 @@ def _simulated_error(
     meta: torch.Tensor,
     reference: torch.Tensor,
 ) -> float:
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import (
-        XNNPACKQuantizer,
-        get_symmetric_quantization_config,
-    )
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    from export.executorch_format import _outside
+    from export.executorch_format import pt2e_int8
+    from export.quantize import QuantOptions
 
     batch = torch.export.Dim("batch", min=1, max=4096)
     graph = torch.export.export(
         wrapper, (image[:2], meta[:2]), dynamic_shapes=({0: batch}, {0: batch}), strict=False
     ).module()
-    quantizer = XNNPACKQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_filter_function(_outside([f"model.{p}" for p in keep]))
-    prepared = prepare_pt2e(graph, quantizer)
     with torch.no_grad():
-        for i in range(0, len(calibration), 16):
-            prepared(torch.from_numpy(calibration.image[i : i + 16]), torch.from_numpy(calibration.meta[i : i + 16]))
-        quantized = convert_pt2e(prepared)
+        quantized = pt2e_int8(graph, QuantOptions(calibration, keep), batch=16)
         logits = torch.cat([quantized(image[i : i + 64], meta[i : i + 64])[0] for i in range(0, len(image), 64)])
     return float((logits.reshape(-1) - reference).pow(2).mean().sqrt())
 
@@ -89,7 +81,7 @@ def rank_blocks(
     Args:
         model: the fp32 FusionModel.
         calibration: EvalSet that calibrates the activation ranges.
-        images: EvalSet the error is measured on (training images other than the calibration ones).
+        images: EvalSet the error is measured on (training images, never the test split).
         base_keep: module paths kept float in every trial.
     """
     from export.common import ExportModel
