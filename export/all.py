@@ -253,13 +253,14 @@ def export_all(
                             {k: row.get(k) for k in ("status", "reason", "auroc_delta", "flips", "max_abs_diff")}
                             | {"remedy": remedy.name}
                         )
-                        if row["status"] != "fail" or "auroc" not in row:
-                            break
-                        _say(f"[{label} {precision}] remedy '{remedy.name}' failed the gate ({row['reason']}); next")
-                    if row["status"] == "fail" and "auroc" in row:
-                        # Keep the closest miss on disk, not merely the last rung tried.
+                        if row["status"] != "fail" or not tried:
+                            break  # passed, not runnable here, or the format cannot export this model at all
+                        _say(f"[{label} {precision}] remedy '{remedy.name}' failed ({row['reason']}); next")
+                    if row["status"] == "fail" and tried:
+                        # Keep the closest miss on disk, not merely the last rung tried (which may have crashed
+                        # after writing its artifact).
                         best = min(range(len(tried)), key=lambda i: (tried[i][2]["flips"], -tried[i][2]["auroc_delta"]))
-                        if best != len(tried) - 1:
+                        if tried[best][2] is not row:
                             options, source, _ = tried[best]
                             row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)
                             row["remedy"] = options.remedy

@@ -278,10 +278,95 @@ def test_sensitivity_ranking_scores_every_block(trained) -> None:
     ranked = rank_blocks(model, calibration, calibration, progress=False)
     assert sorted(b for b, _ in ranked) == sorted(candidate_blocks(model))
     errors = [e for _, e in ranked]
-    assert errors == sorted(errors) and all(np.isfinite(errors)) and errors[-1] > 0
+    assert errors == sorted(errors, reverse=True) and all(np.isfinite(errors)) and errors[-1] > 0
+
+
+@pytest.mark.slow
+def test_sensitivity_quantizes_one_block_at_a_time(trained) -> None:
+    from export.executorch_format import pt2e_int8
+    from export.sensitivity import candidate_blocks
+
+    model, spec, calibration, _ = trained
+    wrapper = ExportModel(model, spec.outputs.temperature).eval()
+    args = tuple(t[:1] for t in example_inputs(spec, 2))
+    for block in candidate_blocks(model)[:2]:
+        layers = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in model.get_submodule(block).modules())
+        graph = torch.export.export(wrapper, args, strict=False).module()
+        converted = pt2e_int8(graph, QuantOptions(calibration=calibration), only=block)
+        weights = [n for n in converted.graph.nodes if "dequantize_per_channel" in str(n.target)]
+        assert len(weights) == layers  # that block's weights, and nobody else's
 
 
 def test_sensitive_block_rungs_are_only_for_static_int8() -> None:
     lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
     assert any(r.sensitive_blocks for r in ladder(lite))
     assert not any(r.sensitive_blocks for r in ladder(lite, calibrated=False))
+
+
+@pytest.mark.slow
+def test_tflite_int8_ranges_cover_every_calibration_image(trained) -> None:
+    """ai-edge-quantizer's default range update is a moving average, which forgets early outliers."""
+    import dataclasses
+
+    import litert_torch
+    from ai_edge_litert.tools import flatbuffer_utils
+
+    from export.tflite_format import _NamedOutputs, _quantize
+
+    model, spec, calibration, _ = trained
+    meta = calibration.meta.copy()
+    meta[0] = np.abs(meta).max() * 5  # one early patient far outside the others' range
+    calibration = dataclasses.replace(calibration, meta=meta)
+    image, meta_in = example_inputs(spec, 1)
+    wrapper = _NamedOutputs(ExportModel(model, spec.outputs.temperature, nhwc=True)).eval()
+    fp32 = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1), "meta": meta_in})
+    data, _ = _quantize(fp32.model_content(), "int8", QuantOptions(calibration=calibration))
+    graph = flatbuffer_utils.read_model_from_bytearray(bytearray(data)).subgraphs[0]
+    names = [t.name.decode() for t in graph.tensors]
+    source = next(i for i, n in enumerate(names) if n.endswith("meta"))  # the float input
+    quantized = [graph.tensors[op.outputs[0]] for op in graph.operators if list(op.inputs) == [source]]
+    assert quantized, "the meta input is not quantized at all"
+    q = quantized[0].quantization
+    top = (127 - int(q.zeroPoint[0])) * float(q.scale[0])
+    assert top >= 0.99 * meta[0].max()
+
+
+@pytest.mark.parametrize("relu6", [torch.nn.ReLU6(), torch.nn.functional.relu6], ids=["module", "function"])
+def test_executorch_int8_gives_relu6_its_own_range(relu6) -> None:
+    """XNNPACKQuantizer alone makes ReLU6 share the conv's unclamped range (a step of ~0.1 here)."""
+    from export.evaldata import EvalSet
+    from export.executorch_format import pt2e_int8
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 8, 3)
+            self.head = torch.nn.Linear(8 + 2, 1)
+
+        def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+            x = relu6(self.conv(image)).mean((2, 3))
+            return self.head(torch.cat([x, meta], 1))
+
+    class Wrapper(torch.nn.Module):  # the filter quantizes what lies inside `model`, as in ExportModel
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = Tiny()
+
+        def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+            return self.model(image, meta)
+
+    torch.manual_seed(0)
+    wrapper = Wrapper().eval()
+    wrapper.model.conv.weight.data *= 100  # conv outputs far beyond 6
+    rng = np.random.default_rng(0)
+    image, meta = rng.random((16, 3, 8, 8), dtype=np.float32), rng.random((16, 2), dtype=np.float32)
+    calibration = EvalSet(pd.DataFrame(index=range(16)), image, meta, np.zeros(16, dtype=int))
+    args = (torch.from_numpy(image[:1]), torch.from_numpy(meta[:1]))
+    with torch.no_grad():
+        assert wrapper.model.conv(args[0]).abs().max() > 12
+        graph = torch.export.export(wrapper, args, strict=False).module()
+        converted = pt2e_int8(graph, QuantOptions(calibration=calibration))
+    clamp = next(n for n in converted.graph.nodes if "hardtanh" in str(n.target) or "relu6" in str(n.target))
+    assert "conv2d" in str(clamp.args[0].target)  # the conv output reaches the clamp unquantized
+    (quantize,) = [u for u in clamp.users if "quantize_per_tensor" in str(u.target)]
+    assert float(quantize.args[1]) <= 6 / 255 * 1.01  # the ReLU6 output's own [0, 6] range
