@@ -113,7 +113,8 @@ FORMATS: tuple[Format, ...] = (
         runtime="LiteRT interpreter (ai-edge-litert)",
         targets="Android, iOS, embedded",
         package="litert-torch, ai-edge-litert",
-        quantization="ai-edge-quantizer: fp16 weights; int8-dynamic range; int8 static, calibrated (float I/O)",
+        quantization="ai-edge-quantizer: fp16 weights; int8-dynamic range; "
+        "int8 static, calibrated on the global min / max (float I/O)",
         int16_activations=True,
     ),
     Format(
@@ -127,7 +128,7 @@ FORMATS: tuple[Format, ...] = (
         runtime="ExecuTorch runtime",
         targets="Android, iOS, embedded",
         package="executorch",
-        quantization="int8: PT2E XNNPACKQuantizer, per-channel, calibrated (float I/O)",
+        quantization="int8: PT2E XNNPACKQuantizer (+ conv-ReLU6 fusion), per-channel, calibrated (float I/O)",
     ),
 )
 BY_KEY = {f.key: f for f in FORMATS}

@@ -122,7 +122,7 @@ class Remedy:
 
 
 def sensitive_modules(model: nn.Module) -> list[str]:
-    """The modules the third rung keeps in float, and the ranking of int8-sensitive blocks starts from."""
+    """The modules the third rung keeps in float (and the sensitivity ranking leaves out: later rungs keep them too)."""
     return [first_conv(model), "head", "meta_mlp"]
 
 
