@@ -50,8 +50,8 @@ def _quantizer():
     unclamped conv output (on EfficientNet-Lite0 up to 170 wide, a step of 0.66 for values in [0, 6]).
     Annotated like conv + ReLU, the conv output stays unquantized and the ReLU6 output gets its own
     range; XNNPACK then fuses the clamp into the quantized conv (its FuseActivationPass handles hardtanh).
-    Measured on the Lite0 checkpoint (PT2E simulation, all but the probability int8): 31 flipped
-    decisions -> 15. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
+    Measured on the Lite0 checkpoint, everything int8 (the ladder's first rung, ExecuTorch runtime): 31
+    flipped decisions -> 16. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
     """
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
