@@ -14,6 +14,12 @@ from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_em
 from export.quantize import QuantOptions, within
 
 
+def _module_paths(node: torch.fx.Node) -> list[str]:
+    """The module paths an exported node was called inside, outermost first (none for weights)."""
+    stack = node.meta.get("nn_module_stack") or {}
+    return [v[0] for v in stack.values() if isinstance(v, tuple) and v]
+
+
 def _outside(paths: list[str]):
     """PT2E filter: quantize a node only when it lies inside the fusion model (`model`) and outside every
     module path in `paths`.
@@ -23,8 +29,7 @@ def _outside(paths: list[str]):
     """
 
     def keep(node) -> bool:
-        stack = node.meta.get("nn_module_stack") or {}
-        names = [v[0] for v in stack.values() if isinstance(v, tuple) and v]
+        names = _module_paths(node)
         # Weights and constants carry no module stack: they follow the op that uses them.
         inside = not names or any(n == "model" or n.startswith("model.") for n in names)
         return inside and not any(within(n, paths) for n in names)
@@ -36,8 +41,7 @@ def _only(path: str):
     """PT2E filter: quantize only the nodes inside the fusion model's module at `path` (and weights)."""
 
     def keep(node) -> bool:
-        stack = node.meta.get("nn_module_stack") or {}
-        names = [v[0] for v in stack.values() if isinstance(v, tuple) and v]
+        names = _module_paths(node)
         return not names or any(within(n, [f"model.{path}"]) for n in names)
 
     return keep
