@@ -104,7 +104,7 @@ def silu_se_paths(model: nn.Module) -> list[str]:
 
     paths = []
     for name, module in model.named_modules():
-        if isinstance(module, SqueezeExcitation | nn.SiLU) and not any(name.startswith(p + ".") for p in paths):
+        if isinstance(module, SqueezeExcitation | nn.SiLU) and not within(name, paths):
             paths.append(name)
     return paths
 
