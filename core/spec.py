@@ -45,6 +45,8 @@ class ImageContract:
     interpolation: str = "bilinear"
     antialias: bool = True
     resize_library: str = "PIL"
+    resize_library_version: str = ""  # the Pillow whose resize the model was trained and checked with
+    scale: str = "v / 255 in float32 (a correctly rounded division) for each 8-bit RGB value"
     decode: str = "EXIF orientation applied; converted to RGB (alpha composited on white)"
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
@@ -64,6 +66,12 @@ class OutputContract:
     threshold: float = 0.5
     threshold_rule: str = "fixed 0.5 (no validation data)"
     thresholds: dict[str, dict[str, float | str]] = field(default_factory=dict)
+
+    def decide(self, probability: float) -> tuple[str, bool]:
+        """(label, positive): a probability at or above the threshold is the positive label."""
+        positive = float(probability) >= self.threshold
+        negative = next(label for label in self.labels if label != self.positive_label)
+        return (self.positive_label if positive else negative), positive
 
 
 @dataclass

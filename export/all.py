@@ -291,7 +291,8 @@ def export_all(
     roc_plot(out / "roc.png", data.target, curves)
     write_report(out / "export_report.md", summary)
     if golden_count > 0:
-        write_golden(out / "golden.json", spec, data.table, reference, golden_count)
+        artifacts = {Path(r["path"]).name: runners.load(r["path"]) for r in rows[1:] if "auroc" in r}
+        write_golden(out, spec, data.table, reference, golden_count, artifacts)
     return summary
 
 

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 
 from core.errors import UserError
+from core.images import load_rgb, preprocess
 from core.spec import ModelSpec
 from train import data as D
-from train.images import eval_transform, load_rgb
 
 
 @dataclass
@@ -78,8 +78,7 @@ def load_split(
         table = select(table).reset_index(drop=True)
     if limit:
         table = table.head(limit)
-    transform = eval_transform(spec.image.size)
-    images = np.stack([transform(load_rgb(p)).numpy() for p in table["path"]]).astype(np.float32)
+    images = np.stack([preprocess(load_rgb(p), spec.image, layout="NCHW") for p in table["path"]])
     meta = spec.encoder().encode_many(table["age_approx"].tolist(), table["sex"].tolist(), table["site"].tolist())
     return EvalSet(table, images, meta, table["target"].to_numpy(dtype=int))
 

@@ -1,8 +1,16 @@
-"""Golden vectors: a few test cases an app replays to prove it preprocesses exactly like Python.
+"""Golden vectors: a few test cases an app replays to prove it preprocesses and predicts exactly like Python.
 
-`golden.json` holds, per case: the decoded RGB pixels (uint8, H x W x 3, row-major, base64), the raw
-metadata (age, sex, site) and the encoded `meta`, the expected `image` tensor after the spec's resize
-(float32 little-endian [3, S, S], base64) and the expected logit and probability of the PyTorch model.
+`golden.json` (beside the artifacts) holds, per case:
+- `png`: the decoded RGB pixels as a lossless PNG under `golden/` (path relative to golden.json), so an
+  app's own PNG decoder reads exactly the pixels Python resized; `decoded_rgb` holds the same pixels
+  (uint8, H x W x 3, row-major, base64) for Python;
+- `metadata` (raw age, sex, site; null = missing) and the encoded `meta`;
+- `image`: the expected `image` tensor after the spec's resize (float32 little-endian, [3, S, S], base64);
+  an NHWC artifact takes its transpose;
+- `expected`: the PyTorch model's logit and probability, and the decision at the spec's threshold;
+- `artifacts`: each exported artifact's own logit and probability from its Python runtime, by file name
+  (an int8 artifact is held to these, not to PyTorch's).
+The top level records the Pillow version whose resize the tensors follow, and the bounds an app must meet.
 """
 
 from __future__ import annotations
@@ -13,11 +21,16 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
-from core.io import write_json
+from core.images import PILLOW_VERSION, load_rgb, preprocess
+from core.io import write_json, write_with
 from core.spec import ModelSpec
 from export.common import Runner
-from train.images import eval_transform, load_rgb
+
+GOLDEN_DIR = "golden"
+IMAGE_BOUND = 1.0 / 255  # the most an app's tensor may differ from Python's; bit-identical is the target
+PROBABILITY_BOUND_FP32 = 1e-4  # an fp32 artifact in an app against the expected probability
 
 
 def _b64(array: np.ndarray) -> str:
@@ -34,48 +47,89 @@ def _missing(value: Any) -> Any:
     return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else value
 
 
-def write_golden(path: Path, spec: ModelSpec, table: pd.DataFrame, reference: Runner, count: int = 4) -> Path:
-    """Pick `count` cases (both classes when possible) and write golden.json atomically."""
+def pick_cases(table: pd.DataFrame, count: int) -> list[int]:
+    """`count` row indices, melanomas and benign lesions alternating where both exist."""
     positives = table.index[table["target"] == 1].tolist()
     negatives = table.index[table["target"] == 0].tolist()
     half = count // 2
     picks = positives[:half] + negatives[: count - min(half, len(positives))]
-    picks = (picks + [i for i in table.index if i not in picks])[:count]
-    encoder, transform = spec.encoder(), eval_transform(spec.image.size)
+    return (picks + [i for i in table.index if i not in picks])[:count]
+
+
+def write_golden(
+    folder: Path,
+    spec: ModelSpec,
+    table: pd.DataFrame,
+    reference: Runner,
+    count: int = 4,
+    artifacts: dict[str, Runner] | None = None,
+) -> Path:
+    """Write `golden.json` and its PNGs into `folder` (atomically, file by file).
+
+    Args:
+        folder: the export folder.
+        spec: the checkpoint's spec (metadata contract, threshold, image contract).
+        table: test cases (image_name, target, path, age_approx, sex, site).
+        reference: the PyTorch runner whose outputs are the expected ones.
+        count: how many cases.
+        artifacts: file name -> runner of each artifact that runs here; its outputs are recorded per case.
+    """
+    encoder = spec.encoder()
     cases = []
-    for i in picks:
+    for i in pick_cases(table, count):
         row = table.loc[i]
-        pixels = np.asarray(load_rgb(row["path"]), dtype=np.uint8)
-        tensor = transform(load_rgb(row["path"])).numpy().astype("<f4")
+        decoded = load_rgb(row["path"])
+        pixels = np.asarray(decoded, dtype=np.uint8)
+        tensor = preprocess(decoded, spec.image, layout="NCHW").astype("<f4")
         raw_meta = {"age": _missing(row["age_approx"]), "sex": _missing(row["sex"]), "site": _missing(row["site"])}
         meta = encoder.encode(raw_meta["age"], raw_meta["sex"], raw_meta["site"])
+        png = f"{GOLDEN_DIR}/{row['image_name']}.png"
+        write_with(folder / png, lambda tmp, p=pixels: Image.fromarray(p).save(tmp, format="PNG"))
         out = reference.predict(tensor[None], meta[None])
+        probability = float(out.probability[0, 0])
+        label, positive = spec.outputs.decide(probability)
+        per_artifact = {}
+        for name, runner in (artifacts or {}).items():
+            got = runner.predict(tensor[None], meta[None])
+            per_artifact[name] = {"logit": float(got.logit[0, 0]), "probability": float(got.probability[0, 0])}
         cases.append(
             {
                 "image_name": row["image_name"],
                 "label": int(row["target"]),
+                "png": png,
                 "decoded_rgb": {"shape": list(pixels.shape), "dtype": "uint8", "layout": "HWC", "base64": _b64(pixels)},
                 "metadata": raw_meta,
                 "meta": [float(v) for v in meta],
                 "image": {"shape": list(tensor.shape), "dtype": "float32", "layout": "CHW", "base64": _b64(tensor)},
-                "expected": {"logit": float(out.logit[0, 0]), "probability": float(out.probability[0, 0])},
+                "expected": {
+                    "logit": float(out.logit[0, 0]),
+                    "probability": probability,
+                    "label": label,
+                    "positive": positive,
+                },
+                "artifacts": per_artifact,
             }
         )
     return write_json(
-        path,
+        folder / "golden.json",
         {
             "model": spec.name,
             "weights_sha256": spec.weights_sha256,
+            "threshold": spec.outputs.threshold,
             "preprocessing": {
                 "resize": spec.image.resize,
                 "interpolation": spec.image.interpolation,
                 "antialias": spec.image.antialias,
                 "library": spec.image.resize_library,
+                "pillow_version": PILLOW_VERSION,
+                "scale": spec.image.scale,
             },
             "tolerance": {
-                "image_max_abs": 2.0 / 255,
-                "probability_max_abs": 1e-3,
-                "note": "resizers differ slightly across platforms; the probability bound is the one that matters",
+                "image_max_abs": IMAGE_BOUND,
+                "image_target": "bit-identical (max |d| = 0)",
+                "probability_max_abs_fp32": PROBABILITY_BOUND_FP32,
+                "note": "an int8 or fp16 artifact is held to its own `artifacts` entry; a different decoder (JPEG) "
+                "may change pixels, which is why the cases ship as PNG",
             },
             "cases": cases,
         },

@@ -135,3 +135,18 @@ def jpeg_bytes(size: int = 16) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), (10, 20, 30)).save(buf, "JPEG")
     return buf.getvalue()
+
+
+@pytest.fixture(scope="session")
+def phone_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the phone ports are tested against: `python -m export.all` of the tiny run to ONNX and TFLite,
+    fp32 and int8, with 6 golden cases (golden.json + golden/*.png), written in this test session."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("phone_export") / "dist"
+    command = [sys.executable, "-m", "export.all", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(out)]
+    command += ["--formats", "onnx,tflite", "--precision", "fp32,int8", "--golden", "6"]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert (out / "golden.json").is_file(), result.stderr[-4000:]
+    return out

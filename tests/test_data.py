@@ -7,10 +7,12 @@ import torch
 from PIL import Image
 
 from core.errors import UserError
+from core.images import eval_transform, load_rgb
 from core.metadata import MetadataEncoder
+from core.spec import ImageContract
 from tests.conftest import write_external_fixture, write_isic_fixture
 from train import data as D
-from train.images import eval_transform, load_rgb, train_transform
+from train.images import train_transform
 
 
 def test_isic_loader_reads_the_real_layout(isic_dir: Path) -> None:
@@ -43,7 +45,7 @@ def test_images_decode_to_rgb_whatever_they_are(isic_dir: Path) -> None:
 
 def test_transforms_give_float_rgb_in_unit_range(isic_dir: Path) -> None:
     image = load_rgb(D.load_isic2020(isic_dir)["path"][0])
-    for tf in (eval_transform(40), train_transform(40)):
+    for tf in (eval_transform(ImageContract(size=40)), train_transform(40)):
         x = tf(image)
         assert x.shape == (3, 40, 40) and x.dtype == torch.float32
         assert float(x.min()) >= 0.0 and float(x.max()) <= 1.0
@@ -82,7 +84,7 @@ def test_patient_split_never_shares_a_patient(tmp_path: Path) -> None:
 def test_dataset_items(isic_dir: Path) -> None:
     table = D.load_isic2020(isic_dir)
     enc = MetadataEncoder.fit(table["age_approx"])
-    ds = D.LesionDataset(D.encode_split(table, enc), eval_transform(24))
+    ds = D.LesionDataset(D.encode_split(table, enc), eval_transform(ImageContract(size=24)))
     image, meta, target = ds[0]
     assert image.shape == (3, 24, 24) and meta.shape == (12,) and target.shape == (1,)
 

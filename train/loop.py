@@ -30,12 +30,13 @@ from tqdm import tqdm
 from core import zoo
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
+from core.images import PILLOW_VERSION, eval_transform
 from core.io import atomic_path, load_tensors, write_json
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
 from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract
 from train import data as D
-from train.images import eval_transform, train_transform
+from train.images import train_transform
 from train.synthetic import DEFAULT_COUNT, ensure_synthetic
 
 RESUME_FILE = "last.pt"
@@ -212,7 +213,8 @@ def predict_logits(model: nn.Module, split: D.SplitData, cfg: TrainConfig, ctx: 
     """Logits for every row of `split` (each rank scores a shard; shards are gathered on all ranks)."""
     device = _device(ctx)
     indices = np.arange(len(split.table))[ctx.rank :: ctx.world]
-    subset = torch.utils.data.Subset(D.LesionDataset(split, eval_transform(cfg.image_size)), indices.tolist())
+    dataset = D.LesionDataset(split, eval_transform(ImageContract(size=cfg.image_size)))
+    subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = DataLoader(
         subset, batch_size=cfg.batch_size * 2, num_workers=cfg.workers, pin_memory=device.type == "cuda"
     )
@@ -497,7 +499,9 @@ def _run(cfg: TrainConfig, ctx: Dist) -> dict[str, Any]:
     spec = ModelSpec(
         name=name,
         architecture=f"{name} + metadata MLP fusion (Kim & Rocheteau 2020)",
-        image=ImageContract(size=cfg.image_size, mean=backbone.mean, std=backbone.std),
+        image=ImageContract(
+            size=cfg.image_size, mean=backbone.mean, std=backbone.std, resize_library_version=PILLOW_VERSION
+        ),
         metadata=encoder.contract(),
         outputs=OutputContract(
             temperature=temperature,
