@@ -1,1 +1,2 @@
-"""Latency, size and memory benchmarks of exported artifacts (`python -m benchmark`): a later issue."""
+"""Latency, size and memory of exported artifacts against PyTorch eager: `python -m benchmark`
+(see `python -m benchmark --help`)."""

@@ -4,9 +4,10 @@
     python -m benchmark --model efficientnet,mnasnet,mobilenet,shufflenet --threads 1,2 --batch 1,8
     python -m benchmark --model efficientnet_lite0 --import-phone pixel8=benchmark_model.log
 
-Reads each model's parity.json (what export.all verified), times every artifact that runs here through the
-same runners, interleaved, and writes benchmark.{json,csv,md,html}, plots and a history line to --out
-(default: beside the artifacts, or dist/benchmark/ for several models).
+Reads each model's parity.json (what export.all verified) and times the artifacts it lists from the folder it
+was given, after checking that each file is the one parity checked (same sha256), through the same runners,
+interleaved. Writes benchmark.{json,csv,md,html}, plots and a history line to --out (default: beside the
+artifacts, or dist/benchmark/ for several models); runtime output goes to benchmark.log there.
 """
 
 from __future__ import annotations
@@ -54,11 +55,25 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE=LOG",
         help="add real phone numbers from a LiteRT benchmark_model or ExecuTorch runner log",
     )
+    p.add_argument(
+        "--import-web",
+        action="append",
+        default=[],
+        metavar="JSON",
+        help="add headless-browser rows (litert-web, onnxruntime-web) written by web_demo/bench.py",
+    )
+    p.add_argument("--verbose", action="store_true", help="show the runtimes' own output instead of logging it")
     return p
 
 
-def _candidates(model: str, folder: Path) -> tuple[list[Any], dict[str, Any]]:
+def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]], dict[str, Any]]:
+    """The artifacts parity.json lists, read from `folder`; rows that cannot be timed, with the reason.
+
+    Raises UserError when a file is not the one parity checked (its sha256 differs): its numbers would
+    describe an artifact that was never verified.
+    """
     from benchmark.measure import Candidate
+    from core.io import sha256_file
 
     parity_file = folder / "parity.json"
     if not parity_file.is_file():
@@ -66,90 +81,76 @@ def _candidates(model: str, folder: Path) -> tuple[list[Any], dict[str, Any]]:
             f"{parity_file} not found: export first with `python -m export.all --model {model}` "
             "(or give --artifacts DIR)"
         )
-    summary = json.loads(parity_file.read_text(encoding="utf-8"))
-    out = []
-    for row in summary["rows"]:
-        path = Path(row["path"])
-        if not path.exists():
+    try:
+        summary = json.loads(parity_file.read_text(encoding="utf-8"))
+        rows = summary["rows"]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise UserError(f"{parity_file} is not a parity report written by export.all: export again") from None
+    found, skipped = [], []
+    for row in rows:
+        skip = {"model": summary["model"], "format": row.get("format"), "precision": row.get("precision")}
+        if not row.get("file") or row.get("status") == "unsupported":
+            skipped.append(skip | {"reason": row.get("reason") or "no artifact was written"})
             continue
+        path = Path(row["file"]) if row["status"] == "reference" else folder / row["file"]
+        if not path.exists():
+            skipped.append(skip | {"reason": f"{path} is missing"})
+            continue
+        if row.get("sha256") and sha256_file(path) != row["sha256"]:
+            raise UserError(
+                f"{path} is not the file export.all checked (its sha256 differs from parity.json's): re-export "
+                f"with python -m export.all --model {model} --overwrite, or restore the original file"
+            )
         parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb")}
-        out.append(Candidate(summary["model"], row["format"], row["precision"], path, parity))
-    return out, summary
+        found.append(Candidate(summary["model"], row["format"], row["precision"], path, parity))
+    return found, skipped, summary
 
 
 def benchmark_model(
-    model: str, folder: Path, threads: list[int], batches: list[int], runs: int, warmup: int, memory: bool
+    model: str, folder: Path, threads: list[int], batches: list[int], runs: int, warmup: int, memory: bool, console
 ) -> tuple[list[dict], list[dict]]:
     """Rows for one model across threads x batch; and the artifacts that could not be timed."""
     import numpy as np
+    import torch
 
     from benchmark import measure
     from benchmark.env import fingerprint, peak_gflops
-    from benchmark.stats import speedup, summarize
+    from benchmark.stats import speedup
     from core.checkpoint import load_checkpoint
-    from export.common import artifact_size_mb
+    from export.common import sample_meta
 
     env = fingerprint(threads)
-    rows, skipped = [], []
-    candidates, summary = _candidates(model, folder)
+    rows, (listed, skipped, summary) = [], candidates(model, folder)
     eager_model, spec = load_checkpoint(Path(summary["checkpoint"]))
-    size = spec.image.size
     for t in threads:
         measure.set_threads(t)
         for b in batches:
             # NOTE: content does not change latency; valid inputs (RGB in [0, 1], an encoded patient) do.
-            image = np.random.default_rng(0).random((b, 3, size, size), dtype=np.float32)
-            meta = np.repeat(spec.encoder().encode(55, "female", "torso")[None], b, axis=0)
-            fresh = [measure.Candidate(c.model, c.format, c.precision, c.path, c.parity) for c in candidates]
-            print(f"[{model}] threads {t}, batch {b}: loading {len(fresh)} artifacts ...", file=sys.stderr, flush=True)
-            for c in fresh:
-                measure.load(c, t)
+            image = np.random.default_rng(0).random((b, 3, spec.image.size, spec.image.size), dtype=np.float32)
+            meta = sample_meta(spec, b)
+            fresh = [measure.Candidate(c.model, c.format, c.precision, c.path, c.parity) for c in listed]
+            console.say(f"[{model}] threads {t}, batch {b}: loading {len(fresh)} artifacts ...")
+            with console.captured():
+                for c in fresh:
+                    measure.load(c, t)
             start = time.time()
-            measure.measure(fresh, image, meta, runs, warmup)
-            print(
-                f"[{model}] threads {t}, batch {b}: timed in {time.time() - start:.0f} s", file=sys.stderr, flush=True
-            )
-            import torch
-
+            with console.captured():
+                measure.measure(fresh, image, meta, runs, warmup)
+            console.say(f"[{model}] threads {t}, batch {b}: timed in {time.time() - start:.0f} s")
             flops = measure.count_flops(eager_model, torch.from_numpy(image), torch.from_numpy(meta))
             eager = next((c for c in fresh if c.format == "pytorch-eager" and c.times), None)
-            eager_p50 = summarize(eager.times, b)["p50_ms"] if eager else None
-            peak = peak_gflops(env, t)
+            eager_p50 = float(np.median(eager.times)) if eager else None
             for c in fresh:
                 if c.skipped or not c.times:
                     if t == threads[0] and b == batches[0]:
-                        skipped.append(
-                            {
-                                "model": model,
-                                "format": c.format,
-                                "precision": c.precision,
-                                "reason": c.skipped or "no timings",
-                            }
-                        )
+                        reason = c.skipped or "no timings"
+                        skipped.append({"model": model, "format": c.format, "precision": c.precision, "reason": reason})
                     continue
-                stats = summarize(c.times, b)
-                gflops_per_s = flops / 1e9 / (stats["p50_ms"] / 1000)
-                row = {
-                    "model": model,
-                    "format": c.format,
-                    "precision": c.precision,
-                    "threads": t,
-                    "batch": b,
-                    **stats,
-                    "speedup_vs_eager": speedup(eager_p50, stats["p50_ms"]) if eager_p50 else None,
-                    "load_ms": c.load_ms,
-                    "first_ms": c.first_ms,
-                    "size_mb": round(artifact_size_mb(c.path), 3),
-                    "gflops": flops / 1e9,
-                    "gflops_per_s": gflops_per_s,
-                    "peak_share": gflops_per_s / peak if peak else None,
-                    "parity_status": c.parity.get("status"),
-                    "auroc_delta": c.parity.get("auroc_delta"),
-                    "flips": c.parity.get("flips"),
-                    "path": str(c.path),
-                }
+                row = measure.row(c, t, b, flops, peak_gflops(env, t))
+                row["speedup_vs_eager"] = speedup(eager_p50, row["p50_ms"]) if eager_p50 else None
                 if memory and t == threads[0]:
-                    row["peak_mb"] = measure.peak_memory_mb(c.path, t, b)
+                    with console.captured():
+                        row["peak_mb"] = measure.peak_memory_mb(c.path, t, b)
                 rows.append(row)
     return rows, skipped
 
@@ -167,22 +168,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--runs must be at least 3 and --warmup at least 0")
     if args.artifacts and len(models) > 1:
         raise UserError("--artifacts names one model's folder: give one --model, or leave --artifacts out")
-    phones = [_parse_phone_arg(a) for a in args.import_phone]
-    from benchmark.env import fingerprint
-    from benchmark.phone import parse_log
+    from benchmark.env import fingerprint, machine_load
+    from benchmark.phone import parse_log, parse_web
     from benchmark.report import previous_rows, recommend, write_reports
-    from benchmark.stats import regressions
+    from benchmark.stats import regressions, unstable_rows
+    from core.console import Console
     from core.metrics import json_safe
 
+    # Imported logs are checked before anything is timed: a bad one fails in a second, not after the run.
+    phones = [parse_log(path, device) for device, path in map(_parse_phone_arg, args.import_phone)]
+    web = [row for path in args.import_web for row in parse_web(Path(path))]
     folders = {m: Path(args.artifacts) if args.artifacts else Path("dist") / m for m in models}
     out = Path(args.out) if args.out else (folders[models[0]] if len(models) == 1 else Path("dist") / "benchmark")
-    rows, skipped = [], []
-    for m in models:
-        r, s = benchmark_model(m, folders[m], threads, batches, args.runs, args.warmup, not args.no_memory)
-        rows += r
-        skipped += s
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file, not a folder: give a folder path")
+    out.mkdir(parents=True, exist_ok=True)
+    rows, skipped, load_before = [], [], machine_load()
+    with Console(out / "benchmark.log", verbose=args.verbose) as console:
+        for m in models:
+            r, s = benchmark_model(m, folders[m], threads, batches, args.runs, args.warmup, not args.no_memory, console)
+            rows += r
+            skipped += s
     env = fingerprint(threads)
     history = out / "benchmark_history.jsonl"
+    warnings = unstable_rows(rows) + [w for w in (load_before, machine_load()) if w]
     result = json_safe(
         {
             "time": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
@@ -196,10 +205,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             "skipped": skipped,
             "recommended": recommend(rows, skipped),
             "regressions": regressions(rows, previous_rows(history, env["cpu"])),
-            "phone_rows": [parse_log(path, device) for device, path in phones],
+            "phone_rows": phones,
+            "web_rows": web,
+            "warnings": list(dict.fromkeys(warnings)),
         }
     )
     paths = write_reports(out, result, history)
+    _print_summary(result, paths)
+    return 0
+
+
+def _print_summary(result: dict[str, Any], paths: dict[str, Path]) -> None:
     for pick in result["recommended"]:
         if pick.get("format"):
             print(
@@ -208,8 +224,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         else:
             print(f"{pick['model']} on {pick['target']}: {pick['reason']}")
+    for skip in result["skipped"]:
+        print(f"not timed: {skip['format']} {skip['precision']} ({skip['model']}): {skip['reason']}", file=sys.stderr)
+    for warning in result["warnings"]:
+        print(f"WARNING: {warning}", file=sys.stderr)
     print(f"report: {paths['md']} and {paths['html']}")
-    return 0
 
 
 def _parse_phone_arg(text: str) -> tuple[str, Path]:

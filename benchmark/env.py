@@ -64,3 +64,18 @@ def peak_gflops(env: dict[str, Any], threads: int) -> float | None:
     lanes = 16 if "avx512f" in simd else 8 if "avx2" in simd else 4
     flops_per_cycle = 2 * lanes * (2 if "fma" in simd or "avx512f" in simd else 1)
     return threads * mhz / 1000.0 * flops_per_cycle
+
+
+def machine_load() -> str | None:
+    """A warning when the 1-minute load average exceeds the logical cores (others compete for the CPU)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return None
+    cores = os.cpu_count() or 1
+    if load > cores:
+        return (
+            f"load average {load:.1f} on {cores} logical cores: other processes were competing for the CPU, "
+            "so these timings are not to be trusted; rerun on a quiet machine"
+        )
+    return None

@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from benchmark.stats import stability, summarize
 from export import runners
-from export.common import NotRunnable, Runner
+from export.common import NotRunnable, Runner, artifact_size_mb
 
 
 @dataclass
@@ -75,6 +76,31 @@ def measure(
             c.times.append((time.perf_counter() - start) * 1000)
 
 
+def row(c: Candidate, threads: int, batch: int, flops: int, peak_gflops: float | None) -> dict[str, Any]:
+    """One report row: the timing statistics, their stability, size, FLOPs and share of the CPU's peak."""
+    stats = summarize(c.times, batch)
+    gflops_per_s = flops / 1e9 / (stats["p50_ms"] / 1000)
+    return {
+        "model": c.model,
+        "format": c.format,
+        "precision": c.precision,
+        "threads": threads,
+        "batch": batch,
+        **stats,
+        **stability(c.times),
+        "load_ms": c.load_ms,
+        "first_ms": c.first_ms,
+        "size_mb": round(artifact_size_mb(c.path), 3),
+        "gflops": flops / 1e9,
+        "gflops_per_s": gflops_per_s,
+        "peak_share": gflops_per_s / peak_gflops if peak_gflops else None,
+        "parity_status": c.parity.get("status"),
+        "auroc_delta": c.parity.get("auroc_delta"),
+        "flips": c.parity.get("flips"),
+        "path": str(c.path),
+    }
+
+
 def peak_memory_mb(path: Path, threads: int, batch: int, timeout: int = 300) -> float | None:
     """Peak resident memory (MB) that loading the artifact and running 5 predictions adds to a fresh process.
 
@@ -85,6 +111,7 @@ def peak_memory_mb(path: Path, threads: int, batch: int, timeout: int = 300) -> 
     code = (
         "import json, sys, numpy as np, torch\n"
         "from export import runners\n"
+        "from export.common import sample_meta\n"
         "def status(key):\n"
         "    for line in open('/proc/self/status'):\n"
         "        if line.startswith(key + ':'):\n"
@@ -95,7 +122,7 @@ def peak_memory_mb(path: Path, threads: int, batch: int, timeout: int = 300) -> 
         f"r = runners.load(sys.argv[1], threads={threads})\n"
         "s = r.spec.image.size\n"
         f"x = np.random.default_rng(0).random(({batch}, 3, s, s), dtype=np.float32)\n"
-        f"m = np.zeros(({batch}, r.spec.meta_size), np.float32)\n"
+        f"m = sample_meta(r.spec, {batch})\n"
         "for _ in range(5): r.predict(x, m)\n"
         "print(json.dumps(status('VmHWM') - base))\n"
     )

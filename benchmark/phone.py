@@ -56,3 +56,21 @@ def parse_log(path: Path, device: str) -> dict[str, Any]:
             "source": str(path),
         }
     raise UserError(f"{path} has no LiteRT benchmark_model or ExecuTorch timing line: attach the tool's full output")
+
+
+WEB_FORMATS = ("litert-web", "onnxruntime-web")
+
+
+def parse_web(path: Path) -> list[dict[str, Any]]:
+    """Headless-browser rows written by web_demo/bench.py; UserError when the file is not such a list."""
+    import json
+
+    try:
+        rows = json.loads(path.read_text(encoding="utf-8"))
+        rows = rows["rows"] if isinstance(rows, dict) else rows
+        ok = all(r["format"] in WEB_FORMATS and r["p50_ms"] > 0 for r in rows)
+    except (OSError, ValueError, KeyError, TypeError):
+        ok = False
+    if not ok:
+        raise UserError(f"{path} is not a web benchmark from web_demo/bench.py (rows with format and p50_ms)")
+    return rows

@@ -45,3 +45,28 @@ def regressions(current: Sequence[dict], previous: Sequence[dict], tolerance: fl
                 {**{k: r[k] for k in key}, "p50_ms": r["p50_ms"], "previous_p50_ms": old, "slowdown": r["p50_ms"] / old}
             )
     return out
+
+
+UNSTABLE_TAIL = 1.5  # p90 / p50 above this: the runs were disturbed
+UNSTABLE_DRIFT = 1.25  # the slowest fifth of the run's median over the fastest fifth's
+
+
+def stability(times_ms: Sequence[float], chunks: int = 5) -> dict[str, Any]:
+    """How steady the timings were: the p90 / p50 tail and the drift between consecutive fifths of the run
+    (medians of each fifth, slowest over fastest); `unstable` when either exceeds its bound."""
+    t = np.asarray(times_ms, dtype=np.float64)
+    p50, p90 = np.percentile(t, [50, 90])
+    parts = [np.median(part) for part in np.array_split(t, min(chunks, len(t))) if len(part)]
+    tail, drift = float(p90 / p50) if p50 > 0 else 1.0, float(max(parts) / min(parts)) if min(parts) > 0 else 1.0
+    return {"tail_ratio": tail, "drift_ratio": drift, "unstable": tail > UNSTABLE_TAIL or drift > UNSTABLE_DRIFT}
+
+
+def unstable_rows(rows: Sequence[dict]) -> list[str]:
+    """A warning per row whose timings were unsteady (see `stability`)."""
+    return [
+        f"{r['model']} {r['format']} {r['precision']} (threads {r['threads']}, batch {r['batch']}): p90/p50 "
+        f"{r['tail_ratio']:.2f}, drift {r['drift_ratio']:.2f}: timings unstable, do not trust these numbers "
+        "(another process competed for the CPU?)"
+        for r in rows
+        if r.get("unstable")
+    ]

@@ -38,11 +38,23 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = load_tensors(
         path,
         missing=f"checkpoint {path} does not exist: train one with python -m train --model NAME",
-        unreadable=f"{path} is not a readable checkpoint: is the file complete?",
+        unreadable=f"{path} is not a readable checkpoint (damaged or truncated?): re-copy it or train again",
     )
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise UserError(f"{path} is not a checkpoint written by python -m train (no {FORMAT!r} marker)")
     return payload
+
+
+def _spec_of(payload: dict[str, Any], path: str | Path) -> ModelSpec:
+    try:
+        return ModelSpec.from_dict(payload["spec"])
+    except ValueError as exc:
+        raise UserError(f"{path} carries an invalid model spec: {exc}") from None
+
+
+def read_checkpoint_spec(path: str | Path) -> ModelSpec:
+    """The spec a checkpoint carries, without building the model or hashing its weights."""
+    return _spec_of(read_checkpoint(path), path)
 
 
 def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
@@ -50,10 +62,7 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
     from core import zoo
 
     payload = read_checkpoint(path)
-    try:
-        spec = ModelSpec.from_dict(payload["spec"])
-    except ValueError as exc:
-        raise UserError(f"{path} carries an invalid model spec: {exc}") from None
+    spec = _spec_of(payload, path)
     cfg = spec.model_config
     model, _ = zoo.create_model(
         cfg["backbone"],

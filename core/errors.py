@@ -21,8 +21,18 @@ class UserError(Exception):
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
     """Run a command-line `main`, mapping user errors and Ctrl-C to clean exits.
 
-    Returns the process exit status (0 on success).
+    Returns the process exit status (0 on success). SIGTERM is treated like Ctrl-C, so that the cleanup a
+    command does on interruption (removing a staging folder, releasing a lock) also runs when a scheduler
+    or `kill` stops it.
     """
+    import contextlib
+    import signal
+
+    def terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    with contextlib.suppress(ValueError):  # not the main thread (e.g. called from a test's worker thread)
+        signal.signal(signal.SIGTERM, terminate)
     try:
         status = main(argv)
     except UserError as exc:

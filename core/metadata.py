@@ -150,6 +150,34 @@ class MetadataEncoder:
             out[i] = self.encode(a, s, t)
         return out
 
+    def check_encoded(self, meta: np.ndarray) -> str | None:
+        """Why `meta` [N, K] cannot have come from `encode` (first problem found), or None when it could.
+
+        Each one-hot group (sex + missing, site + missing) must hold one 1 and otherwise 0, `age_missing` must
+        be 0 or 1 with the age entry 0 when it is 1, and the age entry must decode to an age in AGE_RANGE.
+        """
+        meta = np.asarray(meta, dtype=np.float64)
+        if meta.ndim != 2 or meta.shape[1] != self.size:
+            return f"expected [N, {self.size}], got {list(meta.shape)}"
+        groups = {"sex": (2, 3 + len(self.sexes)), "site": (3 + len(self.sexes), self.size)}
+        for name, (lo, hi) in groups.items():
+            block = meta[:, lo:hi]
+            bad = ~(np.isin(block, (0.0, 1.0)).all(axis=1) & (block.sum(axis=1) == 1))
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                return f"row {row}: the {name} entries {block[row].tolist()} are not one-hot (one 1, the rest 0)"
+        flag, age = meta[:, 1], meta[:, 0]
+        bad = ~np.isin(flag, (0.0, 1.0)) | ((flag == 1) & (age != 0))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            return f"row {row}: age_missing is {flag[row]:g} with age entry {age[row]:g} (missing age encodes as 0, 1)"
+        years = age * self.age_scale + self.age_center
+        bad = (flag == 0) & ((years < AGE_RANGE[0] - 0.5) | (years > AGE_RANGE[1] + 0.5))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            return f"row {row}: the age entry {age[row]:g} decodes to {years[row]:.1f} years, outside {AGE_RANGE}"
+        return None
+
     def contract(self) -> dict[str, Any]:
         """The plain-data description an app needs to build `meta` exactly like this encoder."""
         features: list[dict[str, Any]] = [

@@ -90,15 +90,13 @@ class Backbone:
 
 BackboneBuilder = Callable[[str, int], Backbone]
 _REGISTRY: dict[str, BackboneBuilder] = {}
-_FAMILY: dict[str, str] = {}
 
 
-def register_model(name: str, family: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
+def register_model(name: str) -> Callable[[BackboneBuilder], BackboneBuilder]:
     """Decorator: register `builder(weights, image_size) -> Backbone` under `name`."""
 
     def deco(fn: BackboneBuilder) -> BackboneBuilder:
         _REGISTRY[name] = fn
-        _FAMILY[name] = family
         return fn
 
     return deco
@@ -181,9 +179,9 @@ def _torchvision_builder(name: str) -> BackboneBuilder:
     return build
 
 
-for _family, _names in TORCHVISION_FAMILIES.items():
+for _names in TORCHVISION_FAMILIES.values():
     for _name in _names:
-        register_model(_name, _family)(_torchvision_builder(_name))
+        register_model(_name)(_torchvision_builder(_name))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -203,7 +201,7 @@ class _LiteFeatures(nn.Module):
         return self.dropout(torch.flatten(self.pool(self.net.extract_features(x)), 1))
 
 
-@register_model("efficientnet_lite0", "efficientnet_lite")
+@register_model("efficientnet_lite0")
 def _efficientnet_lite0(weights: str, image_size: int) -> Backbone:
     try:
         from efficientnet_lite_pytorch import EfficientNet
@@ -257,7 +255,7 @@ class StandardCNN(nn.Module):
         return torch.flatten(self.pool(self.features(x)), 1)
 
 
-@register_model("standard_cnn", "standard_cnn")
+@register_model("standard_cnn")
 def _standard_cnn(weights: str, image_size: int) -> Backbone:
     if weights == "imagenet":
         raise UserError("standard_cnn has no ImageNet weights: use --weights none (or a PATH)")
@@ -305,19 +303,6 @@ class FusionModel(nn.Module):
         x = (image - self.mean) / self.std
         features = self.backbone(x)
         return self.head(torch.cat([features, self.meta_mlp(meta)], dim=1))
-
-
-class WithProbability(nn.Module):
-    """Wraps a FusionModel so that it returns (logit, probability), the exported graph's outputs."""
-
-    def __init__(self, model: nn.Module, temperature: float = 1.0):
-        super().__init__()
-        self.model = model
-        self.temperature = float(temperature)
-
-    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logit = self.model(image, meta)
-        return logit, torch.sigmoid(logit / self.temperature)
 
 
 def model_config(name: str, meta_size: int, image_size: int, meta_hidden: int = 250) -> dict[str, Any]:

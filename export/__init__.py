@@ -1,1 +1,2 @@
-"""Export trained models to the formats phones run (`python -m export.all`): arrives with the export issue."""
+"""Export trained models to the formats phones run and prove each keeps parity: `python -m export.all`
+(see `python -m export.all --help`); `export.runners.load(path)` runs any artifact with the spec it carries."""

@@ -2,13 +2,15 @@
 PyTorch original.
 
     python -m export.all --model efficientnet_lite0                 # newest run of that model under runs/
-    python -m export.all --model mobilenet --checkpoint runs/.../checkpoint.pt --formats onnx,tflite --out dist/
+    python -m export.all --model mobilenet --checkpoint runs/.../checkpoint.pt --formats onnx,tflite --out dist/m
     python -m export.all --model efficientnet --precision fp32,fp16,int8    # quantized artifacts, same gates
 
 Writes, in --out (default dist/<model>/): one artifact per format with the ModelSpec embedded and beside it
-as <artifact>.spec.json, parity.json, export_report.md, roc.png, golden.json and spec.json. Exit status 1
-when any requested artifact fails to export or fails its parity gate; a format that cannot run here (Core
-ML off macOS) is reported as not-run and does not fail the command.
+as <artifact>.spec.json, parity.json, export_report.md / .html, roc.png, golden.json + golden/, spec.json and
+export.log (what the converters printed). The folder is built beside --out and swapped in whole when the run
+ends, so an interrupted export leaves the previous one intact. Exit status 0 when every requested format
+has an artifact that passed its gate at every requested precision (a format that cannot run here, or has no
+such precision, is reported and does not count); 1 otherwise, or with --strict when any row failed.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import json
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,7 @@ from core.errors import UserError, run_cli
 
 DEFAULT_RUNS = Path("runs")
 DEFAULT_DIST = Path("dist")
-FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning rungs distil on (a random subset)
-SENSITIVITY_IMAGES = 200  # training images the int8 sensitivity ranking measures its error on
+MARKERS = ("parity.json", "golden.json", "export_report.md")  # what makes a folder an earlier export
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -55,9 +57,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="class-stratified training images used to calibrate int8 (doubled by a remedy)",
     )
     p.add_argument("--out", default=None, help="output folder (default dist/<model>/)")
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.add_argument("--runs", default=str(DEFAULT_RUNS), help="where python -m train wrote its runs")
     p.add_argument("--golden", type=int, default=4, help="test cases in golden.json")
     p.add_argument("--limit", type=int, default=None, help="use only the first N test cases (quick checks)")
+    p.add_argument("--strict", action="store_true", help="exit 1 when any artifact tried failed, remedied or not")
+    p.add_argument("--verbose", action="store_true", help="show the converters' own output instead of logging it")
     p.add_argument("--formats-table", action="store_true", help="print the formats table (Markdown) and exit")
     return p
 
@@ -73,69 +78,117 @@ def newest_checkpoint(runs: Path, name: str) -> Path:
     return found[-1]
 
 
-def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+class Judge:
+    """Exports one artifact at a time into `out` and judges it against the checkpoint's PyTorch model on the
+    test split; keeps each artifact's probabilities (for the ROC plot) and runner (for the golden vectors)."""
 
+    def __init__(self, model: Any, spec: Any, data: Any, reference: Any, out: Path, console: Any):
+        from export import parity
+        from export.common import example_inputs
 
-def _check_artifact(
-    fmt: Any, artifact: Any, precision: str, options: Any, ctx: dict[str, Any], label: str, model: Any = None
-) -> dict[str, Any]:
-    """Export one artifact (of `model`, default the checkpoint's) and judge its parity against the
-    checkpoint's fp32 model; a failure becomes the row's status, never an exception."""
-    from export import parity, runners
-    from export.common import NotRunnable, artifact_size_mb, sidecar_path
-    from export.formats import artifact_name
-    from export.quantize import gate_for
+        self.model, self.spec, self.data, self.out, self.console = model, spec, data, out, console
+        self.reference = reference.predict(data.image, data.meta).probability.reshape(-1)
+        self.groups = parity.subgroups(data.table)
+        self.example = example_inputs(spec, batch=2)
+        self.curves: dict[str, Any] = {"pytorch-eager": self.reference}
+        self.runners: dict[str, Any] = {}
 
-    spec, data = ctx["spec"], ctx["data"]
-    path = ctx["out"] / artifact_name(spec.name, artifact, precision)
-    row: dict[str, Any] = {"format": label, "precision": precision, "path": str(path)}
-    start = time.time()
-    try:
-        source = ctx["model"] if model is None else model
-        fmt.exporter(artifact)(source, spec, ctx["example"], path, precision, options)
+    def reference_row(self, checkpoint: Path) -> dict[str, Any]:
+        from core.io import sha256_file
+        from export import parity
+        from export.common import artifact_size_mb
+
+        return {
+            "format": "pytorch-eager",
+            "precision": "fp32",
+            "file": str(checkpoint),
+            "sha256": sha256_file(checkpoint),
+            "status": "reference",
+            "size_mb": artifact_size_mb(checkpoint),
+            "auroc": parity.auroc(self.data.target, self.reference),
+            "auprc": parity.auprc(self.data.target, self.reference),
+        }
+
+    def check(self, fmt: Any, artifact: Any, precision: str, options: Any, model: Any = None) -> dict[str, Any]:
+        """Export, run the format's checker, read the spec back, predict and judge; failures become the row."""
+        from export.common import NotRunnable
+        from export.formats import artifact_name
+
+        path = self.out / artifact_name(self.spec.name, artifact, precision)
+        row: dict[str, Any] = {"format": fmt.label(artifact), "precision": precision, "file": path.name}
+        start = time.time()
+        try:
+            with self.console.captured():
+                runner = self._export(fmt, artifact, precision, options, model, path, row)
+        except NotRunnable as exc:
+            return row | {"status": "not-run", "reason": str(exc)}
+        except UserError as exc:
+            return row | {"status": "fail", "reason": str(exc), "export_seconds": round(time.time() - start, 2)}
+        except Exception as exc:  # noqa: BLE001 - a converter failing must not stop the others
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            row |= {"status": "fail", "reason": f"{exc.__class__.__name__}: {first}"}
+            return row | {"export_seconds": round(time.time() - start, 2), "traceback": traceback.format_exc(limit=5)}
+        return self._judge(runner, row, precision)
+
+    def _export(self, fmt: Any, artifact: Any, precision: str, options: Any, model: Any, path: Path, row: dict) -> Any:
+        from core.io import sha256_file
+        from export import runners
+        from export.common import artifact_size_mb, sidecar_path
+
+        start = time.time()
+        fmt.exporter(artifact)(model or self.model, self.spec, self.example, path, precision, options)
+        fmt.load_module().check(path)  # the format's own strictest checker, before anything is judged
         embedded = fmt.load_module().read_spec(path)  # the new artifact's own spec replaces any old sidecar
         embedded.save(sidecar_path(path))
         row["export_seconds"] = round(time.time() - start, 2)
         row["size_mb"] = round(artifact_size_mb(path), 3)
+        row["sha256"] = sha256_file(path)
         row["method"] = embedded.precision.get("method", "")
-        row["spec_round_trip"] = _same_except_artifact_fields(embedded, spec)
-        runner = runners.load(path)
-    except NotRunnable as exc:
-        row.update(status="not-run", reason=str(exc))
-        return row
-    except UserError as exc:
-        row.update(status="fail", reason=str(exc), export_seconds=round(time.time() - start, 2))
-        return row
-    except Exception as exc:  # noqa: BLE001 - a converter failing must not stop the others
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        row.update(
-            status="fail", reason=f"{exc.__class__.__name__}: {first}", export_seconds=round(time.time() - start, 2)
-        )
-        row["traceback"] = traceback.format_exc(limit=5)
-        return row
-    t1 = time.time()
-    prob = runner.predict(data.image, data.meta).probability.reshape(-1)
-    row["predict_seconds"] = round(time.time() - t1, 2)
-    row.update(parity.compare(data.target, ctx["ref_prob"], prob, spec.outputs.threshold, ctx["groups"]))
-    status, reasons = parity.judge(row, gate_for(precision))
-    if not row["spec_round_trip"]:
-        status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
-    row.update(status=status, reason="; ".join(reasons))
-    row["_prob"] = prob
-    return row
+        row["spec_round_trip"] = _same_except_artifact_fields(embedded, self.spec)
+        return runners.load(path)
+
+    def _judge(self, runner: Any, row: dict[str, Any], precision: str) -> dict[str, Any]:
+        from export import parity
+
+        start = time.time()
+        prob = runner.predict(self.data.image, self.data.meta).probability.reshape(-1)
+        row["predict_seconds"] = round(time.time() - start, 2)
+        row.update(parity.compare(self.data.target, self.reference, prob, self.spec.outputs.threshold, self.groups))
+        status, reasons = parity.judge(row, parity.gate_for(precision))
+        if not row["spec_round_trip"]:
+            status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
+        self.curves[row["format"] if precision == "fp32" else f"{row['format']} {precision}"] = prob
+        self.runners[row["file"]] = runner
+        return row | {"status": status, "reason": "; ".join(reasons)}
 
 
-def _describe(row: dict[str, Any]) -> str:
-    if row["status"] == "not-run":
-        return f"{row.get('export_seconds', '?')} s, {row.get('size_mb', 0):.1f} MB: {row['reason']}"
-    if "auroc" not in row:
-        return f"FAILED: {row['reason']}"
-    return (
-        f"{row['export_seconds']} s, {row['size_mb']:.1f} MB, max |dp| {row['max_abs_diff']:.1e}, AUROC "
-        f"{row['auroc']:.4f} ({row['auroc_delta']:+.5f}), {row['flips']} flip(s): {row['status'].upper()}"
-        + (f": {row['reason']}" if row["reason"] else "")
-    )
+def plan(formats: Sequence[Any], precisions: Sequence[str]) -> Iterator[tuple[Any, Any, str]]:
+    """(format, artifact, precision) for every requested pair; a family a format lacks altogether comes once,
+    with precision = the family name, so that it is reported as unsupported."""
+    from export.quantize import family
+
+    for fmt in formats:
+        for artifact in fmt.artifacts:
+            families = dict.fromkeys(family(p) for p in precisions)
+            for fam in families:
+                mine = [p for p in precisions if family(p) == fam and p in fmt.precisions]
+                yield from ((fmt, artifact, p) for p in mine) if mine else [(fmt, artifact, fam)]
+
+
+def export_one(judge: Judge, inputs: Any, fmt: Any, artifact: Any, precision: str) -> dict[str, Any]:
+    """One artifact's row: unsupported, judged once, or walked up the int8 remedy ladder."""
+    from export.quantize import CALIBRATED, REMEDIABLE, QuantOptions, ladder, quantize_with_remedies
+
+    if precision not in fmt.precisions:
+        reason = f"{fmt.title} has no {precision} path; it makes {', '.join(fmt.precisions)}"
+        reason += f" ({fmt.quantization})" if fmt.precisions == ("fp32",) else ""
+        return {"format": fmt.label(artifact), "precision": precision, "status": "unsupported", "reason": reason}
+    if precision not in REMEDIABLE:
+        return judge.check(fmt, artifact, precision, QuantOptions())
+    calibrated = precision in CALIBRATED
+    rungs = ladder(judge.model, calibrated, fmt.int16_activations)
+    step: Callable = partial(judge.check, fmt, artifact, precision)
+    return quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say)
 
 
 def export_all(
@@ -146,186 +199,116 @@ def export_all(
     golden_count: int = 4,
     limit: int | None = None,
     calibration_size: int = 128,
+    console: Any = None,
 ) -> dict[str, Any]:
-    """Export `checkpoint` to `formats` x `precisions` in `out`, run parity, write the reports."""
+    """Export `checkpoint` to `formats` x `precisions` in the folder `out`, judge each, write the reports."""
     from core.checkpoint import load_checkpoint
+    from core.console import Console
     from core.io import write_json
-    from core.metrics import json_safe
-    from export import parity, runners
-    from export.calibration import calibration_set, training_images
-    from export.common import artifact_size_mb, example_inputs
+    from export.calibration import training_split
     from export.evaldata import load_test_split
     from export.golden import write_golden
-    from export.quantize import CALIBRATED, REMEDIABLE, QuantOptions, ladder
-    from export.report import roc_plot, write_report
+    from export.quantize import RungInputs
+    from export.report import write_reports
+    from export.runners import TorchEagerRunner
 
+    started, console = time.time(), console or Console()
     model, spec = load_checkpoint(checkpoint)
-    out.mkdir(parents=True, exist_ok=True)
     spec.save(out / "spec.json")
-    _say(f"loading the test split of {spec.provenance.get('data', {}).get('name', '?')} for parity ...")
+    console.say(f"loading the test split of {spec.provenance.get('data', {}).get('name', '?')} for parity ...")
     data = load_test_split(checkpoint, spec, limit=limit)
-    reference = runners.TorchEagerRunner(checkpoint, model, spec)
-    t0 = time.time()
-    ref_prob = reference.predict(data.image, data.meta).probability.reshape(-1)
-    ctx = {
-        "spec": spec,
-        "model": model,
-        "data": data,
-        "out": out,
-        "ref_prob": ref_prob,
-        "groups": parity.subgroups(data.table),
-        "example": example_inputs(spec, batch=2),
-    }
-    rows: list[dict[str, Any]] = [
-        {
-            "format": "pytorch-eager",
-            "precision": "fp32",
-            "path": str(checkpoint),
-            "status": "reference",
-            "size_mb": artifact_size_mb(checkpoint),
-            "auroc": parity.auroc(data.target, ref_prob),
-            "auprc": parity.auprc(data.target, ref_prob),
-            "predict_seconds": round(time.time() - t0, 2),
-        }
-    ]
-    curves = {"pytorch-eager": ref_prob}
-    _say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
-    calibrations: dict[int, Any] = {}
-    tuned: dict[tuple[str, ...], tuple[Any, dict[str, Any]]] = {}
+    reference = TorchEagerRunner(checkpoint, model, spec)
+    judge = Judge(model, spec, data, reference, out, console)
+    inputs = RungInputs(model, partial(training_split, checkpoint, spec), calibration_size, console.say)
+    rows = [judge.reference_row(checkpoint)]
+    console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
+    jobs = list(plan(formats, precisions))
+    for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
+        rows.append(export_one(judge, inputs, fmt, artifact, precision))
+        console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
+        if "traceback" in rows[-1]:
+            console.say("\n".join(f"    | {line}" for line in console.tail()))
+    summary = summarize(checkpoint, spec, data, rows, inputs.seconds, time.time() - started)
+    write_json(out / "parity.json", summary)
+    write_reports(out, summary, data.target, judge.curves)
+    if golden_count > 0:
+        write_golden(out, spec, data.table, reference, golden_count, judge.runners)
+    return summary
 
-    def calibration(factor: int):
-        if factor not in calibrations:
-            size = calibration_size * factor
-            _say(f"loading {size} class-stratified training images for calibration ...")
-            calibrations[factor] = calibration_set(checkpoint, spec, size)
-        return calibrations[factor]
 
-    ranked: list[tuple[str, float]] = []
+def describe(row: dict[str, Any]) -> str:
+    """One result line for the console."""
+    if row["status"] in ("not-run", "unsupported"):
+        return f"{row['status']}: {row['reason']}"
+    if "auroc" not in row:
+        return f"FAILED: {row['reason']}"
+    return (
+        f"{row['export_seconds']} s, {row['size_mb']:.1f} MB, max |dp| {row['max_abs_diff']:.1e}, AUROC "
+        f"{row['auroc']:.4f} ({row['auroc_delta']:+.5f}), {row['flips']} flip(s): {row['status'].upper()}"
+        + (f": {row['reason']}" if row["reason"] else "")
+    )
 
-    def sensitive_blocks(count: int) -> tuple[str, ...]:
-        """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation; shared by formats)."""
-        if not ranked:
-            from export.quantize import sensitive_modules
-            from export.sensitivity import rank_blocks
 
-            images = training_images(checkpoint, spec, SENSITIVITY_IMAGES, seed=1)
-            _say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
-            ranked.extend(rank_blocks(model, calibration(1), images, tuple(sensitive_modules(model))))
-            _say("  most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in ranked[:count]))
-        return tuple(block for block, _ in ranked[:count])
+def summarize(
+    checkpoint: Path, spec: Any, data: Any, rows: list[dict[str, Any]], int8_seconds: dict, seconds: float
+) -> dict[str, Any]:
+    """parity.json: the rows with their size reduction, the gates, the recommendation per format."""
+    from core.metrics import json_safe
+    from export import parity
 
-    def finetuned(keep: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
-        """The int8-aware fine-tuned model for this set of float modules (made once, shared by formats)."""
-        if keep not in tuned:
-            from export.finetune import finetune_for_int8
-
-            images = training_images(checkpoint, spec, FINETUNE_IMAGES)
-            _say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
-            tuned[keep] = finetune_for_int8(model, images.image, images.meta, keep)
-            report = tuned[keep][1]
-            _say(
-                f"  rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "
-                f"{report['rms_logit_error_after']:.4f} ({report['seconds']} s)"
-            )
-        return tuned[keep]
-
-    for fmt in formats:
-        for artifact in fmt.artifacts:
-            label = fmt.key if len(fmt.artifacts) == 1 else f"{fmt.key}{artifact.suffix}"
-            for precision in (p for p in precisions if p in fmt.precisions):
-                _say(f"[{label} {precision}] exporting ...")
-                if precision not in REMEDIABLE:
-                    row = _check_artifact(fmt, artifact, precision, QuantOptions(), ctx, label)
-                else:
-                    attempts, tried = [], []
-                    for remedy in ladder(model, precision in CALIBRATED, fmt.int16_activations):
-                        cal = calibration(remedy.calibration_factor) if precision in CALIBRATED else None
-                        keep = tuple(remedy.keep_float(model))
-                        if remedy.sensitive_blocks:
-                            keep += sensitive_blocks(remedy.sensitive_blocks)
-                        source, report = finetuned(keep) if remedy.finetune else (None, None)
-                        options = QuantOptions(cal, keep, remedy.name, remedy.activation_bits, report)
-                        row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)
-                        row["remedy"] = remedy.name
-                        if "auroc" in row:
-                            tried.append((options, source, row))
-                        attempts.append(
-                            {k: row.get(k) for k in ("status", "reason", "auroc_delta", "flips", "max_abs_diff")}
-                            | {"remedy": remedy.name}
-                        )
-                        if row["status"] != "fail" or not tried:
-                            break  # passed, not runnable here, or the format cannot export this model at all
-                        _say(f"[{label} {precision}] remedy '{remedy.name}' failed ({row['reason']}); next")
-                    if row["status"] == "fail" and tried:
-                        # Keep the closest miss on disk, not merely the last rung tried (which may have crashed
-                        # after writing its artifact).
-                        best = min(range(len(tried)), key=lambda i: (tried[i][2]["flips"], -tried[i][2]["auroc_delta"]))
-                        if tried[best][2] is not row:
-                            options, source, _ = tried[best]
-                            row = _check_artifact(fmt, artifact, precision, options, ctx, label, source)
-                            row["remedy"] = options.remedy
-                        row["reason"] += "; no remedy passed the gate (kept the closest miss)"
-                    row["attempts"] = attempts
-                rows.append(row)
-                if "_prob" in row:
-                    curves[label if precision == "fp32" else f"{label} {precision}"] = row.pop("_prob")
-                _say(f"[{label} {precision}] {_describe(row)}")
-    _add_size_reduction(rows)
-    data_info = spec.provenance.get("data", {})
-    summary = json_safe(
+    fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        if fp32.get(r["format"]) and r.get("size_mb"):
+            r["size_reduction"] = round(fp32[r["format"]] / r["size_mb"], 2)
+    return json_safe(
         {
             "model": spec.name,
             "checkpoint": str(checkpoint),
             "weights_sha256": spec.weights_sha256,
-            "data": data_info.get("name", "?"),
+            "data": spec.provenance.get("data", {}).get("name", "?"),
             "n": len(data),
             "n_positive": int(data.target.sum()),
             "threshold": spec.outputs.threshold,
             "threshold_rule": spec.outputs.threshold_rule,
             "gates": parity.gates_as_dict(),
+            "seconds": round(seconds, 1),
+            "int8_seconds": int8_seconds,
             "rows": rows,
             "recommended": recommend(rows),
         }
     )
-    write_json(out / "parity.json", summary)
-    roc_plot(out / "roc.png", data.target, curves)
-    write_report(out / "export_report.md", summary)
-    if golden_count > 0:
-        artifacts = {Path(r["path"]).name: runners.load(r["path"]) for r in rows[1:] if "auroc" in r}
-        write_golden(out, spec, data.table, reference, golden_count, artifacts)
-    return summary
-
-
-def _add_size_reduction(rows: list[dict[str, Any]]) -> None:
-    fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
-    for r in rows:
-        base = fp32.get(r["format"])
-        if base and r.get("size_mb"):
-            r["size_reduction"] = round(base / r["size_mb"], 2)
 
 
 def recommend(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per format: the smallest artifact that passed its gate (a failed or unverified one never is)."""
     chosen: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r["format"] == "pytorch-eager":
-            continue
         if r["status"] == "pass" and (r["format"] not in chosen or r["size_mb"] < chosen[r["format"]]["size_mb"]):
-            chosen[r["format"]] = {
-                "path": r["path"],
-                "precision": r["precision"],
-                "size_mb": r["size_mb"],
-                "auroc_delta": r.get("auroc_delta"),
-                "flips": r.get("flips"),
-            }
+            keys = ("file", "sha256", "precision", "size_mb", "auroc_delta", "flips", "max_abs_diff")
+            chosen[r["format"]] = {k: r.get(k) for k in keys}
     for r in rows:
-        if r["format"] != "pytorch-eager" and r["format"] not in chosen:
+        if r["status"] != "reference" and r["format"] not in chosen:
             chosen[r["format"]] = {
-                "path": None,
+                "file": None,
                 "precision": None,
                 "reason": "no artifact of this format passed parity on this machine",
             }
     return chosen
+
+
+def unmet(rows: list[dict[str, Any]]) -> list[str]:
+    """The requested (format, precision family) pairs without a passing artifact, ignoring pairs that are
+    unsupported or cannot run here (every row of the pair not-run / unsupported)."""
+    from export.quantize import family
+
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for r in rows[1:]:
+        pairs.setdefault((r["format"], family(r["precision"])), []).append(r["status"])
+    return [
+        f"{label} {fam}"
+        for (label, fam), statuses in pairs.items()
+        if "pass" not in statuses and not set(statuses) <= {"not-run", "unsupported"}
+    ]
 
 
 def _same_except_artifact_fields(embedded: Any, spec: Any) -> bool:
@@ -337,45 +320,59 @@ def _same_except_artifact_fields(embedded: Any, spec: Any) -> bool:
     return a == b
 
 
+def _resolve(args: argparse.Namespace) -> tuple[Path, Path]:
+    """The checkpoint and output folder the arguments name; UserError when they do not fit."""
+    from core import zoo
+    from core.checkpoint import read_checkpoint_spec
+
+    name = zoo.resolve_name(args.model) if args.model else None
+    checkpoint = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(Path(args.runs), name)
+    spec_name = read_checkpoint_spec(checkpoint).name
+    if name and spec_name != name:
+        raise UserError(f"{checkpoint} holds a {spec_name} model, not {name}: fix --model or --checkpoint")
+    return checkpoint, Path(args.out) if args.out else DEFAULT_DIST / spec_name
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m export.all`."""
     args = build_parser().parse_args(argv)
+    from core.console import Console
+    from core.io import exclusive, refuse_existing, staged_folder
     from export.formats import markdown_table, parse_formats
+    from export.quantize import parse_precisions
 
     if args.formats_table:
         print(markdown_table())
         return 0
     if not args.model and not args.checkpoint:
         raise UserError("--model is required (or --checkpoint PATH): e.g. --model efficientnet_lite0")
-    formats = parse_formats(args.formats)
-    from export.quantize import parse_precisions
-
-    precisions = parse_precisions(args.precision)
-    if not any(p in f.precisions for f in formats for p in precisions):
-        raise UserError(
-            f"none of {', '.join(f.key for f in formats)} has precision {args.precision}: see --formats-table"
-        )
+    formats, precisions = parse_formats(args.formats), parse_precisions(args.precision)
     if args.golden < 0 or (args.limit is not None and args.limit < 1) or args.calibration_size < 1:
         raise UserError("--golden must be >= 0, --limit >= 1 and --calibration-size >= 1")
-    from core import zoo
-
-    name = zoo.resolve_name(args.model) if args.model else None
-    checkpoint = Path(args.checkpoint) if args.checkpoint else newest_checkpoint(Path(args.runs), name)
-    from core.checkpoint import read_checkpoint
-
-    spec_name = read_checkpoint(checkpoint)["spec"]["name"]
-    if name and spec_name != name:
-        raise UserError(f"{checkpoint} holds a {spec_name} model, not {name}: fix --model or --checkpoint")
-    out = Path(args.out) if args.out else DEFAULT_DIST / spec_name
-    _say(f"exporting {checkpoint} -> {out}/ ({', '.join(f.key for f in formats)}; {', '.join(precisions)})")
-    summary = export_all(checkpoint, out, formats, precisions, args.golden, args.limit, args.calibration_size)
-    failed = [r for r in summary["rows"] if r["status"] == "fail"]
-    counts = {s: sum(r["status"] == s for r in summary["rows"]) for s in ("pass", "fail", "not-run")}
-    _say(
-        f"{counts['pass']} passed, {counts['fail']} failed, {counts['not-run']} not run here; "
-        f"report: {out / 'export_report.md'}"
+    checkpoint, out = _resolve(args)
+    refuse_existing(out, () if args.overwrite else MARKERS, "an export")
+    with (
+        exclusive(out, "export"),
+        staged_folder(out) as staging,
+        Console(staging / "export.log", verbose=args.verbose) as console,
+    ):
+        console.say(
+            f"exporting {checkpoint} -> {out}/ ({', '.join(f.key for f in formats)}; "
+            f"{', '.join(precisions)}); converter output: {out / 'export.log'}"
+        )
+        summary = export_all(
+            checkpoint, staging, formats, precisions, args.golden, args.limit, args.calibration_size, console
+        )
+    counts = {s: sum(r["status"] == s for r in summary["rows"]) for s in ("pass", "fail", "not-run", "unsupported")}
+    missing = unmet(summary["rows"])
+    print(
+        f"{counts['pass']} passed, {counts['fail']} failed, {counts['not-run']} not run here, "
+        f"{counts['unsupported']} unsupported; report: {out / 'export_report.html'}",
+        file=sys.stderr,
     )
-    return 1 if failed else 0
+    if missing:
+        print(f"no passing artifact for: {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing or (args.strict and counts["fail"]) else 0
 
 
 if __name__ == "__main__":

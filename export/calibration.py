@@ -6,7 +6,7 @@ images = training_images(checkpoint, spec, size=1024)   # a random subset, for i
 
 from __future__ import annotations
 
-import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,10 @@ def calibration_set(checkpoint: Path, spec: ModelSpec, size: int = DEFAULT_SIZE,
     data = load_split(checkpoint, spec, "train", select=lambda t: stratified_pick(t, size, seed))
     positives = int(data.target.sum())
     if positives < MIN_POSITIVES:
-        print(
-            f"warning: only {positives} melanoma(s) among {len(data)} calibration images; int8 ranges may not "
+        warnings.warn(
+            f"only {positives} melanoma(s) among {len(data)} calibration images; int8 ranges may not "
             "cover malignant lesions well (raise --calibration-size or add data)",
-            file=sys.stderr,
+            stacklevel=2,
         )
     return data
 
@@ -54,3 +54,9 @@ def training_images(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0)
         return table.loc[np.sort(np.random.default_rng(seed).choice(table.index.to_numpy(), size, replace=False))]
 
     return load_split(checkpoint, spec, "train", select=pick)
+
+
+def training_split(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0, stratified: bool = False) -> EvalSet:
+    """`calibration_set` when `stratified`, else `training_images` (what the int8 remedy rungs draw on)."""
+    pick = calibration_set if stratified else training_images
+    return pick(checkpoint, spec, size, seed)

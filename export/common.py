@@ -2,17 +2,20 @@
 
 Every exported graph takes `image` (float32 RGB in [0, 1], NCHW [N, 3, S, S]; NHWC in the TFLite phone
 artifact) and `meta` (float32 [N, K]) and returns `logit` and `probability` (float32 [N, 1]).
+
+One rule holds in every quantized artifact: the ops after the fusion model (the division by the fitted
+temperature and the sigmoid) stay float, as do the artifact's inputs and outputs. An int8 probability has a
+resolution of 1/256, coarser than the gap between many cases and the decision threshold. Each quantizing
+exporter applies it with its own tool (ONNX node exclusion, an ai-edge-quantizer recipe entry, the PT2E
+filter in export.pt2e); `AFTER_MODEL_FLOAT` is the sentence the spec records.
 """
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,6 +27,9 @@ from core.spec import ModelSpec
 SPEC_KEY = "melanoma_spec"  # the metadata key (ONNX, Core ML, TFLite) / extra file stem (TorchScript)
 INPUT_NAMES = ("image", "meta")
 OUTPUT_NAMES = ("logit", "probability")
+AFTER_MODEL_FLOAT = "inputs, outputs, temperature and sigmoid kept float"
+SAMPLE_PATIENT = {"age": 55, "sex": "female", "site": "torso"}  # a valid `meta` for tracing and timing
+VALUE_TOLERANCE = 1e-3  # how far outside the spec's value range an input may stray (float error, not 0-255)
 
 
 class ExportModel(nn.Module):
@@ -42,10 +48,8 @@ class ExportModel(nn.Module):
         return logit, torch.sigmoid(logit / self.temperature)
 
 
-def with_precision(spec: ModelSpec, name: str, method: str, options=None, **extra) -> ModelSpec:
+def with_precision(spec: ModelSpec, name: str, method: str, options: Any = None, **extra: Any) -> ModelSpec:
     """A copy of `spec` that says how this artifact's numbers were reduced."""
-    import dataclasses
-
     info = {"name": name, "method": method}
     if options is not None:
         info["remedy"] = options.remedy
@@ -54,6 +58,11 @@ def with_precision(spec: ModelSpec, name: str, method: str, options=None, **extr
             info["weights_finetuned"] = options.finetuned
     info.update(extra)
     return dataclasses.replace(spec, precision=info)
+
+
+def calibrated_on(calibration: Any) -> str:
+    """How a static int8 artifact was calibrated, for its spec's method text."""
+    return f"calibrated on {len(calibration)} training images ({int(calibration.target.sum())} melanomas)"
 
 
 def artifact_size_mb(path: Path) -> float:
@@ -68,13 +77,16 @@ def sidecar_path(artifact: Path) -> Path:
     return artifact.with_name(artifact.name + ".spec.json")
 
 
+def sample_meta(spec: ModelSpec, batch: int = 1) -> np.ndarray:
+    """`meta` of SAMPLE_PATIENT, float32 [batch, K]."""
+    return np.repeat(spec.encoder().encode(**SAMPLE_PATIENT)[None], batch, axis=0)
+
+
 def example_inputs(spec: ModelSpec, batch: int = 1, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Inputs of the right shape for tracing (values in the valid range)."""
     g = torch.Generator().manual_seed(seed)
     size = spec.image.size
-    image = torch.rand(batch, 3, size, size, generator=g)
-    meta = torch.from_numpy(np.stack([spec.encoder().encode(55, "female", "torso")] * batch))
-    return image, meta
+    return torch.rand(batch, 3, size, size, generator=g), torch.from_numpy(sample_meta(spec, batch))
 
 
 @dataclass
@@ -89,8 +101,27 @@ class NotRunnable(Exception):
     """The artifact is valid but cannot run on this machine (e.g. Core ML off macOS)."""
 
 
+class InvalidInput(UserError, ValueError):
+    """An input that breaks the spec's contract (shape, dtype, range, metadata encoding)."""
+
+
+def _as_float32(x: Any, name: str) -> np.ndarray:
+    array = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    if not np.issubdtype(array.dtype, np.floating):
+        hint = " (divide 8-bit pixels by 255)" if name == "image" else ""
+        raise InvalidInput(f"{name} must be float32, got {array.dtype}{hint}")
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    if not np.isfinite(array).all():
+        raise InvalidInput(f"{name} holds NaN or infinite values: check the preprocessing that produced it")
+    return array
+
+
 class Runner:
-    """One backend's way to run an artifact. `spec` is read from the artifact itself."""
+    """One backend's way to run an artifact. `spec` is read from the artifact itself.
+
+    Subclasses implement `_run`, and `io_shapes` where their runtime reports the artifact's input and output
+    shapes: `check_io` then refuses an artifact whose embedded spec does not match its own graph.
+    """
 
     format: str = ""
     static_batch: int | None = None  # when set, predict() loops in chunks of this size
@@ -102,15 +133,56 @@ class Runner:
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
-    def predict(self, image: np.ndarray | torch.Tensor, meta: np.ndarray | torch.Tensor) -> Prediction:
-        """image float32 [N,3,S,S] RGB in [0,1] (always NCHW here), meta float32 [N,K] -> Prediction."""
-        image = np.ascontiguousarray(image.numpy() if isinstance(image, torch.Tensor) else image, dtype=np.float32)
-        meta = np.ascontiguousarray(meta.numpy() if isinstance(meta, torch.Tensor) else meta, dtype=np.float32)
+    def io_shapes(self) -> dict[str, list[int | None]] | None:
+        """Input and output shapes by name as the runtime reports them (None: dynamic); None if unknown."""
+        return None
+
+    def expected_shapes(self) -> dict[str, list[int | None]]:
+        """What the spec says the artifact's inputs and outputs are (batch left open)."""
+        size = self.spec.image.size
+        image = [None, size, size, 3] if self.spec.image.layout == "NHWC" else [None, 3, size, size]
+        return {"image": image, "meta": [None, self.spec.meta_size], "logit": [None, 1], "probability": [None, 1]}
+
+    def check_io(self) -> None:
+        """Refuse an artifact whose own input / output shapes disagree with its embedded spec."""
+        found = self.io_shapes()
+        if found is None:
+            return
+        for name, expected in self.expected_shapes().items():
+            shape = found.get(name)
+            if shape is None:
+                raise UserError(f"{self.path} has no {name!r} input or output: re-export it with python -m export.all")
+            same = len(shape) == len(expected) and all(
+                e is None or s in (None, e) for s, e in zip(shape, expected, strict=True)
+            )
+            if not same or shape[0] not in (None, 1):
+                raise UserError(
+                    f"{self.path}: its {name!r} is {shape} but its embedded spec says {expected} (batch free): the "
+                    "spec was edited or belongs to another artifact; re-export it with python -m export.all"
+                )
+
+    def validate(self, image: Any, meta: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Both inputs as contiguous float32, or InvalidInput naming what breaks the spec's contract."""
+        image, meta = _as_float32(image, "image"), _as_float32(meta, "meta")
         size, k = self.spec.image.size, self.spec.meta_size
         if image.ndim != 4 or image.shape[1:] != (3, size, size):
-            raise ValueError(f"image must be [N, 3, {size}, {size}] (NCHW), got {list(image.shape)}")
+            raise InvalidInput(f"image must be [N, 3, {size}, {size}] (NCHW), got {list(image.shape)}")
         if meta.shape != (image.shape[0], k):
-            raise ValueError(f"meta must be [{image.shape[0]}, {k}], got {list(meta.shape)}")
+            raise InvalidInput(f"meta must be [{image.shape[0]}, {k}], got {list(meta.shape)}")
+        low, high = self.spec.image.value_range
+        if image.size and (image.min() < low - VALUE_TOLERANCE or image.max() > high + VALUE_TOLERANCE):
+            raise InvalidInput(
+                f"image values span {image.min():g}..{image.max():g}, outside the spec's range {low:g}..{high:g}: "
+                f"feed RGB scaled to {low:g}..{high:g} ({self.spec.image.scale})"
+            )
+        problem = self.spec.encoder().check_encoded(meta)
+        if problem:
+            raise InvalidInput(f"meta is not a valid encoding under the spec: {problem}")
+        return image, meta
+
+    def predict(self, image: np.ndarray | torch.Tensor, meta: np.ndarray | torch.Tensor) -> Prediction:
+        """image float32 [N,3,S,S] RGB in [0,1] (always NCHW here), meta float32 [N,K] -> Prediction."""
+        image, meta = self.validate(image, meta)
         step = self.static_batch or max(len(image), 1)
         logits, probs = [], []
         for start in range(0, len(image), step):
@@ -120,31 +192,6 @@ class Runner:
         if not logits:
             return Prediction(np.zeros((0, 1), np.float32), np.zeros((0, 1), np.float32))
         return Prediction(np.concatenate(logits), np.concatenate(probs))
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary path (file or folder) in the same folder; on success it replaces `path`.
-
-    An older artifact at `path` survives any failure; a folder artifact (.mlpackage) is swapped whole.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    tmp = tmp_dir / path.name
-    try:
-        yield tmp
-        if not tmp.exists():
-            raise RuntimeError(f"the exporter wrote nothing for {path.name}")
-        if path.is_dir() and not path.is_symlink():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
 
 
 def parse_embedded(text: str | bytes | None, path: Path) -> ModelSpec:

@@ -1,6 +1,7 @@
 """Core ML: an ML program `.mlpackage` with inputs `image`/`meta` and outputs `logit`/`probability`, the
-spec in `user_defined_metadata`. Conversion works on Linux; prediction needs macOS, so elsewhere the
-runner raises NotRunnable after the structural checks and the row reads "converted, not run (needs macOS)".
+spec in `user_defined_metadata`. Conversion works on Linux; prediction needs macOS (the format table's
+`predicts_on`), so elsewhere the runner stops after the structural checks and the row reads "converted, not
+run (needs macOS)".
 """
 
 from __future__ import annotations
@@ -12,21 +13,17 @@ import numpy as np
 import torch
 
 from core.errors import UserError
+from core.io import atomic_path
 from core.spec import ModelSpec
 from export.common import (
-    INPUT_NAMES,
     OUTPUT_NAMES,
     SPEC_KEY,
     ExportModel,
-    NotRunnable,
     Runner,
-    atomic_output,
     parse_embedded,
     with_precision,
 )
 from export.quantize import QuantOptions
-
-NOT_RUN = "converted, not run (needs macOS)"
 
 
 def export(
@@ -75,7 +72,7 @@ def export(
     mlmodel.short_description = (
         f"{spec.name}: melanoma probability from a dermoscopic image + metadata (not a medical device)"
     )
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         mlmodel.save(str(tmp))
     return out_path
 
@@ -107,26 +104,26 @@ def structure(path: Path) -> dict[str, list[tuple[str, list[int]]]]:
     }
 
 
+def check(path: Path) -> None:
+    """What coremltools offers off macOS: the package's model description parses (names, shapes)."""
+    structure(path)
+
+
 class CoreMLRunner(Runner):
-    """Core ML prediction (macOS only); elsewhere NotRunnable after checking names and shapes."""
+    """Core ML prediction (macOS only); elsewhere the structural checks alone (runners.load says why)."""
 
     format = "coreml"
     static_batch = 1
 
     def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
         super().__init__(path, spec)
-        found = structure(path)
-        names_in = tuple(n for n, _ in found["inputs"])
-        names_out = tuple(n for n, _ in found["outputs"])
-        if names_in != INPUT_NAMES or set(names_out) != set(OUTPUT_NAMES):
-            raise UserError(f"{path} has inputs {names_in} / outputs {names_out}, not {INPUT_NAMES} / {OUTPUT_NAMES}")
-        expected = {"image": [1, 3, spec.image.size, spec.image.size], "meta": [1, spec.meta_size]}
-        for name, shape in found["inputs"]:
-            if shape != expected[name]:
-                raise UserError(f"{path}: input {name} has shape {shape}, the spec says {expected[name]}")
-        if platform.system() != "Darwin":
-            raise NotRunnable(NOT_RUN)
-        self.model = _load(path)
+        self.structure = structure(path)
+        self.model = _load(path) if platform.system() == "Darwin" else None
+
+    def io_shapes(self) -> dict[str, list[int | None]]:
+        found = self.structure["inputs"] + self.structure["outputs"]
+        # Outputs carry no static shape in an ML program's description: the batch-1 model returns [1, 1].
+        return {name: shape or [1, 1] for name, shape in found}
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         out = self.model.predict({"image": image, "meta": meta})

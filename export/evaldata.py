@@ -1,5 +1,6 @@
-"""The held-out test split of a checkpoint's own data, rebuilt from its run directory's `split.csv`, and
-preprocessed exactly as the spec says (the images every runner is compared on)."""
+"""A split of a checkpoint's own data, rebuilt from its run directory's `split.csv` (checked against what
+the checkpoint's spec recorded at training time) and preprocessed exactly as the spec says: the test split
+every runner is compared on, and the training images that calibrate and rank int8."""
 
 from __future__ import annotations
 
@@ -11,13 +12,14 @@ import pandas as pd
 
 from core.errors import UserError
 from core.images import load_rgb, preprocess
+from core.io import sha256_file
 from core.spec import ModelSpec
 from train import data as D
 
 
 @dataclass
 class EvalSet:
-    """Preprocessed test cases plus what subgroup analysis needs."""
+    """Preprocessed cases of one split (image NCHW, meta, target) with their table (for subgroups)."""
 
     table: pd.DataFrame  # image_name, patient_id, sex, age_approx, site, target, path, source
     image: np.ndarray  # float32 [N, 3, S, S]
@@ -49,6 +51,23 @@ def _source_table(spec: ModelSpec) -> pd.DataFrame:
     return table
 
 
+def check_split(split_csv: Path, frame: pd.DataFrame, spec: ModelSpec) -> None:
+    """Refuse a split.csv that is not the one the checkpoint was trained with (hash and per-split counts)."""
+    data = spec.provenance.get("data", {})
+    fix = "restore the run's own split.csv (python -m train wrote it beside the checkpoint)"
+    recorded = data.get("split_sha256")
+    if recorded and sha256_file(split_csv) != recorded:
+        raise UserError(f"{split_csv} is not the split this checkpoint was trained with (its sha256 differs): {fix}")
+    counts = frame["split"].value_counts() if "split" in frame else pd.Series(dtype=int)
+    for name, recorded_counts in data.get("splits", {}).items():
+        found = int(counts.get(name, 0))
+        if found != recorded_counts.get("images", found):
+            raise UserError(
+                f"{split_csv} lists {found} {name} images but the checkpoint was trained with "
+                f"{recorded_counts['images']}: {fix}"
+            )
+
+
 def load_split(
     checkpoint: Path,
     spec: ModelSpec,
@@ -68,7 +87,9 @@ def load_split(
     split_csv = checkpoint.parent / "split.csv"
     if not split_csv.is_file():
         raise UserError(f"{split_csv} is missing: parity needs the run directory that python -m train wrote")
-    names = pd.read_csv(split_csv, dtype={"image_name": str}).query("split == @split")["image_name"]
+    frame = pd.read_csv(split_csv, dtype={"image_name": str})
+    check_split(split_csv, frame, spec)
+    names = frame.query("split == @split")["image_name"]
     table = _source_table(spec).set_index("image_name")
     missing = sorted(set(names) - set(table.index))
     if missing:

@@ -9,111 +9,20 @@ import numpy as np
 import torch
 
 from core.errors import UserError
+from core.io import atomic_path
 from core.spec import ModelSpec
-from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded, with_precision
-from export.quantize import QuantOptions, within
-
-
-def _module_paths(node: torch.fx.Node) -> list[str]:
-    """The module paths an exported node was called inside, outermost first (none for weights)."""
-    stack = node.meta.get("nn_module_stack") or {}
-    return [v[0] for v in stack.values() if isinstance(v, tuple) and v]
-
-
-def _outside(paths: list[str]):
-    """PT2E filter: quantize a node only when it lies inside the fusion model (`model`) and outside every
-    module path in `paths`.
-
-    The ops after the fusion model (logit / temperature, sigmoid) always stay float: an int8 probability
-    has a resolution of 1/256, coarser than the gap between many cases and the decision threshold.
-    """
-
-    def keep(node) -> bool:
-        names = _module_paths(node)
-        # Weights and constants carry no module stack: they follow the op that uses them.
-        inside = not names or any(n == "model" or n.startswith("model.") for n in names)
-        return inside and not any(within(n, paths) for n in names)
-
-    return keep
-
-
-def _only(path: str):
-    """PT2E filter: quantize only the nodes inside the fusion model's module at `path` (and weights)."""
-
-    def keep(node) -> bool:
-        names = _module_paths(node)
-        return not names or any(within(n, [f"model.{path}"]) for n in names)
-
-    return keep
-
-
-def _quantizer():
-    """XNNPACKQuantizer that also treats conv + ReLU6 as one fused op, as it does conv + ReLU.
-
-    Without this, the ReLU6 (hardtanh) shares the conv output's observer: its int8 range spans the
-    unclamped conv output (on EfficientNet-Lite0 up to 170 wide, a step of 0.66 for values in [0, 6]).
-    Annotated like conv + ReLU, the conv output stays unquantized and the ReLU6 output gets its own
-    range; XNNPACK then fuses the clamp into the quantized conv (its FuseActivationPass handles hardtanh).
-    Measured on the Lite0 checkpoint, everything int8 (the ladder's first rung, ExecuTorch runtime): 31
-    flipped decisions -> 16. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
-    """
-    from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
-    from torchao.quantization.pt2e.quantizer import QuantizationAnnotation
-
-    clamps = (torch.ops.aten.hardtanh.default, torch.ops.aten.hardtanh_.default, torch.ops.aten.relu6.default)
-    convs = (torch.ops.aten.conv2d.default, torch.ops.aten.conv2d.padding)
-
-    def annotated(node: torch.fx.Node) -> bool:
-        annotation = node.meta.get(utils.Q_ANNOTATION_KEY)
-        return bool(annotation and annotation._annotated)
-
-    class ConvReLU6Quantizer(XNNPACKQuantizer):
-        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
-            config = self.global_config
-            for clamp in model.graph.nodes:
-                # nn.ReLU6 is hardtanh(0, 6) in an exported graph; any hardtanh is a clamp XNNPACK can fuse.
-                if clamp.op != "call_function" or clamp.target not in clamps:
-                    continue
-                conv = clamp.args[0]
-                if not isinstance(conv, torch.fx.Node) or conv.target not in convs or len(conv.users) > 1:
-                    continue
-                bias = conv.args[2] if len(conv.args) > 2 and isinstance(conv.args[2], torch.fx.Node) else None
-                partition = [clamp, conv, conv.args[1], *([bias] if bias is not None else [])]
-                if any(annotated(n) for n in partition) or (self.filter_fn and not all(map(self.filter_fn, partition))):
-                    continue
-                inputs = {conv.args[0]: utils.get_input_act_qspec(config), conv.args[1]: utils.get_weight_qspec(config)}
-                if bias is not None:
-                    inputs[bias] = utils.get_bias_qspec(config)
-                conv.meta[utils.Q_ANNOTATION_KEY] = QuantizationAnnotation(input_qspec_map=inputs, _annotated=True)
-                clamp.meta[utils.Q_ANNOTATION_KEY] = QuantizationAnnotation(
-                    output_qspec=utils.get_output_act_qspec(config), _annotated=True
-                )
-                for node in partition[2:]:
-                    node.meta.setdefault(utils.Q_ANNOTATION_KEY, QuantizationAnnotation())._annotated = True
-            return super().annotate(model)
-
-    return ConvReLU6Quantizer()
-
-
-def pt2e_int8(
-    graph: torch.fx.GraphModule, options: QuantOptions, batch: int = 1, only: str | None = None
-) -> torch.fx.GraphModule:
-    """PT2E static int8 of an exported graph: XNNPACKQuantizer, calibrated `batch` images at a time (1 for
-    the batch-1 graph ExecuTorch lowers; more where the graph has a dynamic batch). `only` quantizes that
-    one module and nothing else (the sensitivity analysis); otherwise all but `options.keep_float`."""
-    from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
-    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
-
-    cal = options.calibration
-    if cal is None:
-        raise ValueError("int8 quantization needs calibration images")
-    quantizer = _quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_filter_function(_only(only) if only else _outside([f"model.{p}" for p in options.keep_float]))
-    prepared = prepare_pt2e(graph, quantizer)
-    for i in range(0, len(cal), batch):
-        prepared(torch.from_numpy(cal.image[i : i + batch]), torch.from_numpy(cal.meta[i : i + batch]))
-    return convert_pt2e(prepared)
+from export.common import (
+    AFTER_MODEL_FLOAT,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SPEC_KEY,
+    ExportModel,
+    Runner,
+    calibrated_on,
+    parse_embedded,
+    with_precision,
+)
+from export.quantize import QuantOptions
 
 
 def export(
@@ -128,6 +37,8 @@ def export(
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
+    from export.pt2e import pt2e_int8
+
     options = options or QuantOptions()
     wrapper = ExportModel(model, spec.outputs.temperature).eval()
     args = tuple(t[:1] for t in example)
@@ -135,11 +46,9 @@ def export(
         program = torch.export.export(wrapper, args, strict=False)
         if precision == "int8":
             program = torch.export.export(pt2e_int8(program.module(), options), args, strict=False)
-            cal = options.calibration
             method = (
-                "PT2E XNNPACKQuantizer (conv + ReLU6 fused): per-channel symmetric int8 weights, int8 "
-                f"activations, calibrated on {len(cal)} training images ({int(cal.target.sum())} melanomas); "
-                "float32 I/O"
+                "PT2E XNNPACKQuantizer (conv + ReLU6 fused): per-channel symmetric int8 weights, int8 activations, "
+                f"{calibrated_on(options.calibration)}; {AFTER_MODEL_FLOAT}"
             )
             spec = with_precision(spec, "int8", method, options)
         elif precision != "fp32":
@@ -148,16 +57,16 @@ def export(
         program, partitioner=[XnnpackPartitioner()], constant_methods={SPEC_KEY: spec.to_json()}
     )
     et_program = lowered.to_executorch()
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         tmp.write_bytes(et_program.buffer)
     return out_path
 
 
 def _program(path: Path):
-    from executorch.runtime import Runtime
+    from executorch.runtime import Runtime, Verification
 
     try:
-        return Runtime.get().load_program(str(path))
+        return Runtime.get().load_program(str(path), verification=Verification.InternalConsistency)
     except Exception as exc:  # noqa: BLE001 - the runtime raises RuntimeError/ValueError on damage
         raise UserError(f"the ExecuTorch runtime cannot load {path} ({exc.__class__.__name__}): re-export it") from None
 
@@ -171,6 +80,11 @@ def read_spec(path: Path) -> ModelSpec:
     return parse_embedded(value[0] if isinstance(value, list | tuple) else value, path)
 
 
+def check(path: Path) -> None:
+    """The runtime's strictest load: the program verified for internal consistency, `forward` planned."""
+    _program(path).load_method("forward")
+
+
 class ExecuTorchRunner(Runner):
     """The ExecuTorch runtime's `forward` method (XNNPACK delegate)."""
 
@@ -179,7 +93,20 @@ class ExecuTorchRunner(Runner):
 
     def __init__(self, path: Path, spec: ModelSpec, threads: int | None = None):
         super().__init__(path, spec)
-        self.method = _program(path).load_method("forward")
+        program = _program(path)
+        self.meta = program.metadata("forward")
+        self.method = program.load_method("forward")
+
+    def io_shapes(self) -> dict[str, list[int | None]]:
+        # A .pte's forward takes (image, meta) and returns (logit, probability), positionally.
+        shapes = {}
+        for names, count, meta in (
+            (INPUT_NAMES, self.meta.num_inputs(), self.meta.input_tensor_meta),
+            (OUTPUT_NAMES, self.meta.num_outputs(), self.meta.output_tensor_meta),
+        ):
+            for i, name in enumerate(names[:count]):
+                shapes[name] = list(meta(i).sizes())
+        return shapes
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logit, prob = self.method.execute([torch.from_numpy(image), torch.from_numpy(meta)])

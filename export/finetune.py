@@ -121,7 +121,7 @@ def finetune_for_int8(
     """Fine-tune `model` (a FusionModel) so that its int8-rounded weights reproduce its fp32 logits.
 
     Args:
-        model: the fp32 model (left untouched).
+        model: the fp32 model (not modified: a copy is tuned).
         images, meta: preprocessed training images [N, 3, S, S] and metadata [N, K].
         keep_float: module paths whose weights stay float in the artifact (not rounded here either).
         steps, lr, batch, seed: the optimisation (Adam, mean squared logit difference).

@@ -1,5 +1,8 @@
-"""The export formats as data: one table drives `export.all`, `--help`, option validation, runner lookup
-and the README's formats table (`python -m export.all --formats-table`).
+"""The export formats as data: one table drives `export.all`, `--help`, option validation, runner lookup,
+the benchmark's deployment targets and the README's formats table (`python -m export.all --formats-table`).
+
+Everything that is particular to a format lives in this table or in the format's own module (its exporter,
+`read_spec`, `check`, runner and, where a suffix is shared, an ownership test); nothing else names a format.
 """
 
 from __future__ import annotations
@@ -8,8 +11,12 @@ import importlib
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
 
 from core.errors import UserError
+
+OS_NAMES = {"Darwin": "macOS", "Linux": "Linux", "Windows": "Windows"}
 
 
 @dataclass(frozen=True)
@@ -19,11 +26,12 @@ class Artifact:
     suffix: str  # e.g. ".onnx"; the artifact is <model><suffix>
     exporter: str  # function name in the format's module
     description: str
+    deploy: tuple[str, ...] = ()  # deployment targets the benchmark recommends this artifact for
 
 
 @dataclass(frozen=True)
 class Format:
-    """One export format."""
+    """One export format: what it makes, how it is run and checked, where it runs."""
 
     key: str
     title: str
@@ -35,10 +43,12 @@ class Format:
     runtime: str
     targets: str
     package: str
-    quantization: str = ""
+    quantization: str = ""  # how each reduced precision is made; for a format without one, why not
     int16_activations: bool = False  # whether the "16x8" remedy exists for this format
+    predicts_on: tuple[str, ...] = ()  # platform.system() values where its runtime predicts; () = everywhere
+    owner_check: str = ""  # a function in the module that tells its files from others with the same suffix
 
-    def load_module(self):
+    def load_module(self) -> ModuleType:
         """Import the format's module (heavy converters are imported only when used)."""
         return importlib.import_module(self.module)
 
@@ -48,9 +58,24 @@ class Format:
     def runner_class(self) -> type:
         return getattr(self.load_module(), self.runner)
 
-    def runs_here(self) -> bool:
-        """Whether this machine can run the format's artifacts (Core ML predicts on macOS only)."""
-        return self.key != "coreml" or platform.system() == "Darwin"
+    def label(self, artifact: Artifact) -> str:
+        """The row label: the key, or `key.suffix` when the format makes several artifacts."""
+        return self.key if len(self.artifacts) == 1 else f"{self.key}{artifact.suffix}"
+
+    def predicts_here(self) -> bool:
+        """Whether this machine's OS can run the format's artifacts."""
+        return not self.predicts_on or platform.system() in self.predicts_on
+
+    @property
+    def not_run(self) -> str:
+        """The status reason of an artifact that was converted and checked but cannot predict here."""
+        return f"converted, not run (needs {' or '.join(OS_NAMES.get(o, o) for o in self.predicts_on)})"
+
+    def owns(self, path: Path) -> bool:
+        """Whether `path` is one of this format's artifacts."""
+        if not any(a.suffix == path.suffix for a in self.artifacts):
+            return False
+        return not self.owner_check or getattr(self.load_module(), self.owner_check)(path)
 
 
 FORMATS: tuple[Format, ...] = (
@@ -59,7 +84,14 @@ FORMATS: tuple[Format, ...] = (
         title="ONNX",
         module="export.onnx_format",
         runner="OnnxRunner",
-        artifacts=(Artifact(".onnx", "export", "opset 17, dynamic batch, simplified with onnxslim"),),
+        artifacts=(
+            Artifact(
+                ".onnx",
+                "export",
+                "opset 17, dynamic batch, simplified with onnxslim",
+                deploy=("anywhere (ONNX Runtime)",),
+            ),
+        ),
         precisions=("fp32", "fp16", "int8-dynamic", "int8"),
         spec_location="metadata_props[melanoma_spec]",
         runtime="ONNX Runtime",
@@ -80,6 +112,7 @@ FORMATS: tuple[Format, ...] = (
                 ".ptl",
                 "export_lite",
                 "lite interpreter for PyTorch Android (frozen; optimize_for_mobile where torch has XNNPACK)",
+                deploy=("Android",),
             ),
         ),
         precisions=("fp32",),
@@ -88,26 +121,35 @@ FORMATS: tuple[Format, ...] = (
         targets="PyTorch Android, LibTorch",
         package="torch",
         quantization="none: no maintained path (torch.ao eager quantization is deprecated); use ExecuTorch int8",
+        owner_check="owns",  # a training checkpoint is a .pt too
     ),
     Format(
         key="coreml",
         title="Core ML",
         module="export.coreml_format",
         runner="CoreMLRunner",
-        artifacts=(Artifact(".mlpackage", "export", "ML program, iOS 16+, batch 1"),),
+        artifacts=(Artifact(".mlpackage", "export", "ML program, iOS 16+, batch 1", deploy=("iOS",)),),
         precisions=("fp32", "fp16", "int8-weights", "palettized"),
         spec_location="user_defined_metadata[melanoma_spec]",
         runtime="Core ML (macOS / iOS only)",
         targets="iOS, macOS",
         package="coremltools",
         quantization="fp16 compute; int8-weights: linear_quantize_weights; palettized: 6-bit k-means",
+        predicts_on=("Darwin",),
     ),
     Format(
         key="tflite",
         title="TFLite (LiteRT)",
         module="export.tflite_format",
         runner="TFLiteRunner",
-        artifacts=(Artifact(".tflite", "export", "litert-torch, image NHWC, batch 1, signature inputs image/meta"),),
+        artifacts=(
+            Artifact(
+                ".tflite",
+                "export",
+                "litert-torch, image NHWC, batch 1, signature inputs image/meta",
+                deploy=("Android",),
+            ),
+        ),
         precisions=("fp32", "fp16", "int8-dynamic", "int8"),
         spec_location="TFLite Metadata entry melanoma_spec",
         runtime="LiteRT interpreter (ai-edge-litert)",
@@ -122,7 +164,7 @@ FORMATS: tuple[Format, ...] = (
         title="ExecuTorch",
         module="export.executorch_format",
         runner="ExecuTorchRunner",
-        artifacts=(Artifact(".pte", "export", "XNNPACK delegate, batch 1"),),
+        artifacts=(Artifact(".pte", "export", "XNNPACK delegate, batch 1", deploy=("Android",)),),
         precisions=("fp32", "int8"),
         spec_location="constant method melanoma_spec + sidecar",
         runtime="ExecuTorch runtime",
@@ -165,12 +207,25 @@ def artifact_name(model: str, artifact: Artifact, precision: str) -> str:
     return f"{model}{artifact.suffix}" if precision == "fp32" else f"{model}.{precision}{artifact.suffix}"
 
 
-def format_for_suffix(suffix: str) -> Format | None:
-    """The format whose artifact has this suffix."""
+def identify(path: Path) -> Format | None:
+    """The format whose artifact `path` is; None when no format claims it."""
+    return next((fmt for fmt in FORMATS if fmt.owns(path)), None)
+
+
+def suffixes() -> list[str]:
+    """Every artifact suffix, for messages."""
+    return sorted({a.suffix for f in FORMATS for a in f.artifacts})
+
+
+def deploy_targets() -> dict[str, tuple[str, ...]]:
+    """Deployment target -> the row labels of the artifacts recommended for it (the benchmark's picks)."""
+    targets: dict[str, tuple[str, ...]] = {}
     for fmt in FORMATS:
-        if any(a.suffix == suffix for a in fmt.artifacts):
-            return fmt
-    return None
+        for artifact in fmt.artifacts:
+            for target in artifact.deploy:
+                targets[target] = (*targets.get(target, ()), fmt.label(artifact))
+    order = ("Android", "iOS")
+    return dict(sorted(targets.items(), key=lambda kv: (order.index(kv[0]) if kv[0] in order else len(order), kv[0])))
 
 
 def markdown_table() -> str:
@@ -182,7 +237,7 @@ def markdown_table() -> str:
     ]
     for f in FORMATS:
         artifacts = "<br>".join(f"`{a.suffix}`: {a.description}" for a in f.artifacts)
-        here = "yes" if f.key != "coreml" else "converted and checked; prediction needs macOS"
+        here = "yes" if not f.predicts_on or "Linux" in f.predicts_on else f"converted and checked; {f.not_run}"
         lines.append(
             f"| {f.title} | `{f.key}` | {artifacts} | {', '.join(f.precisions)} | {f.quantization or '-'} "
             f"| {f.spec_location} | {f.runtime} "

@@ -10,14 +10,16 @@ import numpy as np
 import torch
 
 from core.errors import UserError
+from core.io import atomic_path
 from core.spec import ModelSpec
 from export.common import (
+    AFTER_MODEL_FLOAT,
     INPUT_NAMES,
     OUTPUT_NAMES,
     SPEC_KEY,
     ExportModel,
     Runner,
-    atomic_output,
+    calibrated_on,
     parse_embedded,
     with_precision,
 )
@@ -54,30 +56,28 @@ def _float_proto(model: torch.nn.Module, spec: ModelSpec, example: tuple):
     return proto
 
 
-class _Reader:
-    """ONNX Runtime calibration reader over preprocessed training images, 8 at a time."""
+def _calibration_reader(calibration):
+    """An ONNX Runtime CalibrationDataReader over preprocessed training images, 8 at a time."""
+    from onnxruntime.quantization import CalibrationDataReader
 
-    def __init__(self, calibration):
-        self.batches = iter(
-            {"image": calibration.image[i : i + 8], "meta": calibration.meta[i : i + 8]}
-            for i in range(0, len(calibration), 8)
-        )
+    class TrainingImages(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(
+                {"image": calibration.image[i : i + 8], "meta": calibration.meta[i : i + 8]}
+                for i in range(0, len(calibration), 8)
+            )
 
-    def get_next(self):
-        return next(self.batches, None)
+        def get_next(self):
+            return next(self.batches, None)
+
+    return TrainingImages()
 
 
 def _quantize(proto, precision: str, options: QuantOptions):
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_dynamic,
-        quantize_static,
-    )
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -91,8 +91,7 @@ def _quantize(proto, precision: str, options: QuantOptions):
             parts = [p.split(".")[-1] for p in node_name.split("/")[1:-1]]
             return parts[1:] if parts[:1] == ["model"] else []
 
-        # The ops after the fusion model ("/Div" by the temperature, "/Sigmoid") always stay float: a uint8
-        # probability has a resolution of 1/256, coarser than the gap between many cases and the threshold.
+        # The ops after the fusion model ("/Div" by the temperature, "/Sigmoid") stay float (AFTER_MODEL_FLOAT).
         after_model = [n for n in names if n.startswith("/") and not n.startswith("/model/")]
         kept = [n for n in names if any(in_module(scope(n), p) for p in options.keep_float)]
         exclude = after_model + [n for n in kept if n not in after_model]
@@ -101,16 +100,16 @@ def _quantize(proto, precision: str, options: QuantOptions):
             quantize_dynamic(
                 str(pre), str(dst), weight_type=QuantType.QUInt8, per_channel=False, nodes_to_exclude=exclude
             )
-            method = "onnxruntime quantize_dynamic: uint8 weights, activations quantized at run time"
+            method = "onnxruntime quantize_dynamic: uint8 weights, activations quantized at run time; "
+            method += AFTER_MODEL_FLOAT
         else:
             if options.calibration is None:
                 raise ValueError("int8 static quantization needs calibration images")
-            reader = type("Reader", (_Reader, CalibrationDataReader), {})(options.calibration)
             wide = options.activation_bits == 16
             quantize_static(
                 str(pre),
                 str(dst),
-                reader,
+                _calibration_reader(options.calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
                 activation_type=QuantType.QInt16 if wide else QuantType.QUInt8,
@@ -118,13 +117,45 @@ def _quantize(proto, precision: str, options: QuantOptions):
                 nodes_to_exclude=exclude,
                 extra_options={"UseQDQContribOps": True} if wide else {},
             )
-            cal = options.calibration
             method = (
                 "onnxruntime quantize_static, QDQ: per-channel int8 weights, "
-                f"{'int16' if wide else 'uint8'} activations, MinMax calibration on {len(cal)} training images "
-                f"({int(cal.target.sum())} melanomas)"
+                f"{'int16' if wide else 'uint8'} activations, MinMax {calibrated_on(options.calibration)}; "
+                f"{AFTER_MODEL_FLOAT}"
             )
         return onnx.load(str(dst)), method, len(kept)
+
+
+def topologically_sorted(proto):
+    """The model with its graph's nodes in an order where every input is produced before it is used.
+
+    onnxruntime's float16 converter appends the casts that keep float32 inputs and outputs after the nodes
+    that use them: ONNX Runtime sorts on load, but the ONNX checker (and stricter consumers) refuse it.
+    """
+    graph = proto.graph
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        runnable = [n for n in pending if all(i in ready for i in n.input)]
+        if not runnable:
+            raise ValueError("the ONNX graph has a cycle or an input no node produces")
+        for node in runnable:
+            ordered.append(node)
+            ready.update(node.output)
+        pending = [n for n in pending if all(n is not r for r in runnable)]
+    del graph.node[:]
+    graph.node.extend(ordered)
+    return proto
+
+
+def check(path: Path) -> None:
+    """The ONNX checker at its strictest (full check: shape and type inference too)."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise UserError(f"{path.name} fails the ONNX checker (full check): {first}") from None
 
 
 def export(
@@ -143,7 +174,7 @@ def export(
     if precision == "fp16":
         from onnxruntime.transformers.float16 import convert_float_to_float16
 
-        proto = convert_float_to_float16(proto, keep_io_types=True)
+        proto = topologically_sorted(convert_float_to_float16(proto, keep_io_types=True))
         spec = with_precision(spec, "fp16", "onnxruntime float16 conversion, float32 inputs and outputs kept")
     elif precision in ("int8-dynamic", "int8"):
         proto, method, excluded = _quantize(proto, precision, options)
@@ -154,7 +185,7 @@ def export(
     entry = proto.metadata_props.add()
     entry.key, entry.value = SPEC_KEY, spec.to_json()
     proto.producer_name = "melanoma-export"
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         onnx.save(proto, str(tmp))
     return out_path
 
@@ -190,6 +221,10 @@ class OnnxRunner(Runner):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0]}): re-export it") from None
+
+    def io_shapes(self) -> dict[str, list[int | None]]:
+        ends = [*self.session.get_inputs(), *self.session.get_outputs()]
+        return {t.name: [d if isinstance(d, int) else None for d in t.shape] for t in ends}
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logit, prob = self.session.run(list(OUTPUT_NAMES), {"image": image, "meta": meta})

@@ -33,6 +33,13 @@ GATES: dict[str, Gate] = {
     "fp16": Gate(max_abs_diff=None, max_auroc_drop=0.005, max_flip_fraction=0.02, max_subgroup_auroc_drop=0.01),
     "int8": Gate(max_abs_diff=None, max_auroc_drop=0.005, max_flip_fraction=0.02, max_subgroup_auroc_drop=0.01),
 }
+
+
+def gate_for(precision: str) -> str:
+    """The key in GATES a precision is judged by (every int8 variant by "int8")."""
+    return precision if precision in GATES else "int8"
+
+
 MIN_SUBGROUP_CLASS = 5  # positives and negatives a subgroup needs before its AUROC is compared
 BOOTSTRAP = 1000
 AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 200, "60+"))

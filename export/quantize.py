@@ -8,14 +8,16 @@ Precisions (the `precision` of a parity row):
     int8-weights  int8 weights only, float compute (Core ML)
     palettized    6-bit k-means weight palettes (Core ML)
 
-When a calibrated int8 artifact fails its parity gate, `export.all` walks REMEDIES in order and keeps
-the first artifact that passes, recording which remedy was needed. Later rungs also keep the blocks
-that int8 hurts most in float (export.sensitivity ranks them once per export), and the last ones
-fine-tune the weights for int8 first (export.finetune); both are made once and shared by the formats.
+When an int8 artifact fails its parity gate, `quantize_with_remedies` walks the ladder (REMEDIES, filtered
+by `ladder`) and keeps the first artifact that passes, recording which remedy was needed. Later rungs also
+keep the blocks that int8 hurts most in float (export.sensitivity ranks them once per export), and the last
+ones fine-tune the weights for int8 first (export.finetune); `RungInputs` makes each once and shares it
+between the formats.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +32,9 @@ CALIBRATED = ("int8",)
 REMEDIABLE = ("int8", "int8-dynamic")  # formats can keep chosen modules in float for these
 
 
-def gate_for(precision: str) -> str:
-    """The parity gate a precision is judged by."""
-    return precision if precision in ("fp32", "fp16") else "int8"
+def family(precision: str) -> str:
+    """The precision family a key belongs to (what `--precision` names): fp32, fp16 or int8."""
+    return next((group for group, keys in GROUPS.items() if precision in keys), precision)
 
 
 def parse_precisions(text: str) -> list[str]:
@@ -111,43 +113,62 @@ def silu_se_paths(model: nn.Module) -> list[str]:
 
 @dataclass(frozen=True)
 class Remedy:
-    """One rung of the ladder: a description and how it changes the options."""
+    """One rung of the ladder: what it changes, each as its own field."""
 
     name: str
-    calibration_factor: int
-    keep_float: Callable[[nn.Module], list[str]]
-    activation_bits: int = 8
+    calibration_factor: int = 1  # calibration images = --calibration-size x this
+    keep_fixed: bool = False  # the first conv, the head and the metadata MLP stay float
+    keep_silu_se: bool = False  # SiLU / squeeze-excite blocks stay float too: needs a model that has them
+    sensitive_blocks: int = 0  # also keep this many blocks float, the most int8-sensitive first
+    activation_bits: int = 8  # 16 = "16x8" (int8 weights, int16 activations) where the format has it
     finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
-    sensitive_blocks: int = 0  # also keep this many blocks in float, the most int8-sensitive first
+
+    def keep_float(self, model: nn.Module) -> list[str]:
+        """The module paths this rung keeps float (before the sensitive blocks are added)."""
+        paths = sensitive_modules(model) if self.keep_fixed else []
+        return paths + (silu_se_paths(model) if self.keep_silu_se else [])
 
 
 def sensitive_modules(model: nn.Module) -> list[str]:
-    """The modules the third rung keeps in float (and the sensitivity ranking leaves out: later rungs keep them too)."""
+    """The modules every later rung keeps in float (and the sensitivity ranking leaves out)."""
     return [first_conv(model), "head", "meta_mlp"]
 
 
 SENSITIVE_BLOCKS = 2
-_PLUS = f"first conv, head, metadata MLP and the {SENSITIVE_BLOCKS} most int8-sensitive blocks in float"
+WITH_BLOCKS = f"first conv, head, metadata MLP and the {SENSITIVE_BLOCKS} most int8-sensitive blocks in float"
 
 REMEDIES: tuple[Remedy, ...] = (
-    Remedy("none (per-channel int8 weights)", 1, lambda m: []),
-    Remedy("2x calibration data", 2, lambda m: []),
-    Remedy("first conv, head and metadata MLP in float", 2, sensitive_modules),
+    Remedy(name="none (per-channel int8 weights)"),
+    Remedy(name="2x calibration data", calibration_factor=2),
+    Remedy(name="first conv, head and metadata MLP in float", calibration_factor=2, keep_fixed=True),
     Remedy(
-        "first conv, head, metadata MLP and SiLU/SE blocks in float",
-        2,
-        lambda m: sensitive_modules(m) + silu_se_paths(m),
+        name="first conv, head, metadata MLP and SiLU/SE blocks in float",
+        calibration_factor=2,
+        keep_fixed=True,
+        keep_silu_se=True,
     ),
-    Remedy(_PLUS, 2, sensitive_modules, sensitive_blocks=SENSITIVE_BLOCKS),
-    Remedy(f"int16 activations (16x8); {_PLUS}", 2, sensitive_modules, 16, sensitive_blocks=SENSITIVE_BLOCKS),
-    Remedy(f"int8-aware weight fine-tuning; {_PLUS}", 2, sensitive_modules, 8, True, SENSITIVE_BLOCKS),
+    Remedy(name=WITH_BLOCKS, calibration_factor=2, keep_fixed=True, sensitive_blocks=SENSITIVE_BLOCKS),
     Remedy(
-        f"int8-aware weight fine-tuning, int16 activations (16x8); {_PLUS}",
-        2,
-        sensitive_modules,
-        16,
-        True,
-        SENSITIVE_BLOCKS,
+        name=f"int16 activations (16x8); {WITH_BLOCKS}",
+        calibration_factor=2,
+        keep_fixed=True,
+        sensitive_blocks=SENSITIVE_BLOCKS,
+        activation_bits=16,
+    ),
+    Remedy(
+        name=f"int8-aware weight fine-tuning; {WITH_BLOCKS}",
+        calibration_factor=2,
+        keep_fixed=True,
+        sensitive_blocks=SENSITIVE_BLOCKS,
+        finetune=True,
+    ),
+    Remedy(
+        name=f"int8-aware weight fine-tuning, int16 activations (16x8); {WITH_BLOCKS}",
+        calibration_factor=2,
+        keep_fixed=True,
+        sensitive_blocks=SENSITIVE_BLOCKS,
+        activation_bits=16,
+        finetune=True,
     ),
 )
 
@@ -160,15 +181,133 @@ def ladder(model: nn.Module, calibrated: bool = True, int16: bool = True) -> lis
     ranking simulates static int8, and dynamic per-tensor uint8 weights do not use the grid that
     fine-tuning rounds to).
     """
-    rungs = [r for r in REMEDIES if "SiLU" not in r.name or silu_se_paths(model)]
-    rungs = [r for r in rungs if int16 or r.activation_bits == 8]
-    if not calibrated:
-        rungs = [
-            r
-            for r in rungs
-            if r.activation_bits == 8
-            and not r.finetune
-            and not r.sensitive_blocks
-            and (r is REMEDIES[0] or r.keep_float(model))
-        ]
-    return rungs
+    has_silu_se = bool(silu_se_paths(model))
+    rungs = [r for r in REMEDIES if (has_silu_se or not r.keep_silu_se) and (int16 or r.activation_bits == 8)]
+    if calibrated:
+        return rungs
+    return [
+        r
+        for r in rungs
+        if r.activation_bits == 8
+        and not r.finetune
+        and not r.sensitive_blocks
+        and (r is REMEDIES[0] or r.keep_float(model))
+    ]
+
+
+FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning rungs distil on (a random subset)
+SENSITIVITY_IMAGES = 200  # training images the int8 sensitivity ranking measures its error on
+
+
+class RungInputs:
+    """What the rungs need beyond the model, each made once on first use and shared by every format:
+    calibration sets, the sensitivity ranking, fine-tuned models. `seconds` records where the time went.
+
+    Args:
+        model: the fp32 FusionModel.
+        training_split: `(size, seed) -> EvalSet`; the checkpoint's training images, class-stratified
+            when `stratified` (calibration) else drawn at random.
+        calibration_size: images in the first rung's calibration set.
+        say: where progress lines go.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        training_split: Callable[..., Any],
+        calibration_size: int,
+        say: Callable[[str], None] = lambda _: None,
+    ):
+        self.model, self.training_split, self.calibration_size, self.say = model, training_split, calibration_size, say
+        self._calibration: dict[int, Any] = {}
+        self._ranked: list[tuple[str, float]] = []
+        self._tuned: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any]]] = {}
+        self.seconds: dict[str, float] = {}
+
+    def _timed(self, key: str, start: float) -> None:
+        self.seconds[key] = round(self.seconds.get(key, 0.0) + time.time() - start, 1)
+
+    def calibration(self, factor: int) -> Any:
+        if factor not in self._calibration:
+            start = time.time()
+            size = self.calibration_size * factor
+            self.say(f"loading {size} class-stratified training images for calibration ...")
+            self._calibration[factor] = self.training_split(size, stratified=True)
+            self._timed("calibration_images", start)
+        return self._calibration[factor]
+
+    def sensitive_blocks(self, count: int) -> tuple[str, ...]:
+        """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation)."""
+        if not self._ranked:
+            from export.sensitivity import rank_blocks
+
+            start = time.time()
+            images = self.training_split(SENSITIVITY_IMAGES, seed=1)
+            self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
+            exclude = tuple(sensitive_modules(self.model))
+            self._ranked.extend(rank_blocks(self.model, self.calibration(1), images, exclude, progress=self.say))
+            self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:count]))
+            self._timed("sensitivity_ranking", start)
+        return tuple(block for block, _ in self._ranked[:count])
+
+    def finetuned(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
+        """The int8-aware fine-tuned model for this set of float modules."""
+        if keep not in self._tuned:
+            from export.finetune import finetune_for_int8
+
+            start = time.time()
+            images = self.training_split(FINETUNE_IMAGES)
+            self.say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
+            self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep)
+            report = self._tuned[keep][1]
+            self.say(
+                f"rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "
+                f"{report['rms_logit_error_after']:.4f} ({report['seconds']} s)"
+            )
+            self._timed("finetuning", start)
+        return self._tuned[keep]
+
+    def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, nn.Module | None]:
+        """The quantizer options of a rung, and the model to export (None: the checkpoint's own)."""
+        keep = tuple(remedy.keep_float(self.model))
+        if remedy.sensitive_blocks:
+            keep += self.sensitive_blocks(remedy.sensitive_blocks)
+        source, report = self.finetuned(keep) if remedy.finetune else (None, None)
+        calibration = self.calibration(remedy.calibration_factor) if calibrated else None
+        return QuantOptions(calibration, keep, remedy.name, remedy.activation_bits, report), source
+
+
+ATTEMPT_FIELDS = ("status", "reason", "auroc_delta", "flips", "max_abs_diff")
+
+
+def quantize_with_remedies(
+    rungs: list[Remedy],
+    inputs: RungInputs,
+    calibrated: bool,
+    export_and_judge: Callable[[QuantOptions, nn.Module | None], dict[str, Any]],
+    say: Callable[[str], None] = lambda _: None,
+) -> dict[str, Any]:
+    """Walk the rungs until an artifact passes its gate; returns that artifact's row.
+
+    `export_and_judge(options, model)` exports one artifact with these options (of `model`, or of the
+    checkpoint's own when None) and returns its parity row, never raising. The walk stops at the first row
+    that is not a failure, or at a failure before any rung could be measured (the format cannot export this
+    model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is
+    exported again, so the file on disk is the best one tried. The row records every attempt.
+    """
+    attempts, measured = [], []
+    for remedy in rungs:
+        options, source = inputs.options(remedy, calibrated)
+        row = export_and_judge(options, source) | {"remedy": remedy.name}
+        attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name})
+        if "auroc" in row:
+            measured.append((options, source, row))
+        if row["status"] != "fail" or not measured:
+            break
+        say(f"remedy '{remedy.name}' failed ({row['reason']}); next")
+    if row["status"] == "fail" and measured:
+        options, source, best = min(measured, key=lambda m: (m[2]["flips"], -m[2]["auroc_delta"]))
+        if best is not row:
+            row = export_and_judge(options, source) | {"remedy": options.remedy}
+        row["reason"] += "; no remedy passed the gate (kept the closest miss)"
+    return row | {"attempts": attempts}

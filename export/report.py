@@ -1,4 +1,4 @@
-"""export_report.md and roc.png: the parity table a person reads, and every format's ROC curve."""
+"""export_report.md / .html and roc.png: the parity table a person reads, and every artifact's ROC curve."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from core.document import Document
 from core.io import write_text, write_with
 
 
@@ -16,8 +17,10 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def roc_plot(path: Path, y: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
-    """Overlay the ROC curve of each label -> probabilities."""
+def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    """The ROC curve of each label -> probabilities, overlaid, as PNG bytes."""
+    import io
+
     import matplotlib
 
     matplotlib.use("Agg")
@@ -40,90 +43,129 @@ def roc_plot(path: Path, y: np.ndarray, curves: dict[str, np.ndarray]) -> Path:
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    write_with(path, lambda tmp: fig.savefig(tmp, format="png"))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
-def write_report(path: Path, summary: dict[str, Any]) -> Path:
-    """Markdown report from the parity.json summary."""
-    rows = summary["rows"]
-    lines = [
-        f"# Export report: {summary['model']}",
-        "",
-        f"Checkpoint `{summary['checkpoint']}` (weights sha256 `{summary['weights_sha256'][:12]}...`), "
-        f"test split of {summary['data']}: {summary['n']} cases, {summary['n_positive']} melanomas. "
-        f"Decision threshold {summary['threshold']:.4f} ({summary['threshold_rule']}).",
-        "",
-        "| format | precision | artifact | size MB | x smaller | export s | status | max abs dp | AUROC "
-        "| dAUROC [95% CI] | flips | worst subgroup dAUROC | remedy |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
+def _artifact_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
+    table = []
     for r in rows:
         ci = r.get("auroc_delta_ci") or [None, None]
-        status = r["status"] + (f": {r['reason']}" if r.get("reason") else "")
-        lines.append(
-            f"| {r['format']} | {r['precision']} | `{Path(r['path']).name}` | {_fmt(r.get('size_mb'), '.2f')} "
-            f"| {_fmt(r.get('size_reduction'), '.1f')} "
-            f"| {_fmt(r.get('export_seconds'), '.1f')} | {status} | {_fmt(r.get('max_abs_diff'), '.1e')} "
-            f"| {_fmt(r.get('auroc'), '.4f')} | {_fmt(r.get('auroc_delta'), '+.5f')} "
-            f"[{_fmt(ci[0], '+.4f')}, {_fmt(ci[1], '+.4f')}] "
-            f"| {_fmt(r.get('flips'), 'd')} | {_fmt(r.get('worst_subgroup_delta'), '+.5f')} | {r.get('remedy', '-')} |"
+        table.append(
+            [
+                r["format"],
+                r["precision"],
+                f"`{r['file']}`" if r.get("file") else "-",
+                _fmt(r.get("size_mb"), ".2f"),
+                _fmt(r.get("size_reduction"), ".1f"),
+                _fmt(r.get("export_seconds"), ".1f"),
+                r["status"] + (f": {r['reason']}" if r.get("reason") else ""),
+                _fmt(r.get("max_abs_diff"), ".1e"),
+                _fmt(r.get("auroc"), ".4f"),
+                f"{_fmt(r.get('auroc_delta'), '+.5f')} [{_fmt(ci[0], '+.4f')}, {_fmt(ci[1], '+.4f')}]",
+                _fmt(r.get("flips"), "d"),
+                _fmt(r.get("worst_subgroup_delta"), "+.5f"),
+                r.get("remedy", "-"),
+            ]
         )
-    lines += ["", "## Recommended artifact per format", ""]
+    return table
+
+
+def _recommendations(summary: dict[str, Any]) -> list[str]:
+    items = []
     for label, rec in summary.get("recommended", {}).items():
-        if rec.get("path"):
-            lines.append(
-                f"- **{label}**: `{Path(rec['path']).name}` ({rec['precision']}, {rec['size_mb']:.2f} MB, "
+        if rec.get("file"):
+            items.append(
+                f"**{label}**: `{rec['file']}` ({rec['precision']}, {rec['size_mb']:.2f} MB, "
                 f"dAUROC {_fmt(rec.get('auroc_delta'), '+.5f')}, {rec.get('flips')} flips): the smallest that passed"
             )
         else:
-            lines.append(f"- **{label}**: none ({rec['reason']})")
-    attempts = [r for r in rows if len(r.get("attempts", [])) > 1]
-    if attempts:
-        lines += ["", "## Remedies tried", ""]
-        for r in attempts:
+            items.append(f"**{label}**: none ({rec['reason']})")
+    return items
+
+
+def _remedies(rows: list[dict[str, Any]]) -> list[str]:
+    items = []
+    for r in rows:
+        if len(r.get("attempts", [])) > 1:
             tried = "; ".join(
                 f"{a['remedy']}: {a['status']}"
                 + (f" (dAUROC {a['auroc_delta']:+.4f}, {a['flips']} flips)" if a.get("auroc_delta") is not None else "")
                 for a in r["attempts"]
             )
-            lines.append(f"- {r['format']} {r['precision']}: {tried}")
-    lines += ["", "![ROC of every artifact](roc.png)", "", "## Gates", ""]
-    for precision, gate in summary["gates"].items():
-        if isinstance(gate, dict):
-            lines.append(f"- **{precision}**: " + ", ".join(f"{k} = {v}" for k, v in gate.items()))
-    lines += [
-        f"- subgroups are compared where they have at least {summary['gates']['min_subgroup_class']} melanomas "
-        "and as many benign lesions",
-        "",
-        "Status `not-run` means the artifact was converted and checked structurally but cannot run on this "
-        "machine; it is never counted as verified.",
-        "",
-        "## Subgroups (AUROC of the reference / delta per artifact)",
-        "",
-    ]
-    groups = sorted({g["group"] for r in rows for g in r.get("subgroups", [])})
+            items.append(f"{r['format']} {r['precision']}: {tried}")
+    return items
+
+
+def _subgroup_table(rows: list[dict[str, Any]]) -> tuple[list[str], list[list[Any]]]:
     runnable = [r for r in rows if r.get("subgroups")]
-    if groups and runnable:
-        lines.append(
-            "| subgroup | n | melanomas | reference AUROC | "
-            + " | ".join(f"{r['format']} {r['precision']}" for r in runnable)
-            + " |"
-        )
-        lines.append("|---|---|---|---|" + "---|" * len(runnable))
-        for g in groups:
-            first = next(s for r in runnable for s in r["subgroups"] if s["group"] == g)
-            deltas = []
-            for r in runnable:
-                match = [s for s in r["subgroups"] if s["group"] == g]
-                deltas.append(_fmt(match[0]["auroc_delta"], "+.5f") if match else "-")
-            lines.append(
-                f"| {g} | {first['n']} | {first['n_positive']} | {first['auroc_reference']:.4f} | "
-                + " | ".join(deltas)
-                + " |"
-            )
+    groups = sorted({g["group"] for r in runnable for g in r["subgroups"]})
+    headers = ["subgroup", "n", "melanomas", "reference AUROC"] + [f"{r['format']} {r['precision']}" for r in runnable]
+    table = []
+    for g in groups:
+        first = next(s for r in runnable for s in r["subgroups"] if s["group"] == g)
+        deltas = []
+        for r in runnable:
+            match = [s for s in r["subgroups"] if s["group"] == g]
+            deltas.append(_fmt(match[0]["auroc_delta"], "+.5f") if match else "-")
+        table.append([g, first["n"], first["n_positive"], f"{first['auroc_reference']:.4f}", *deltas])
+    return headers, table
+
+
+def document(summary: dict[str, Any]) -> Document:
+    """The export report as a Document (rendered to Markdown and HTML)."""
+    doc = Document(f"Export report: {summary['model']}")
+    doc.paragraph(
+        f"Checkpoint `{summary['checkpoint']}` (weights sha256 `{summary['weights_sha256'][:12]}...`), test split of "
+        f"{summary['data']}: {summary['n']} cases, {summary['n_positive']} melanomas. Decision threshold "
+        f"{summary['threshold']:.4f} ({summary['threshold_rule']}). Export took {summary['seconds']:.0f} s"
+        + (f" (of which {_time_split(summary['int8_seconds'])})" if summary.get("int8_seconds") else "")
+        + "."
+    )
+    headers = ["format", "precision", "artifact", "size MB", "x smaller", "export s", "status", "max abs dp", "AUROC"]
+    headers += ["dAUROC [95% CI]", "flips", "worst subgroup dAUROC", "remedy"]
+    doc.table(headers, _artifact_rows(summary["rows"]), status_column="status")
+    doc.heading("Recommended artifact per format").bullets(_recommendations(summary))
+    remedies = _remedies(summary["rows"])
+    if remedies:
+        doc.heading("Remedies tried").bullets(remedies)
+    doc.image("roc.png", "ROC of every artifact on the test split")
+    doc.heading("Gates").bullets(
+        [
+            f"**{precision}**: " + ", ".join(f"{k} = {v}" for k, v in gate.items())
+            for precision, gate in summary["gates"].items()
+            if isinstance(gate, dict)
+        ]
+        + [
+            f"subgroups are compared where they have at least {summary['gates']['min_subgroup_class']} melanomas "
+            "and as many benign lesions"
+        ]
+    )
+    doc.paragraph(
+        "Status `not-run`: converted and checked structurally, but this machine cannot run it; never counted as "
+        "verified. `unsupported`: the format has no such precision. Every artifact passed its format's own "
+        "checker before it was judged (a failure there is its status)."
+    )
+    doc.heading("Subgroups (AUROC of the reference / delta per artifact)")
+    headers, table = _subgroup_table(summary["rows"])
+    if table:
+        doc.table(headers, table)
     else:
-        lines.append("No subgroup has enough cases of both classes.")
-    lines += ["", "Golden vectors for apps: `golden.json`. Machine-readable results: `parity.json`.", ""]
-    return write_text(path, "\n".join(lines))
+        doc.paragraph("No subgroup has enough cases of both classes.")
+    doc.paragraph("Golden vectors for apps: `golden.json` + `golden/`. Machine-readable results: `parity.json`.")
+    return doc
+
+
+def _time_split(seconds: dict[str, float]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {value:.0f} s" for name, value in seconds.items())
+
+
+def write_reports(folder: Path, summary: dict[str, Any], y: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+    """export_report.md, export_report.html and roc.png in `folder`."""
+    roc = roc_png(y, curves)
+    write_with(folder / "roc.png", lambda tmp: tmp.write_bytes(roc))
+    doc = document(summary)
+    write_text(folder / "export_report.md", doc.markdown())
+    write_text(folder / "export_report.html", doc.html(images={"roc.png": roc}))

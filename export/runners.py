@@ -7,24 +7,23 @@
     p.probability                           # float32 [N, 1]
 
 The same runners serve the parity checks and the latency benchmarks, so what is benchmarked is what was
-verified. An artifact without an embedded spec, or whose `<artifact>.spec.json` sidecar disagrees with
-the embedded spec, is refused.
+verified. An artifact is refused when it carries no spec, when its `<artifact>.spec.json` sidecar disagrees
+with the embedded spec, or when the embedded spec disagrees with the artifact's own input and output shapes;
+`predict` refuses inputs that break the spec's contract (shape, dtype, value range, metadata encoding).
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from core.checkpoint import load_checkpoint
+from core.checkpoint import load_checkpoint, read_checkpoint_spec
 from core.errors import UserError
 from core.spec import ModelSpec
-from export.common import ExportModel, Runner, sidecar_path
-from export.formats import Format, format_for_suffix
-from export.torchscript_format import EXTRA_FILE
+from export.common import ExportModel, NotRunnable, Runner, sidecar_path
+from export.formats import Format, identify, suffixes
 
 
 class TorchEagerRunner(Runner):
@@ -50,40 +49,20 @@ class TorchEagerRunner(Runner):
         return logit.numpy(), prob.numpy()
 
 
-def _is_torchscript(path: Path) -> bool:
-    try:
-        with zipfile.ZipFile(path) as archive:
-            return any(n.endswith(f"/extra/{EXTRA_FILE}") or n.endswith("/constants.pkl") for n in archive.namelist())
-    except (zipfile.BadZipFile, OSError):
-        return False
-
-
-def identify(path: str | Path) -> Format | None:
-    """The format of an artifact path; None for a training checkpoint."""
-    path = Path(path)
-    if path.suffix == ".pt" and not _is_torchscript(path):
-        return None
-    fmt = format_for_suffix(path.suffix)
-    if fmt is None:
-        known = ", ".join(sorted({a.suffix for f in _formats() for a in f.artifacts}))
-        raise UserError(f"{path} is not an artifact this toolkit knows (suffixes {known}, or a checkpoint.pt)")
-    return fmt
-
-
-def _formats():
-    from export.formats import FORMATS
-
-    return FORMATS
-
-
-def read_spec(path: str | Path) -> ModelSpec:
-    """The spec embedded in an artifact, checked against its sidecar when one exists."""
-    path = Path(path)
+def _format_of(path: Path) -> Format | None:
+    """The artifact's format; None for a training checkpoint; UserError for anything else."""
     if not path.exists():
         raise UserError(f"{path} does not exist: export it with python -m export.all")
     fmt = identify(path)
-    if fmt is None:
-        return load_checkpoint(path)[1]
+    if fmt is None and path.suffix != ".pt":
+        raise UserError(
+            f"{path} is not an artifact this toolkit knows (suffixes {', '.join(suffixes())}, or a checkpoint.pt)"
+        )
+    return fmt
+
+
+def _embedded_spec(fmt: Format, path: Path) -> ModelSpec:
+    """The spec embedded in an artifact, checked against its sidecar when one exists."""
     embedded = fmt.load_module().read_spec(path)
     sidecar = sidecar_path(path)
     if sidecar.is_file():
@@ -99,6 +78,13 @@ def read_spec(path: str | Path) -> ModelSpec:
     return embedded
 
 
+def read_spec(path: str | Path) -> ModelSpec:
+    """The spec an artifact carries (checked against its sidecar), or a checkpoint's, without loading a model."""
+    path = Path(path)
+    fmt = _format_of(path)
+    return read_checkpoint_spec(path) if fmt is None else _embedded_spec(fmt, path)
+
+
 def load(path: str | Path, **options) -> Runner:
     """A runner for `path` whose spec is read from the artifact (see module docstring).
 
@@ -107,8 +93,11 @@ def load(path: str | Path, **options) -> Runner:
         export.common.NotRunnable: a valid artifact that cannot run on this machine (Core ML off macOS).
     """
     path = Path(path)
-    spec = read_spec(path)
-    fmt = identify(path)
+    fmt = _format_of(path)
     if fmt is None:
         return TorchEagerRunner(path, **options)
-    return fmt.runner_class()(path, spec, **options)
+    runner = fmt.runner_class()(path, _embedded_spec(fmt, path), **options)
+    runner.check_io()
+    if not fmt.predicts_here():
+        raise NotRunnable(fmt.not_run)
+    return runner

@@ -18,8 +18,8 @@ largest source of error (0.26 rms logit, after `_blocks.0` with 0.39).
 
 from __future__ import annotations
 
-import sys
 import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -61,7 +61,7 @@ def _simulated_error(
     meta: torch.Tensor,
     reference: torch.Tensor,
 ) -> float:
-    from export.executorch_format import pt2e_int8
+    from export.pt2e import pt2e_int8
     from export.quantize import QuantOptions
 
     batch = torch.export.Dim("batch", min=1, max=4096)
@@ -79,7 +79,7 @@ def rank_blocks(
     calibration,
     images,
     exclude: tuple[str, ...] = (),
-    progress: bool = True,
+    progress: Callable[[str], None] | None = None,
 ) -> list[tuple[str, float]]:
     """Candidate blocks sorted by the simulated logit error with only that block in int8, largest first.
 
@@ -88,6 +88,7 @@ def rank_blocks(
         calibration: EvalSet that calibrates the activation ranges.
         images: EvalSet the error is measured on (training images, never the test split).
         exclude: module paths that are not candidates (those the rungs keep float anyway).
+        progress: called with a line after each block.
     """
     from export.common import ExportModel
 
@@ -101,9 +102,5 @@ def rank_blocks(
     for i, block in enumerate(blocks):
         scores.append((block, _simulated_error(wrapper, block, calibration, image, meta, reference)))
         if progress:
-            print(
-                f"  int8 sensitivity: {i + 1}/{len(blocks)} blocks ({time.time() - start:.0f} s)",
-                file=sys.stderr,
-                flush=True,
-            )
+            progress(f"int8 sensitivity: {i + 1}/{len(blocks)} blocks ({time.time() - start:.0f} s)")
     return sorted(scores, key=lambda s: (-s[1], s[0]))

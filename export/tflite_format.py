@@ -13,8 +13,19 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.io import atomic_path
 from core.spec import ModelSpec
-from export.common import SPEC_KEY, ExportModel, Runner, atomic_output, parse_embedded, with_precision
+from export.common import (
+    AFTER_MODEL_FLOAT,
+    INPUT_NAMES,
+    OUTPUT_NAMES,
+    SPEC_KEY,
+    ExportModel,
+    Runner,
+    calibrated_on,
+    parse_embedded,
+    with_precision,
+)
 from export.quantize import QuantOptions
 
 
@@ -116,7 +127,6 @@ def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes
             algorithm_key=AlgorithmName.FLOAT_CASTING,
         )
         method = "ai-edge-quantizer float casting: float16 weights, float32 compute and I/O"
-        rp = manager.get_quantization_recipe()
     else:
         if precision == "int8-dynamic":
             manager.add_dynamic_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=8)
@@ -127,12 +137,10 @@ def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes
                 activation_num_bits=options.activation_bits,
                 weight_num_bits=8,
             )
-        # Float inputs and outputs (quantize / dequantize inside the graph): an app feeds the same tensors
-        # as to the fp32 model, and a probability is not rounded to 1/256 at the decision threshold.
+        # AFTER_MODEL_FLOAT: float inputs and outputs (quantize / dequantize inside the graph), and the ops
+        # after the fusion model (their scopes lie outside FusionModel_model).
         for io_op in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):
             manager.add_quantization_config(regex=".*", operation_name=io_op, algorithm_key=AlgorithmName.NO_QUANTIZE)
-        # The ops after the fusion model (logit / temperature, sigmoid) stay float too: an int8 probability
-        # has a resolution of 1/256, coarser than the gap between many cases and the decision threshold.
         manager.add_quantization_config(
             regex=r"^(?!.*FusionModel_model).*$",
             operation_name=TFLOperationName.ALL_SUPPORTED,
@@ -143,20 +151,17 @@ def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes
             manager.add_quantization_config(
                 regex=keep, operation_name=TFLOperationName.ALL_SUPPORTED, algorithm_key=AlgorithmName.NO_QUANTIZE
             )
-        rp = manager.get_quantization_recipe()
-        cal = options.calibration
         method = (
             "ai-edge-quantizer dynamic range: per-channel int8 weights, float activations"
             if precision == "int8-dynamic"
             else f"ai-edge-quantizer static: per-channel int8 weights, int{options.activation_bits} activations, "
-            "min-max calibration on "
-            f"{len(cal)} training images ({int(cal.target.sum())} melanomas)"
-        )
-    qt = quantizer.Quantizer(fp32, rp)
+            f"global min-max {calibrated_on(options.calibration)}"
+        ) + f"; {AFTER_MODEL_FLOAT}"
+    converter = quantizer.Quantizer(fp32, manager.get_quantization_recipe())
     if precision == "int8":
-        result = qt.quantize(_calibrate(fp32, manager, options.calibration))
+        result = converter.quantize(_calibrate(fp32, manager, options.calibration))
     else:
-        result = qt.quantize()
+        result = converter.quantize()
     return bytes(result.quantized_model), method
 
 
@@ -231,7 +236,7 @@ def export(
             spec, precision, method, options if precision == "int8" else None, io=_io_quantization(data)
         )
     data = embed_spec(data, spec.to_json())
-    with atomic_output(out_path) as tmp:
+    with atomic_path(out_path) as tmp:
         tmp.write_bytes(data)
     return out_path
 
@@ -244,6 +249,16 @@ def read_spec(path: Path) -> ModelSpec:
     except Exception as exc:  # noqa: BLE001 - flatbuffers raise IndexError/struct.error on damage
         raise UserError(f"{path} is not a readable TFLite model ({exc.__class__.__name__}): re-export it") from None
     return parse_embedded(text, path)
+
+
+def check(path: Path) -> None:
+    """What LiteRT offers as a checker: the interpreter verifies the flatbuffer and plans every tensor."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        Interpreter(model_path=str(path)).allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{path.name} fails the LiteRT interpreter's checks: {str(exc).splitlines()[0]}") from None
 
 
 class TFLiteRunner(Runner):
@@ -263,9 +278,15 @@ class TFLiteRunner(Runner):
         except (ValueError, RuntimeError, StopIteration) as exc:
             raise UserError(f"the LiteRT interpreter cannot load {path} ({exc}): re-export it") from None
         details = self.runner.get_input_details()
-        if set(details) != {"image", "meta"}:
+        if set(details) != set(INPUT_NAMES):
             raise UserError(f"{path}'s signature has inputs {sorted(details)}, not image and meta")
         self.nhwc = spec.image.layout == "NHWC"
+
+    def io_shapes(self) -> dict[str, list[int | None]]:
+        ends = self.runner.get_input_details() | self.runner.get_output_details()
+        if "logit" not in ends:  # positional output names (an older litert-torch)
+            ends = ends | dict(zip(OUTPUT_NAMES, (ends.get("output_0"), ends.get("output_1")), strict=True))
+        return {name: [int(d) for d in ends[name]["shape"]] for name in (*INPUT_NAMES, *OUTPUT_NAMES) if ends.get(name)}
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if self.nhwc:

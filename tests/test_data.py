@@ -85,8 +85,8 @@ def test_dataset_items(isic_dir: Path) -> None:
     table = D.load_isic2020(isic_dir)
     enc = MetadataEncoder.fit(table["age_approx"])
     ds = D.LesionDataset(D.encode_split(table, enc), eval_transform(ImageContract(size=24)))
-    image, meta, target = ds[0]
-    assert image.shape == (3, 24, 24) and meta.shape == (12,) and target.shape == (1,)
+    image, meta, target, index = ds[0]
+    assert image.shape == (3, 24, 24) and meta.shape == (12,) and target.shape == (1,) and index == 0
 
 
 # ---- bad input -------------------------------------------------------------------------------------

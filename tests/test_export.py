@@ -145,11 +145,11 @@ def test_unknown_artifact_type(tmp_path: Path) -> None:
 
 
 def test_failed_export_keeps_the_previous_artifact(onnx_artifact: Path, tmp_path: Path) -> None:
-    from export.common import atomic_output
+    from core.io import atomic_path
 
     target = tmp_path / "a.onnx"
     target.write_bytes(b"old")
-    with pytest.raises(RuntimeError), atomic_output(target) as tmp:
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
         tmp.write_bytes(b"half")
         raise RuntimeError("converter crashed")
     assert target.read_bytes() == b"old"
@@ -239,7 +239,8 @@ def test_export_all_writes_every_format_and_the_reports(exported: Path) -> None:
     for key in (
         "format",
         "precision",
-        "path",
+        "file",
+        "sha256",
         "max_abs_diff",
         "auroc",
         "auroc_delta",
@@ -254,7 +255,7 @@ def test_export_all_writes_every_format_and_the_reports(exported: Path) -> None:
         elif name != "pytorch-eager":
             assert row["status"] == "pass", row
             assert row["max_abs_diff"] <= 1e-4 and row["flips"] == 0
-            assert Path(row["path"]).exists() and sidecar_path(Path(row["path"])).is_file()
+            assert (exported / row["file"]).exists() and sidecar_path(exported / row["file"]).is_file()
     for name in ("export_report.md", "roc.png", "golden.json", "spec.json"):
         assert (exported / name).is_file()
     assert "| onnx | fp32 |" in (exported / "export_report.md").read_text()

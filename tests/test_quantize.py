@@ -19,7 +19,8 @@ from export.calibration import calibration_set, stratified_pick
 from export.common import ExportModel, NotRunnable, example_inputs
 from export.evaldata import load_test_split
 from export.formats import BY_KEY, artifact_name
-from export.quantize import QuantOptions, gate_for, ladder, parse_precisions
+from export.parity import gate_for
+from export.quantize import QuantOptions, ladder, parse_precisions
 
 
 def test_precision_vocabulary() -> None:
@@ -145,15 +146,15 @@ def test_int8_gates_on_constructed_cases() -> None:
 
 def test_a_failed_artifact_is_never_recommended() -> None:
     rows = [
-        {"format": "pytorch-eager", "precision": "fp32", "status": "reference", "path": "c.pt", "size_mb": 14},
-        {"format": "onnx", "precision": "fp32", "status": "pass", "path": "m.onnx", "size_mb": 13.7},
-        {"format": "onnx", "precision": "fp16", "status": "pass", "path": "m.fp16.onnx", "size_mb": 6.9},
-        {"format": "onnx", "precision": "int8", "status": "fail", "path": "m.int8.onnx", "size_mb": 3.6},
-        {"format": "coreml", "precision": "fp32", "status": "not-run", "path": "m.mlpackage", "size_mb": 13.8},
+        {"format": "pytorch-eager", "precision": "fp32", "status": "reference", "file": "c.pt", "size_mb": 14},
+        {"format": "onnx", "precision": "fp32", "status": "pass", "file": "m.onnx", "size_mb": 13.7},
+        {"format": "onnx", "precision": "fp16", "status": "pass", "file": "m.fp16.onnx", "size_mb": 6.9},
+        {"format": "onnx", "precision": "int8", "status": "fail", "file": "m.int8.onnx", "size_mb": 3.6},
+        {"format": "coreml", "precision": "fp32", "status": "not-run", "file": "m.mlpackage", "size_mb": 13.8},
     ]
     chosen = recommend(rows)
-    assert chosen["onnx"]["path"] == "m.fp16.onnx"
-    assert chosen["coreml"]["path"] is None and "passed" in chosen["coreml"]["reason"]
+    assert chosen["onnx"]["file"] == "m.fp16.onnx"
+    assert chosen["coreml"]["file"] is None and "passed" in chosen["coreml"]["reason"]
 
 
 @pytest.mark.slow
@@ -200,7 +201,7 @@ def test_int8_probability_stays_float(trained, tmp_path: Path) -> None:
     """An int8 probability has 1/256 resolution: coarser than many cases' distance to the threshold."""
     import onnx
 
-    from export.executorch_format import pt2e_int8
+    from export.pt2e import pt2e_int8
 
     model, spec, calibration, _ = trained
     options = QuantOptions(calibration=calibration)
@@ -283,7 +284,7 @@ def test_sensitivity_ranking_scores_every_block(trained) -> None:
 
 @pytest.mark.slow
 def test_sensitivity_quantizes_one_block_at_a_time(trained) -> None:
-    from export.executorch_format import pt2e_int8
+    from export.pt2e import pt2e_int8
     from export.sensitivity import candidate_blocks
 
     model, spec, calibration, _ = trained
@@ -335,7 +336,7 @@ def test_tflite_int8_ranges_cover_every_calibration_image(trained) -> None:
 def test_executorch_int8_gives_relu6_its_own_range(relu6) -> None:
     """XNNPACKQuantizer alone makes ReLU6 share the conv's unclamped range (a step of ~0.1 here)."""
     from export.evaldata import EvalSet
-    from export.executorch_format import pt2e_int8
+    from export.pt2e import pt2e_int8
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--overwrite", action="store_true", help="replace a finished or interrupted run in --out")
     return p
 
 
@@ -125,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_bad_images=args.max_bad_images,
         amp=not args.no_amp,
         resume=args.resume,
+        overwrite=args.overwrite,
     )
     run(cfg)
     return 0

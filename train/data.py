@@ -48,12 +48,19 @@ def _read_csv(path: Path, required: Sequence[str]) -> pd.DataFrame:
         frame = pd.read_csv(path, dtype={"image_name": str, "patient_id": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{path} is not a readable CSV ({exc.__class__.__name__}): check the file") from None
+    if len(frame.columns) == 1 and ";" in str(frame.columns[0]):
+        raise UserError(
+            f"{path} looks semicolon-separated (its header is one column, {str(frame.columns[0])[:60]!r}): "
+            "save it comma-separated, as ISIC distributes it"
+        )
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise UserError(
             f"{path} lacks the column(s) {', '.join(missing)}: it needs {', '.join(required)} "
             "(the ISIC 2020 train.csv layout)"
         )
+    if frame.empty:
+        raise UserError(f"{path} has a header but no rows: it lists no images")
     return frame
 
 
@@ -114,7 +121,7 @@ def _clean(frame: pd.DataFrame, folder: Path, source: str, csv_path: Path) -> pd
     bad = ~target.isin([0, 1])
     if bad.any():
         row = int(np.flatnonzero(bad.to_numpy())[0])
-        raise UserError(f"{csv_path}, row {row + 2}: target must be 0 or 1, got {frame['target'].iloc[row]!r}")
+        raise UserError(f"{csv_path}, row {row + 2}: target must be 0 or 1, got {frame['target'].iloc[row]}")
     out["target"] = target.astype(int).to_numpy()
     out["path"] = [str(_image_path(folder, n) or "") for n in out["image_name"]]
     out["source"] = source
@@ -166,34 +173,52 @@ def merge_external(isic: pd.DataFrame, external: pd.DataFrame, only_malignant: b
     return pd.concat([isic, extra], ignore_index=True)
 
 
-def check_images(table: pd.DataFrame, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION) -> pd.DataFrame:
-    """Drop rows whose image is missing or unreadable (header check), failing when too many are.
+def too_many_bad(bad: Sequence[str], total: int, max_bad_fraction: float) -> UserError | None:
+    """The one-sentence failure when more than `max_bad_fraction` of `total` images are bad, else None."""
+    fraction = len(bad) / max(total, 1)
+    if fraction <= max_bad_fraction:
+        return None
+    names = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
+    return UserError(
+        f"{len(bad)} of {total} images ({fraction:.1%}) are missing or unreadable ({names}): more than the "
+        f"{max_bad_fraction:.0%} allowed; check the image folder (or raise --max-bad-images)"
+    )
 
-    Returns the table without the bad rows; prints how many were skipped and the first few names.
+
+def check_images(
+    table: pd.DataFrame, max_bad_fraction: float = DEFAULT_MAX_BAD_FRACTION, skipped: list[dict] | None = None
+) -> pd.DataFrame:
+    """Drop rows whose image is missing or unreadable (a header check: fast, so a file truncated after its
+    header passes here and is caught when it is decoded, see LesionDataset), failing when too many are.
+
+    Returns the table without the bad rows; prints how many were skipped and the first few names, and
+    appends {image_name, path, reason, found} rows to `skipped` when given.
     """
 
-    def ok(path: str) -> bool:
+    def problem(path: str) -> str:
         if not path:
-            return False
+            return "missing"
         try:
             with Image.open(path) as image:
                 image.size  # noqa: B018 - reading the header is the check
-            return True
-        except (OSError, UnidentifiedImageError, ValueError):
-            return False
+            return ""
+        except (OSError, UnidentifiedImageError, ValueError) as exc:
+            return f"unreadable ({exc.__class__.__name__})"
 
     with ThreadPoolExecutor(max_workers=8) as pool:
-        good = np.fromiter(pool.map(ok, table["path"].tolist()), dtype=bool, count=len(table))
+        problems = list(pool.map(problem, table["path"].tolist()))
+    good = np.array([not p for p in problems], dtype=bool)
     bad = table.loc[~good, "image_name"].tolist()
+    error = too_many_bad(bad, len(table), max_bad_fraction)
+    if error:
+        raise error
     if bad:
-        fraction = len(bad) / max(len(table), 1)
-        names = ", ".join(bad[:5]) + (" ..." if len(bad) > 5 else "")
-        if fraction > max_bad_fraction:
-            raise UserError(
-                f"{len(bad)} of {len(table)} images ({fraction:.1%}) are missing or unreadable ({names}): "
-                f"more than the {max_bad_fraction:.0%} allowed; check the image folder (or raise --max-bad-images)"
-            )
-        _say(f"skipping {len(bad)} missing or unreadable image(s): {names}")
+        more = " ..." if len(bad) > 5 else ""
+        _say(f"skipping {len(bad)} missing or unreadable image(s): {', '.join(bad[:5])}{more}")
+    if skipped is not None:
+        for (name, path), reason in zip(table[["image_name", "path"]].itertuples(index=False), problems, strict=True):
+            if reason:
+                skipped.append({"image_name": name, "path": path, "reason": reason, "found": "pre-scan"})
     return table.loc[good].reset_index(drop=True)
 
 
@@ -237,9 +262,14 @@ def encode_split(table: pd.DataFrame, encoder: MetadataEncoder) -> SplitData:
 
 
 class LesionDataset(Dataset):
-    """(image [3,S,S] float in [0,1], meta [K], target [1]) for one split."""
+    """(image [3,S,S] float in [0,1] or None, meta [K], target [1], row index) for one split.
+
+    An image that cannot be decoded (a JPEG truncated after an intact header, say) gives None instead of
+    raising inside a DataLoader worker; `collate_skipping` drops it from the batch and reports its index.
+    """
 
     def __init__(self, data: SplitData, transform, draft: int | None = None):
+        self.data = data
         self.paths = data.table["path"].tolist()
         self.meta = torch.from_numpy(data.meta)
         self.targets = torch.from_numpy(data.targets).view(-1, 1)
@@ -249,10 +279,22 @@ class LesionDataset(Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        path = self.paths[index]
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, int]:
         try:
-            image = load_rgb(path, draft=self.draft)
-        except (OSError, UnidentifiedImageError, ValueError) as exc:
-            raise RuntimeError(f"could not decode image {path} ({exc}): remove it from the CSV or replace it") from None
-        return self.transform(image), self.meta[index], self.targets[index]
+            image = self.transform(load_rgb(self.paths[index], draft=self.draft))
+        except (OSError, UnidentifiedImageError, ValueError):
+            image = None
+        return image, self.meta[index], self.targets[index], index
+
+
+def collate_skipping(items: list) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, list[int]]:
+    """Batch the decodable items; return (image, meta, target, row indices, indices of undecodable rows)."""
+    from torch.utils.data import default_collate
+
+    good = [item for item in items if item[0] is not None]
+    bad = [int(item[3]) for item in items if item[0] is None]
+    if not good:
+        empty = torch.zeros(0)
+        return empty, empty, empty, torch.zeros(0, dtype=torch.long), bad
+    image, meta, target, index = default_collate(good)
+    return image, meta, target, index, bad

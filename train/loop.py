@@ -31,7 +31,7 @@ from core import zoo
 from core.checkpoint import save_checkpoint
 from core.errors import UserError
 from core.images import PILLOW_VERSION, eval_transform
-from core.io import atomic_path, load_tensors, write_json
+from core.io import atomic_path, exclusive, load_tensors, sha256_file, write_json
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
 from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract
@@ -69,6 +69,7 @@ class TrainConfig:
     max_bad_images: float = D.DEFAULT_MAX_BAD_FRACTION
     amp: bool = True
     resume: bool = False
+    overwrite: bool = False
 
     def validate(self) -> None:
         """Refuse nonsense values with one clear sentence each."""
@@ -111,6 +112,10 @@ class TrainConfig:
             raise UserError(f"{name} has no ImageNet weights: use --weights none (or a PATH)")
         if self.weights not in ("imagenet", "none") and not Path(self.weights).expanduser().is_file():
             raise UserError(f"weights file {self.weights} does not exist: give --weights imagenet, none, or a file")
+        if self.resume and self.overwrite:
+            raise UserError("--resume continues a run and --overwrite replaces it: give one of them")
+        if self.out and Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UserError(f"--out {self.out} is a file, not a folder: give a folder path")
         if self.data != "synthetic" and not Path(self.data).expanduser().exists():
             raise UserError(f"data folder {self.data} does not exist: give the ISIC 2020 folder, or --data synthetic")
 
@@ -157,8 +162,9 @@ def _say(ctx: Dist, message: str) -> None:
 # data
 
 
-def load_table(cfg: TrainConfig, ctx: Dist) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """The merged, checked table of every usable image, and a description of the data."""
+def load_table(cfg: TrainConfig, ctx: Dist, skipped: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The merged, checked table of every usable image, and a description of the data. Images the pre-scan
+    finds missing or unreadable are appended to `skipped`; `info["listed"]` counts every row before it."""
     if cfg.data == "synthetic":
         if ctx.main:
             root = ensure_synthetic(cfg.synthetic_count, seed=0)
@@ -180,8 +186,46 @@ def load_table(cfg: TrainConfig, ctx: Dist) -> tuple[pd.DataFrame, dict[str, Any
             table = D.merge_external(table, D.load_external(Path(cfg.external).expanduser()))
             info["name"] = "ISIC 2020 + external malignant set"
             info["external_path"] = str(Path(cfg.external).expanduser())
-    table = D.check_images(table, cfg.max_bad_images)
-    return table, info
+    info["listed"] = len(table)
+    return D.check_images(table, cfg.max_bad_images, skipped), info
+
+
+class BadImages:
+    """Every image skipped in this run, by the pre-scan or when its pixels failed to decode (a truncated
+    JPEG with an intact header): counted against --max-bad-images and written to skipped_images.csv."""
+
+    FILE = "skipped_images.csv"
+
+    def __init__(self, max_fraction: float):
+        self.max_fraction = max_fraction
+        self.rows: list[dict] = []
+        self.listed = 0
+
+    def add(self, split: D.SplitData, indices: list[int]) -> None:
+        """Record rows of `split` whose image failed to decode; UserError once too many images are bad."""
+        for i in indices:
+            name, path = split.table["image_name"].iloc[i], split.table["path"].iloc[i]
+            if all(r["image_name"] != name for r in self.rows):
+                self.rows.append({"image_name": name, "path": path, "reason": "failed to decode", "found": "loading"})
+        error = D.too_many_bad([r["image_name"] for r in self.rows], self.listed, self.max_fraction)
+        if error:
+            raise error
+
+    def found_loading(self) -> set[str]:
+        return {r["image_name"] for r in self.rows if r["found"] == "loading"}
+
+    def gather(self, ctx: Dist) -> None:
+        """Merge what every process found (each decodes its own shard)."""
+        if ctx.world > 1:
+            everyone: list[Any] = [None] * ctx.world
+            dist.all_gather_object(everyone, self.rows)
+            merged = {r["image_name"]: r for rows in everyone for r in rows}
+            self.rows = list(merged.values())
+
+    def write(self, out: Path) -> None:
+        frame = pd.DataFrame(self.rows, columns=["image_name", "path", "reason", "found"])
+        with atomic_path(out / self.FILE) as tmp:
+            frame.to_csv(tmp, index=False)
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, workers: int, ctx: Dist, seed: int, drop_last: bool = False):
@@ -197,7 +241,73 @@ def _loader(dataset, batch_size: int, shuffle: bool, workers: int, ctx: Dist, se
         drop_last=drop_last,
         persistent_workers=workers > 0,
         generator=generator,
+        collate_fn=D.collate_skipping,
     )
+
+
+@dataclass
+class Prepared:
+    """The data of one run: every usable row, its split, the fitted encoder and the encoded splits."""
+
+    table: pd.DataFrame
+    split: pd.Series
+    encoder: MetadataEncoder
+    encoded: dict[str, D.SplitData]
+    info: dict[str, Any]
+
+
+def prepare_data(cfg: TrainConfig, ctx: Dist, out: Path, bad: BadImages) -> Prepared:
+    """Load and check the data, split it by patient, fit the metadata encoder on the training split."""
+    table, info = load_table(cfg, ctx, bad.rows)
+    bad.listed = info["listed"]
+    split = D.patient_split(table, cfg.seed)
+    parts = {s: table[split.to_numpy() == s] for s in D.SPLIT_NAMES}
+    encoder = MetadataEncoder.fit(parts["train"]["age_approx"].tolist())
+    encoded = {s: D.encode_split(parts[s], encoder) for s in D.SPLIT_NAMES}
+    info.update(
+        images=len(table),
+        malignant=int(table["target"].sum()),
+        prevalence=round(float(table["target"].mean()), 4),
+        split_seed=cfg.seed,
+        split_rule="patient-grouped, label-stratified 60/20/20 (StratifiedGroupKFold, 5 folds: 0 test, 1 val)",
+    )
+    prepared = Prepared(table, split, encoder, encoded, info)
+    if ctx.main:
+        write_split(out, prepared, set())
+    counts = split_counts(prepared, set())
+    _say(
+        ctx,
+        f"data: {info['name']}: {len(table)} images, {info['malignant']} malignant; "
+        + ", ".join(f"{s} {c['images']} ({c['malignant']} mal.)" for s, c in counts.items()),
+    )
+    return prepared
+
+
+def _split_frame(prepared: Prepared, excluded: set[str]) -> pd.DataFrame:
+    frame = prepared.table[["image_name", "patient_id", "target", "source"]].assign(split=prepared.split.to_numpy())
+    return frame[~frame["image_name"].isin(excluded)]
+
+
+def split_counts(prepared: Prepared, excluded: set[str]) -> dict[str, dict[str, int]]:
+    """Images, melanomas and patients per split, without the `excluded` images."""
+    frame = _split_frame(prepared, excluded)
+    return {
+        s: {
+            "images": int((frame["split"] == s).sum()),
+            "malignant": int(frame.loc[frame["split"] == s, "target"].sum()),
+            "patients": int(frame.loc[frame["split"] == s, "patient_id"].replace("", np.nan).nunique()),
+        }
+        for s in D.SPLIT_NAMES
+    }
+
+
+def write_split(out: Path, prepared: Prepared, excluded: set[str]) -> None:
+    """split.csv without the `excluded` images; its sha256 and per-split counts go to `prepared.info`
+    (export refuses a split.csv that does not match them)."""
+    with atomic_path(out / "split.csv") as tmp:
+        _split_frame(prepared, excluded).to_csv(tmp, index=False)
+    prepared.info["split_sha256"] = sha256_file(out / "split.csv")
+    prepared.info["splits"] = split_counts(prepared, excluded)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -209,28 +319,35 @@ def _device(ctx: Dist) -> torch.device:
 
 
 @torch.no_grad()
-def predict_logits(model: nn.Module, split: D.SplitData, cfg: TrainConfig, ctx: Dist, desc: str) -> np.ndarray:
-    """Logits for every row of `split` (each rank scores a shard; shards are gathered on all ranks)."""
+def predict_logits(
+    model: nn.Module, split: D.SplitData, cfg: TrainConfig, ctx: Dist, desc: str, bad: BadImages
+) -> np.ndarray:
+    """Logits for every row of `split`, NaN where the image failed to decode (recorded in `bad`); each rank
+    scores a shard and the shards are gathered on all ranks."""
     device = _device(ctx)
     indices = np.arange(len(split.table))[ctx.rank :: ctx.world]
     dataset = D.LesionDataset(split, eval_transform(ImageContract(size=cfg.image_size)))
     subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = DataLoader(
-        subset, batch_size=cfg.batch_size * 2, num_workers=cfg.workers, pin_memory=device.type == "cuda"
+        subset,
+        batch_size=cfg.batch_size * 2,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        collate_fn=D.collate_skipping,
     )
     model.eval()
-    out = []
+    logits = np.full(len(split.table), np.nan, dtype=np.float32)
     use_amp = cfg.amp and device.type == "cuda"
-    for image, meta, _ in tqdm(loader, desc=desc, leave=False, disable=not ctx.main or None, file=sys.stderr):
-        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-            logit = model(image.to(device, non_blocking=True), meta.to(device, non_blocking=True))
-        out.append(logit.float().cpu().numpy().reshape(-1))
-    mine = np.concatenate(out) if out else np.zeros(0, np.float32)
+    for image, meta, _, rows, failed in tqdm(loader, desc=desc, leave=False, disable=not ctx.main or None):
+        bad.add(split, failed)
+        if len(rows):
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                logit = model(image.to(device, non_blocking=True), meta.to(device, non_blocking=True))
+            logits[rows.numpy()] = logit.float().cpu().numpy().reshape(-1)
     if ctx.world == 1:
-        return mine
+        return logits
     gathered: list[Any] = [None] * ctx.world
-    dist.all_gather_object(gathered, (indices, mine))
-    logits = np.zeros(len(split.table), dtype=np.float32)
+    dist.all_gather_object(gathered, (indices, logits[indices]))
     for idx, values in gathered:
         logits[idx] = values
     return logits
@@ -282,187 +399,231 @@ def _rng_state() -> dict[str, Any]:
     return state
 
 
+RUN_FILES = ("checkpoint.pt", "spec.json", "metrics.json", "split.csv", "predictions.csv", RESUME_FILE)
+RUN_FILES += (BadImages.FILE,)
+
+
+def claim_run_dir(out: Path, cfg: TrainConfig) -> None:
+    """Refuse to train into a folder holding a finished or interrupted run unless asked; with --overwrite,
+    remove the earlier run's files first (so nothing stale is left beside the new ones)."""
+    finished = (out / "metrics.json").is_file() or (out / "checkpoint.pt").is_file()
+    if cfg.overwrite:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    elif finished and not cfg.resume:
+        raise UserError(f"{out} holds a finished run (checkpoint.pt): pass --overwrite to replace it, or another --out")
+    elif (out / RESUME_FILE).is_file() and not cfg.resume:
+        raise UserError(
+            f"{out} holds an interrupted run: pass --resume to continue it, --overwrite to start over, or another --out"
+        )
+
+
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train one model end to end; returns the metrics dict written to metrics.json."""
     cfg.validate()
     ctx = init_distributed()
+    if ctx.world > 1 and not cfg.out:
+        raise UserError("with torchrun give --out DIR, so that every process writes to the same run directory")
+    out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     try:
-        return _run(cfg, ctx)
+        if not ctx.main:
+            return _run(cfg, ctx, out)
+        with exclusive(out, "training run"):
+            claim_run_dir(out, cfg)
+            return _run(cfg, ctx, out)
     finally:
         if ctx.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _run(cfg: TrainConfig, ctx: Dist) -> dict[str, Any]:
-    started = time.time()
-    name = zoo.resolve_name(cfg.model)
-    out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
-    resume_state = _load_resume(out, cfg) if cfg.resume else None
-    if ctx.world > 1 and not cfg.out:
-        raise UserError("with torchrun give --out DIR, so that every process writes to the same run directory")
+@dataclass
+class Training:
+    """The model and everything that updates it."""
+
+    model: nn.Module
+    backbone: Any
+    wrapped: nn.Module  # the DistributedDataParallel wrapper under torchrun, else the model
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    criterion: nn.Module
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_auroc: float = -1.0
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    best_state: dict[str, Any] = field(default_factory=dict)
+    stopped_early: bool = False
+
+
+def build_training(cfg: TrainConfig, ctx: Dist, name: str, prepared: Prepared) -> Training:
+    """A fresh model for this seed (seeded before the build, so the initial weights are reproducible)."""
     device = _device(ctx)
-
-    table, data_info = load_table(cfg, ctx)
-    split = D.patient_split(table, cfg.seed)
-    if ctx.main:
-        out.mkdir(parents=True, exist_ok=True)
-        frame = table[["image_name", "patient_id", "target", "source"]].assign(split=split.to_numpy())
-        with atomic_path(out / "split.csv") as tmp:
-            frame.to_csv(tmp, index=False)
-    parts = {s: table[split.to_numpy() == s] for s in D.SPLIT_NAMES}
-    encoder = MetadataEncoder.fit(parts["train"]["age_approx"].tolist())
-    encoded = {s: D.encode_split(parts[s], encoder) for s in D.SPLIT_NAMES}
-    counts = {
-        s: {
-            "images": len(p),
-            "malignant": int(p["target"].sum()),
-            "patients": int(p["patient_id"].replace("", np.nan).nunique()),
-        }
-        for s, p in parts.items()
-    }
-    data_info.update(
-        images=len(table),
-        malignant=int(table["target"].sum()),
-        prevalence=round(float(table["target"].mean()), 4),
-        split_seed=cfg.seed,
-        splits=counts,
-        split_rule="patient-grouped, label-stratified 60/20/20 (StratifiedGroupKFold, 5 folds: 0 test, 1 val)",
-    )
-    _say(
-        ctx,
-        f"data: {data_info['name']}: {len(table)} images, {data_info['malignant']} malignant; "
-        + ", ".join(f"{s} {c['images']} ({c['malignant']} mal.)" for s, c in counts.items()),
-    )
-
-    # A fresh model for this seed: seeding before the build makes the initial weights reproducible.
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
-    model, backbone = zoo.create_model(name, encoder.size, cfg.weights, cfg.image_size)
+    model, backbone = zoo.create_model(name, prepared.encoder.size, cfg.weights, cfg.image_size)
     model.to(device)
     _say(
         ctx,
         f"model: {name} ({zoo.count_parameters(model) / 1e6:.1f} M parameters, "
         f"weights: {backbone.pretrained}) on {device}",
     )
-    train_model: nn.Module = model
+    wrapped: nn.Module = model
     if ctx.world > 1:
-        train_model = nn.parallel.DistributedDataParallel(
+        wrapped = nn.parallel.DistributedDataParallel(
             model, device_ids=[ctx.local_rank] if device.type == "cuda" else None
         )
-
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
         optimizer, mode="max", factor=cfg.lr_factor, patience=cfg.lr_patience
     )
-    use_amp = cfg.amp and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    criterion = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(cfg, encoded["train"].targets, device))
+    scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
+    criterion = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(cfg, prepared.encoded["train"].targets, device))
+    training = Training(model, backbone, wrapped, optimizer, scheduler, scaler, criterion)
+    training.best_state = copy.deepcopy(model.state_dict())
+    return training
 
-    history: list[dict[str, Any]] = []
-    best_auroc, best_epoch, bad_epochs, start_epoch = -1.0, 0, 0, 1
-    best_state = copy.deepcopy(model.state_dict())
-    if resume_state is not None:
-        model.load_state_dict(resume_state["model"])
-        optimizer.load_state_dict(resume_state["optimizer"])
-        scheduler.load_state_dict(resume_state["scheduler"])
-        scaler.load_state_dict(resume_state["scaler"])
-        best_state = resume_state["best_state"]
-        history = resume_state["history"]
-        best_auroc, best_epoch, bad_epochs = (
-            resume_state["best_auroc"],
-            resume_state["best_epoch"],
-            resume_state["bad_epochs"],
-        )
-        start_epoch = resume_state["epoch"] + 1
-        torch.set_rng_state(resume_state["rng"]["torch"])
-        _say(ctx, f"resuming {out} after epoch {resume_state['epoch']} (best val AUROC {best_auroc:.4f})")
 
-    train_set = D.LesionDataset(encoded["train"], train_transform(cfg.image_size), draft=2 * cfg.image_size)
-    train_loader = _loader(
-        train_set, cfg.batch_size, True, cfg.workers, ctx, cfg.seed + 1000 * start_epoch, drop_last=True
+def _resume(training: Training, state: dict[str, Any]) -> int:
+    """Restore an interrupted run's state; returns the first epoch still to run."""
+    training.model.load_state_dict(state["model"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    training.scaler.load_state_dict(state["scaler"])
+    training.best_state, training.history = state["best_state"], state["history"]
+    training.best_auroc, training.best_epoch, training.bad_epochs = (
+        state["best_auroc"],
+        state["best_epoch"],
+        state["bad_epochs"],
     )
-    if len(train_loader) == 0:
-        raise UserError(f"the training split ({len(train_set)} images) is smaller than one batch: lower --batch-size")
+    torch.set_rng_state(state["rng"]["torch"])
+    return state["epoch"] + 1
 
-    stopped_early = False
+
+def _save_state(out: Path, cfg: TrainConfig, training: Training, epoch: int) -> None:
+    state = {
+        "format": RESUME_FORMAT,
+        "config": asdict(cfg),
+        "epoch": epoch,
+        "model": training.model.state_dict(),
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "scaler": training.scaler.state_dict(),
+        "best_state": training.best_state,
+        "best_auroc": training.best_auroc,
+        "best_epoch": training.best_epoch,
+        "bad_epochs": training.bad_epochs,
+        "history": training.history,
+        "rng": _rng_state(),
+    }
+    with atomic_path(out / RESUME_FILE) as tmp:
+        torch.save(state, tmp)
+
+
+def _train_epoch(training: Training, loader: DataLoader, cfg: TrainConfig, ctx: Dist, epoch: int, bad: BadImages):
+    """One pass over the training split; returns the mean loss. Undecodable images are skipped and counted."""
+    device = _device(ctx)
+    split = loader.dataset.data
+    training.wrapped.train()
+    total, seen = 0.0, 0
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not ctx.main or None, file=sys.stderr)
+    for image, meta, target, _, failed in bar:
+        bad.add(split, failed)
+        if len(target) < 2:  # every image of the batch (or all but one) failed: batch norm needs two
+            if ctx.world > 1:
+                raise UserError(f"a whole training batch failed to decode at epoch {epoch}: check the images")
+            continue
+        image, meta, target = (t.to(device, non_blocking=True) for t in (image, meta, target))
+        training.optimizer.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=training.scaler.is_enabled()):
+            loss = training.criterion(training.wrapped(image, meta).float(), target)
+        if not torch.isfinite(loss):
+            raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: lower --lr")
+        training.scaler.scale(loss).backward()
+        training.scaler.step(training.optimizer)
+        training.scaler.update()
+        total += loss.item() * len(target)
+        seen += len(target)
+        bar.set_postfix(loss=f"{total / seen:.4f}")
+    return total / max(seen, 1)
+
+
+def _validation_auroc(logits: np.ndarray, split: D.SplitData) -> float:
+    keep = np.isfinite(logits)
+    return auroc(split.targets[keep], logits[keep])
+
+
+def train_epochs(
+    cfg: TrainConfig,
+    ctx: Dist,
+    out: Path,
+    training: Training,
+    prepared: Prepared,
+    bad: BadImages,
+    resume_state: dict[str, Any] | None,
+) -> None:
+    """Epochs with LR step-down and early stopping on validation AUROC; the best epoch's weights restored."""
+    start_epoch = _resume(training, resume_state) if resume_state else 1
+    if resume_state:
+        _say(ctx, f"resuming {out} after epoch {start_epoch - 1} (best val AUROC {training.best_auroc:.4f})")
+    train_set = D.LesionDataset(prepared.encoded["train"], train_transform(cfg.image_size), draft=2 * cfg.image_size)
+    loader = _loader(train_set, cfg.batch_size, True, cfg.workers, ctx, cfg.seed + 1000 * start_epoch, drop_last=True)
+    if len(loader) == 0:
+        raise UserError(f"the training split ({len(train_set)} images) is smaller than one batch: lower --batch-size")
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
-        if isinstance(train_loader.sampler, DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        train_model.train()
-        total, seen = 0.0, 0
-        bar = tqdm(train_loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not ctx.main or None, file=sys.stderr)
-        for image, meta, target in bar:
-            image, meta, target = (t.to(device, non_blocking=True) for t in (image, meta, target))
-            optimizer.zero_grad(set_to_none=True)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss = criterion(train_model(image, meta).float(), target)
-            if not torch.isfinite(loss):
-                raise UserError(f"the training loss became {loss.item()} at epoch {epoch}: lower --lr")
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            total += loss.item() * len(target)
-            seen += len(target)
-            bar.set_postfix(loss=f"{total / seen:.4f}")
-        val_logits = predict_logits(model, encoded["val"], cfg, ctx, "validating")
-        val_auroc = auroc(encoded["val"].targets, val_logits)
-        lr = optimizer.param_groups[0]["lr"]
-        scheduler.step(val_auroc)
-        improved = val_auroc > best_auroc
+        if isinstance(loader.sampler, DistributedSampler):
+            loader.sampler.set_epoch(epoch)
+        loss = _train_epoch(training, loader, cfg, ctx, epoch, bad)
+        val_auroc = _validation_auroc(
+            predict_logits(training.model, prepared.encoded["val"], cfg, ctx, "validating", bad),
+            prepared.encoded["val"],
+        )
+        lr = training.optimizer.param_groups[0]["lr"]
+        training.scheduler.step(val_auroc)
+        improved = val_auroc > training.best_auroc
         if improved:
-            best_auroc, best_epoch, bad_epochs = val_auroc, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
+            training.best_auroc, training.best_epoch, training.bad_epochs = val_auroc, epoch, 0
+            training.best_state = copy.deepcopy(training.model.state_dict())
         else:
-            bad_epochs += 1
-        history.append(
-            {
-                "epoch": epoch,
-                "train_loss": total / max(seen, 1),
-                "val_auroc": val_auroc,
-                "lr": lr,
-                "seconds": round(time.time() - t0, 1),
-            }
+            training.bad_epochs += 1
+        seconds = round(time.time() - t0, 1)
+        training.history.append(
+            {"epoch": epoch, "train_loss": loss, "val_auroc": val_auroc, "lr": lr, "seconds": seconds}
         )
         _say(
             ctx,
-            f"epoch {epoch}/{cfg.epochs}: train loss {total / max(seen, 1):.4f}, val AUROC {val_auroc:.4f}"
-            f"{' (best)' if improved else ''}, lr {lr:.2g}, {time.time() - t0:.0f} s",
+            f"epoch {epoch}/{cfg.epochs}: train loss {loss:.4f}, val AUROC {val_auroc:.4f}"
+            f"{' (best)' if improved else ''}, lr {lr:.2g}, {seconds:.0f} s",
         )
         if ctx.main:
-            state = {
-                "format": RESUME_FORMAT,
-                "config": asdict(cfg),
-                "epoch": epoch,
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(),
-                "best_state": best_state,
-                "best_auroc": best_auroc,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-                "history": history,
-                "rng": _rng_state(),
-            }
-            with atomic_path(out / RESUME_FILE) as tmp:
-                torch.save(state, tmp)
-        if bad_epochs >= cfg.patience:
-            stopped_early = True
+            _save_state(out, cfg, training, epoch)
+        if training.bad_epochs >= cfg.patience:
+            training.stopped_early = True
             _say(ctx, f"early stop: no validation AUROC gain for {cfg.patience} epochs")
             break
+    training.model.load_state_dict(training.best_state)  # the best epoch's weights, before anything is measured
 
-    # Restore the best epoch's weights before anything is measured on test.
-    model.load_state_dict(best_state)
-    val_logits = predict_logits(model, encoded["val"], cfg, ctx, "validating best")
-    test_logits = predict_logits(model, encoded["test"], cfg, ctx, "testing")
+
+def _run(cfg: TrainConfig, ctx: Dist, out: Path) -> dict[str, Any]:
+    started = time.time()
+    name = zoo.resolve_name(cfg.model)
+    resume_state = _load_resume(out, cfg) if cfg.resume else None
+    if ctx.main:
+        out.mkdir(parents=True, exist_ok=True)
+    bad = BadImages(cfg.max_bad_images)
+    prepared = prepare_data(cfg, ctx, out, bad)
+    training = build_training(cfg, ctx, name, prepared)
+    train_epochs(cfg, ctx, out, training, prepared, bad, resume_state)
+    val_logits = predict_logits(training.model, prepared.encoded["val"], cfg, ctx, "validating best", bad)
+    test_logits = predict_logits(training.model, prepared.encoded["test"], cfg, ctx, "testing", bad)
+    bad.gather(ctx)
     if not ctx.main:
         return {}
+    return finish(cfg, ctx, out, name, prepared, training, {"val": val_logits, "test": test_logits}, bad, started)
 
-    temperature = fit_temperature(val_logits, encoded["val"].targets)
-    val_prob, test_prob = _sigmoid(val_logits / temperature), _sigmoid(test_logits / temperature)
-    y_val, y_test = encoded["val"].targets, encoded["test"].targets
-    thresholds = {
+
+def _thresholds(cfg: TrainConfig, y_val: np.ndarray, val_prob: np.ndarray) -> dict[str, dict[str, Any]]:
+    return {
         "sensitivity_95": {
             "value": choose_threshold(y_val, val_prob, "sensitivity", cfg.threshold_target),
             "rule": f"highest threshold with validation sensitivity >= {cfg.threshold_target}",
@@ -472,77 +633,105 @@ def _run(cfg: TrainConfig, ctx: Dist) -> dict[str, Any]:
             "rule": "validation threshold maximising sensitivity + specificity - 1",
         },
     }
+
+
+def finish(
+    cfg: TrainConfig,
+    ctx: Dist,
+    out: Path,
+    name: str,
+    prepared: Prepared,
+    training: Training,
+    logits: dict[str, np.ndarray],
+    bad: BadImages,
+    started: float,
+) -> dict[str, Any]:
+    """Temperature and thresholds on validation, test metrics, then the run directory (checkpoint with its
+    spec, split.csv without any image that failed to decode, metrics, predictions, skipped images)."""
+    keep = {s: np.isfinite(logits[s]) for s in logits}
+    y = {s: prepared.encoded[s].targets[keep[s]] for s in logits}
+    temperature = fit_temperature(logits["val"][keep["val"]], y["val"])
+    prob = {s: _sigmoid(logits[s][keep[s]] / temperature) for s in logits}
+    thresholds = _thresholds(cfg, y["val"], prob["val"])
     primary = "sensitivity_95" if cfg.threshold_rule == "sensitivity" else "youden"
     threshold = float(thresholds[primary]["value"])
-    test_metrics = binary_metrics(y_test, test_prob, threshold)
-    test_metrics["auroc_ci95"] = list(bootstrap_ci(y_test, test_prob, auroc, seed=cfg.seed))
-    test_metrics["auprc_ci95"] = list(bootstrap_ci(y_test, test_prob, auprc, seed=cfg.seed))
-    test_metrics["at_youden_threshold"] = binary_metrics(y_test, test_prob, float(thresholds["youden"]["value"]))
+    test = binary_metrics(y["test"], prob["test"], threshold)
+    test["auroc_ci95"] = list(bootstrap_ci(y["test"], prob["test"], auroc, seed=cfg.seed))
+    test["auprc_ci95"] = list(bootstrap_ci(y["test"], prob["test"], auprc, seed=cfg.seed))
+    test["at_youden_threshold"] = binary_metrics(y["test"], prob["test"], float(thresholds["youden"]["value"]))
+    write_split(out, prepared, bad.found_loading())
+    prepared.info["skipped_images"] = len(bad.rows)
     metrics = json_safe(
         {
             "model": name,
             "config": asdict(cfg),
-            "data": data_info,
-            "device": str(device),
+            "data": prepared.info,
+            "device": str(_device(ctx)),
             "world_size": ctx.world,
-            "best_epoch": best_epoch,
-            "stopped_early": stopped_early,
+            "best_epoch": training.best_epoch,
+            "stopped_early": training.stopped_early,
             "temperature": temperature,
             "threshold": {"name": primary, **thresholds[primary], "chosen_on": "validation"},
-            "val": binary_metrics(y_val, val_prob, threshold),
-            "test": test_metrics,
-            "history": history,
+            "val": binary_metrics(y["val"], prob["val"], threshold),
+            "test": test,
+            "history": training.history,
             "seconds": round(time.time() - started, 1),
         }
     )
-
-    spec = ModelSpec(
-        name=name,
-        architecture=f"{name} + metadata MLP fusion (Kim & Rocheteau 2020)",
-        image=ImageContract(
-            size=cfg.image_size, mean=backbone.mean, std=backbone.std, resize_library_version=PILLOW_VERSION
-        ),
-        metadata=encoder.contract(),
-        outputs=OutputContract(
-            temperature=temperature,
-            threshold=threshold,
-            threshold_rule=str(thresholds[primary]["rule"]),
-            thresholds=thresholds,
-        ),
-        model_config=zoo.model_config(name, encoder.size, cfg.image_size),
-        provenance={
-            "data": data_info,
-            "pretrained": backbone.pretrained,
-            "intended_use": INTENDED_USE.format(data=data_info["name"]),
-            "training": {k: metrics["config"][k] for k in ("epochs", "batch_size", "lr", "seed", "pos_weight")}
-            | {"best_epoch": best_epoch},
-            "metrics": {
-                "val": {k: metrics["val"][k] for k in ("auroc", "auprc")},
-                "test": {k: metrics["test"][k] for k in ("auroc", "auprc", "auroc_ci95")},
-            },
-        },
-    )
-    save_checkpoint(out / "checkpoint.pt", model.cpu(), spec)
-    predictions = pd.concat(
-        [
-            encoded[s]
-            .table[["image_name", "patient_id", "target"]]
-            .assign(split=s, logit=lg, probability=_sigmoid(lg / temperature))
-            for s, lg in (("val", val_logits), ("test", test_logits))
-        ],
-        ignore_index=True,
-    )
-    with atomic_path(out / "predictions.csv") as tmp:
-        predictions.to_csv(tmp, index=False)
+    spec = _spec(cfg, name, prepared, training, metrics, thresholds, primary)
+    save_checkpoint(out / "checkpoint.pt", training.model.cpu(), spec)
+    _write_predictions(out, prepared, logits, keep, temperature)
+    bad.write(out)
     write_json(out / "metrics.json", metrics)
     t = metrics["test"]
     _say(
         ctx,
         f"test: AUROC {t['auroc']:.4f} (95% CI {t['auroc_ci95'][0]:.3f}-{t['auroc_ci95'][1]:.3f}), "
         f"AUPRC {t['auprc']:.4f}, sensitivity {t['sensitivity']:.3f} / specificity {t['specificity']:.3f} "
-        f"at threshold {threshold:.3f}; run directory {out}",
+        f"at threshold {threshold:.3f}; run directory {out}"
+        + (f"; {len(bad.rows)} image(s) skipped, listed in {BadImages.FILE}" if bad.rows else ""),
     )
     return metrics
+
+
+def _spec(cfg, name, prepared, training, metrics, thresholds, primary) -> ModelSpec:
+    backbone = training.backbone
+    return ModelSpec(
+        name=name,
+        architecture=f"{name} + metadata MLP fusion (Kim & Rocheteau 2020)",
+        image=ImageContract(
+            size=cfg.image_size, mean=backbone.mean, std=backbone.std, resize_library_version=PILLOW_VERSION
+        ),
+        metadata=prepared.encoder.contract(),
+        outputs=OutputContract(
+            temperature=metrics["temperature"],
+            threshold=float(thresholds[primary]["value"]),
+            threshold_rule=str(thresholds[primary]["rule"]),
+            thresholds=thresholds,
+        ),
+        model_config=zoo.model_config(name, prepared.encoder.size, cfg.image_size),
+        provenance={
+            "data": prepared.info,
+            "pretrained": backbone.pretrained,
+            "intended_use": INTENDED_USE.format(data=prepared.info["name"]),
+            "training": {k: metrics["config"][k] for k in ("epochs", "batch_size", "lr", "seed", "pos_weight")}
+            | {"best_epoch": training.best_epoch},
+            "metrics": {
+                "val": {k: metrics["val"][k] for k in ("auroc", "auprc")},
+                "test": {k: metrics["test"][k] for k in ("auroc", "auprc", "auroc_ci95")},
+            },
+        },
+    )
+
+
+def _write_predictions(out: Path, prepared: Prepared, logits: dict, keep: dict, temperature: float) -> None:
+    frames = []
+    for s in ("val", "test"):
+        table = prepared.encoded[s].table[["image_name", "patient_id", "target"]][keep[s]]
+        lg = logits[s][keep[s]]
+        frames.append(table.assign(split=s, logit=lg, probability=_sigmoid(lg / temperature)))
+    with atomic_path(out / "predictions.csv") as tmp:
+        pd.concat(frames, ignore_index=True).to_csv(tmp, index=False)
 
 
 def _load_resume(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:

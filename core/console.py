@@ -1,0 +1,97 @@
+"""Quiet, readable command output: our own progress on the terminal, everyone else's in a log file.
+
+Converters and runtimes print a great deal (TorchScript warnings, litert-torch stage timers, quantizer progress
+bars, ExecuTorch's cpuinfo lines, coremltools' version warnings), much of it from C++ straight to file
+descriptors 1 and 2. Inside `console.captured()` both descriptors (and Python's sys.stdout / sys.stderr, so
+warnings and third-party progress bars follow) point at the log file, while `say`, `bar` and `result` write
+to a duplicate of the original terminal. With `verbose` nothing is redirected.
+
+    with Console(out / "export.log", verbose=args.verbose) as console:
+        for item in console.bar(items, "exporting"):
+            with console.captured():
+                ...                                   # noisy converter
+            console.result("[onnx fp32] pass")
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class Console:
+    """See the module docstring. Usable as a context manager (closes the log)."""
+
+    def __init__(self, log: Path | None = None, verbose: bool = False):
+        self.log, self.verbose = log, verbose or log is None
+        sys.stderr.flush()
+        self.terminal: TextIO = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
+        self._bar: Any = None
+
+    def __enter__(self) -> Console:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.terminal.close()
+
+    def say(self, message: str) -> None:
+        """One line of our own on the terminal (above a running progress bar)."""
+        if self._bar is not None:
+            self._bar.write(message, file=self.terminal)
+        else:
+            print(message, file=self.terminal, flush=True)
+
+    result = say
+
+    def bar(self, items: Iterable[Any], description: str, total: int | None = None) -> Iterator[Any]:
+        """Iterate `items` with a progress bar on the terminal."""
+        from tqdm import tqdm
+
+        quiet = not self.terminal.isatty()  # a log file or CI gets the result lines, not bar redraws
+        with tqdm(
+            items, desc=description, total=total, file=self.terminal, leave=False, dynamic_ncols=True, disable=quiet
+        ) as bar:
+            self._bar = bar
+            try:
+                yield from bar
+            finally:
+                self._bar = None
+
+    @contextmanager
+    def captured(self) -> Iterator[None]:
+        """Send everything written to fds 1 and 2 (and sys.stdout / sys.stderr) to the log for the block."""
+        if self.verbose:
+            yield
+            return
+        sys.stdout.flush()
+        sys.stderr.flush()
+        saved = (os.dup(1), os.dup(2))
+        streams = (sys.stdout, sys.stderr)
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab", buffering=0) as raw:
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", write_through=True)
+            os.dup2(raw.fileno(), 1)
+            os.dup2(raw.fileno(), 2)
+            sys.stdout = sys.stderr = text
+            try:
+                yield
+            finally:
+                text.flush()
+                sys.stdout, sys.stderr = streams
+                os.dup2(saved[0], 1)
+                os.dup2(saved[1], 2)
+                for fd in saved:
+                    os.close(fd)
+                text.detach()
+
+    def tail(self, lines: int = 6) -> list[str]:
+        """The last lines of the log (what a failing converter said last)."""
+        if self.verbose or not self.log.is_file():
+            return []
+        text = self.log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
+        return [line for line in text[-lines:] if line.strip()]
