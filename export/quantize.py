@@ -245,7 +245,7 @@ class RungInputs:
             images = self.training_split(SENSITIVITY_IMAGES, seed=1)
             self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
             exclude = tuple(sensitive_modules(self.model))
-            self._ranked.extend(rank_blocks(self.model, self.calibration(1), images, exclude, progress=self.say))
+            self._ranked.extend(rank_blocks(self.model, self.calibration(1), images, exclude))
             self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:count]))
             self._timed("sensitivity_ranking", start)
         return tuple(block for block, _ in self._ranked[:count])
@@ -258,7 +258,7 @@ class RungInputs:
             start = time.time()
             images = self.training_split(FINETUNE_IMAGES)
             self.say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
-            self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep)
+            self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep, progress=False)
             report = self._tuned[keep][1]
             self.say(
                 f"rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "
