@@ -70,7 +70,10 @@ def read_embedded(flatbuffer: bytes) -> bytes | None:
     for i in range(model.MetadataLength()):
         entry = model.Metadata(i)
         if entry.Name() in (SPEC_KEY.encode(), SPEC_KEY):
-            return model.Buffers(entry.Buffer()).DataAsNumpy().tobytes()
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.Offset() > 1:  # a large model keeps buffers after the flatbuffer, by offset and size
+                return bytes(flatbuffer[buffer.Offset() : buffer.Offset() + buffer.Size()])
+            return buffer.DataAsNumpy().tobytes() if buffer.DataLength() else b""
     return None
 
 

@@ -1,0 +1,225 @@
+package com.melanomaexport.demo
+
+import android.content.ActivityNotFoundException
+import android.content.Context
+import android.net.Uri
+import androidx.activity.compose.rememberLauncherForActivityResult
+import androidx.activity.result.PickVisualMediaRequest
+import androidx.activity.result.contract.ActivityResultContracts
+import androidx.compose.foundation.Image
+import androidx.compose.foundation.background
+import androidx.compose.foundation.layout.Arrangement
+import androidx.compose.foundation.layout.Box
+import androidx.compose.foundation.layout.Column
+import androidx.compose.foundation.layout.Row
+import androidx.compose.foundation.layout.fillMaxWidth
+import androidx.compose.foundation.layout.heightIn
+import androidx.compose.foundation.layout.padding
+import androidx.compose.foundation.layout.statusBarsPadding
+import androidx.compose.foundation.rememberScrollState
+import androidx.compose.foundation.text.KeyboardOptions
+import androidx.compose.foundation.verticalScroll
+import androidx.compose.material3.Button
+import androidx.compose.material3.Card
+import androidx.compose.material3.DropdownMenu
+import androidx.compose.material3.DropdownMenuItem
+import androidx.compose.material3.ExperimentalMaterial3Api
+import androidx.compose.material3.FilterChip
+import androidx.compose.material3.MaterialTheme
+import androidx.compose.material3.OutlinedButton
+import androidx.compose.material3.OutlinedTextField
+import androidx.compose.material3.Scaffold
+import androidx.compose.material3.Text
+import androidx.compose.runtime.Composable
+import androidx.compose.runtime.getValue
+import androidx.compose.runtime.mutableStateOf
+import androidx.compose.runtime.remember
+import androidx.compose.runtime.saveable.rememberSaveable
+import androidx.compose.runtime.setValue
+import androidx.compose.ui.Modifier
+import androidx.compose.ui.graphics.Color
+import androidx.compose.ui.graphics.asImageBitmap
+import androidx.compose.ui.platform.LocalContext
+import androidx.compose.ui.res.stringResource
+import androidx.compose.ui.text.font.FontWeight
+import androidx.compose.ui.text.input.KeyboardType
+import androidx.compose.ui.unit.dp
+import androidx.core.content.FileProvider
+import com.melanomaexport.core.Assessment
+import com.melanomaexport.core.ModelSpec
+import java.io.File
+import java.util.Locale
+
+/** The one screen: banner, photo, form, Assess, result. It renders [AssessViewModel.state] and nothing else. */
+@Composable
+fun AssessScreen(viewModel: AssessViewModel) {
+    val state = viewModel.state
+    Scaffold(topBar = { Banner() }) { padding ->
+        Column(
+            modifier = Modifier
+                .padding(padding)
+                .padding(16.dp)
+                .verticalScroll(rememberScrollState()),
+            verticalArrangement = Arrangement.spacedBy(12.dp),
+        ) {
+            val spec = state.spec
+            when {
+                state.loading -> Text("Loading the model…")
+                state.modelError != null -> ErrorText("The model cannot be used: ${state.modelError}")
+                spec != null -> {
+                    ModelLine(spec)
+                    PhotoSection(state, viewModel::onPhoto)
+                    Form(spec, state, viewModel)
+                    Button(
+                        onClick = viewModel::onAssess,
+                        enabled = state.photo != null && !state.running,
+                        modifier = Modifier.fillMaxWidth(),
+                    ) { Text(if (state.running) "Working…" else "Assess") }
+                    state.error?.let { ErrorText(it) }
+                    state.result?.let { ResultCard(spec, it) }
+                }
+            }
+        }
+    }
+}
+
+/** The permanent statement at the top of the screen. */
+@Composable
+private fun Banner() {
+    Box(
+        modifier = Modifier
+            .fillMaxWidth()
+            .background(Color(0xFFB71C1C))
+            .statusBarsPadding()
+            .padding(horizontal = 16.dp, vertical = 8.dp),
+    ) {
+        Text(stringResource(R.string.banner), color = Color.White, fontWeight = FontWeight.Bold)
+    }
+}
+
+@Composable
+private fun ModelLine(spec: ModelSpec) {
+    val precision = if (spec.precision.isEmpty()) "fp32" else spec.precision
+    Text(
+        "Model ${spec.name} ($precision), ${spec.image.size} x ${spec.image.size} px, ${spec.image.layout}",
+        style = MaterialTheme.typography.bodySmall,
+    )
+}
+
+@Composable
+private fun PhotoSection(state: UiState, onPhoto: (Uri?) -> Unit) {
+    val context = LocalContext.current
+    val pick = rememberLauncherForActivityResult(ActivityResultContracts.PickVisualMedia(), onPhoto)
+    // Saveable: the system may recreate the activity while the camera app is in front.
+    var pendingCapture by rememberSaveable { mutableStateOf<Uri?>(null) }
+    val capture = rememberLauncherForActivityResult(ActivityResultContracts.TakePicture()) { saved ->
+        onPhoto(if (saved) pendingCapture else null)
+    }
+    var cameraMissing by remember { mutableStateOf(false) }
+    Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
+        OutlinedButton(onClick = {
+            pick.launch(PickVisualMediaRequest(ActivityResultContracts.PickVisualMedia.ImageOnly))
+        }) { Text("Choose photo") }
+        OutlinedButton(onClick = {
+            val uri = captureUri(context)
+            pendingCapture = uri
+            try {
+                capture.launch(uri)
+            } catch (e: ActivityNotFoundException) {
+                cameraMissing = true
+            }
+        }) { Text("Take photo") }
+    }
+    if (cameraMissing) ErrorText("No camera app is available: choose a photo instead.")
+    state.preview?.let {
+        Image(
+            bitmap = it.asImageBitmap(),
+            contentDescription = "the chosen photo",
+            modifier = Modifier
+                .fillMaxWidth()
+                .heightIn(max = 320.dp),
+        )
+        state.photo?.let { photo ->
+            Text("${photo.width} x ${photo.height} px", style = MaterialTheme.typography.bodySmall)
+        }
+    }
+}
+
+/** A fresh file in the app cache for the camera app to write into, shared through the FileProvider. */
+private fun captureUri(context: Context): Uri {
+    val folder = File(context.cacheDir, "photos").apply { mkdirs() }
+    val file = File(folder, "capture.jpg")
+    return FileProvider.getUriForFile(context, "${context.packageName}.photos", file)
+}
+
+@OptIn(ExperimentalMaterial3Api::class)
+@Composable
+private fun Form(spec: ModelSpec, state: UiState, viewModel: AssessViewModel) {
+    val age = spec.metadata.age
+    OutlinedTextField(
+        value = state.age,
+        onValueChange = viewModel::onAge,
+        label = { Text("Age in years (${fmt(age.min)}-${fmt(age.max)}; empty = unknown)") },
+        keyboardOptions = KeyboardOptions(keyboardType = KeyboardType.Decimal),
+        singleLine = true,
+        modifier = Modifier.fillMaxWidth(),
+    )
+    Text("Sex", style = MaterialTheme.typography.labelLarge)
+    Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
+        for (choice in spec.metadata.sex.categories + listOf<String?>(null)) {
+            FilterChip(
+                selected = state.sex == choice,
+                onClick = { viewModel.onSex(choice) },
+                label = { Text(choice ?: "unknown") },
+            )
+        }
+    }
+    Text("Body site", style = MaterialTheme.typography.labelLarge)
+    var open by remember { mutableStateOf(false) }
+    Box {
+        OutlinedButton(onClick = { open = true }, modifier = Modifier.fillMaxWidth()) { Text(state.site ?: "unknown") }
+        DropdownMenu(expanded = open, onDismissRequest = { open = false }) {
+            for (choice in spec.metadata.site.categories + listOf<String?>(null)) {
+                DropdownMenuItem(
+                    text = { Text(choice ?: "unknown") },
+                    onClick = {
+                        viewModel.onSite(choice)
+                        open = false
+                    },
+                )
+            }
+        }
+    }
+}
+
+@Composable
+private fun ResultCard(spec: ModelSpec, result: Assessment) {
+    Card(modifier = Modifier.fillMaxWidth()) {
+        Column(modifier = Modifier.padding(16.dp), verticalArrangement = Arrangement.spacedBy(6.dp)) {
+            Text(
+                "Probability of ${spec.outputs.positiveLabel}: " +
+                    decimals(result.prediction.probability.toDouble(), 4),
+                style = MaterialTheme.typography.titleMedium,
+            )
+            val rule = spec.outputs.thresholdRule.ifEmpty { "from the model's spec" }
+            Text("Threshold: ${decimals(result.threshold, 4)} ($rule)")
+            Text(
+                "Decision: ${result.decision.label}" +
+                    if (result.decision.positive) " (at or above the threshold)" else " (below the threshold)",
+                fontWeight = FontWeight.Bold,
+            )
+            Text("Model call: ${decimals(result.latencyMillis, 1)} ms (LiteRT, CPU)")
+            if (spec.intendedUse.isNotEmpty()) Text(spec.intendedUse, style = MaterialTheme.typography.bodySmall)
+        }
+    }
+}
+
+@Composable
+private fun ErrorText(message: String) {
+    Text(message, color = MaterialTheme.colorScheme.error)
+}
+
+private fun decimals(value: Double, digits: Int): String = String.format(Locale.ROOT, "%.${digits}f", value)
+
+private fun fmt(value: Double): String =
+    if (value == Math.floor(value)) value.toLong().toString() else value.toString()

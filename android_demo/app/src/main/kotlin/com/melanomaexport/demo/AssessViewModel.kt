@@ -1,0 +1,118 @@
+package com.melanomaexport.demo
+
+import android.app.Application
+import android.graphics.Bitmap
+import android.net.Uri
+import androidx.compose.runtime.getValue
+import androidx.compose.runtime.mutableStateOf
+import androidx.compose.runtime.setValue
+import androidx.lifecycle.AndroidViewModel
+import androidx.lifecycle.viewModelScope
+import com.melanomaexport.core.ArgbImage
+import com.melanomaexport.core.Assessment
+import com.melanomaexport.core.ContractException
+import com.melanomaexport.core.ModelSpec
+import com.melanomaexport.core.assess
+import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.launch
+import kotlinx.coroutines.withContext
+
+/** Everything the screen shows; the form's choices come from the spec once it is loaded. */
+data class UiState(
+    val loading: Boolean = true,
+    /** Set when the model cannot be used at all (missing asset, spec mismatch): the screen shows only this. */
+    val modelError: String? = null,
+    val spec: ModelSpec? = null,
+    val photo: ArgbImage? = null,
+    val preview: Bitmap? = null,
+    val age: String = "",
+    /** null = unknown (missing); otherwise one of the spec's categories. */
+    val sex: String? = null,
+    val site: String? = null,
+    val running: Boolean = false,
+    val result: Assessment? = null,
+    /** A problem with this photo or form (one sentence); the model stays usable. */
+    val error: String? = null,
+)
+
+/**
+ * Owns the [LiteRtClassifier]. Model loading, photo decoding and the model call run on one background thread;
+ * the UI thread only reads [state].
+ */
+class AssessViewModel(application: Application) : AndroidViewModel(application) {
+    var state by mutableStateOf(UiState())
+        private set
+
+    // One thread for the model: CompiledModel is not meant for concurrent calls.
+    private val worker = Dispatchers.Default.limitedParallelism(1)
+    private var classifier: LiteRtClassifier? = null
+
+    init {
+        viewModelScope.launch {
+            state = try {
+                val loaded = withContext(worker) { LiteRtClassifier.fromAssets(getApplication<Application>()) }
+                classifier = loaded
+                state.copy(loading = false, spec = loaded.spec)
+            } catch (e: ContractException) {
+                state.copy(loading = false, modelError = e.message)
+            } catch (e: Exception) {
+                state.copy(loading = false, modelError = "the model could not be loaded (${e.message})")
+            }
+        }
+    }
+
+    fun onPhoto(uri: Uri?) {
+        if (uri == null) return
+        state = state.copy(error = null, result = null, running = true)
+        viewModelScope.launch {
+            state = try {
+                val (image, preview) = withContext(worker) {
+                    val decoded = Photos.decode(getApplication<Application>().contentResolver, uri)
+                    decoded to Photos.preview(decoded)
+                }
+                state.copy(photo = image, preview = preview, running = false)
+            } catch (e: ContractException) {
+                state.copy(error = e.message, running = false)
+            } catch (e: OutOfMemoryError) {
+                state.copy(error = "the photo is too large for this phone's memory: use a smaller one", running = false)
+            } catch (e: Exception) {
+                state.copy(error = "the photo could not be read (${e.message}): pick another one", running = false)
+            }
+        }
+    }
+
+    fun onAge(text: String) {
+        state = state.copy(age = text, result = null, error = null)
+    }
+
+    fun onSex(value: String?) {
+        state = state.copy(sex = value, result = null, error = null)
+    }
+
+    fun onSite(value: String?) {
+        state = state.copy(site = value, result = null, error = null)
+    }
+
+    fun onAssess() {
+        val model = classifier ?: return
+        val photo = state.photo ?: return
+        val form = state
+        state = state.copy(running = true, error = null, result = null)
+        viewModelScope.launch {
+            state = try {
+                // The form's text goes to :core as typed: it parses and checks the age as Python does.
+                val result = withContext(worker) { assess(model, photo, form.age, form.sex, form.site) }
+                state.copy(running = false, result = result)
+            } catch (e: ContractException) {
+                state.copy(running = false, error = e.message)
+            } catch (e: Exception) {
+                state.copy(running = false, error = "the model call failed (${e.message})")
+            }
+        }
+    }
+
+    override fun onCleared() {
+        classifier?.close()
+        classifier = null
+    }
+}
