@@ -28,7 +28,7 @@ class Console:
     """See the module docstring. Usable as a context manager (closes the log)."""
 
     def __init__(self, log: Path | None = None, verbose: bool = False):
-        self.log, self.verbose = log, verbose or log is None
+        self.log, self.verbose = log, verbose
         sys.stderr.flush()
         self.terminal: TextIO = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
         self._bar: Any = None
@@ -63,17 +63,19 @@ class Console:
                 self._bar = None
 
     @contextmanager
-    def captured(self) -> Iterator[None]:
-        """Send everything written to fds 1 and 2 (and sys.stdout / sys.stderr) to the log for the block."""
-        if self.verbose:
+    def captured(self, log: Path | None = None) -> Iterator[None]:
+        """Send everything written to fds 1 and 2 (and sys.stdout / sys.stderr) to the log for the block
+        (to `log` instead, when given)."""
+        log = log or self.log
+        if self.verbose or log is None:
             yield
             return
         sys.stdout.flush()
         sys.stderr.flush()
         saved = (os.dup(1), os.dup(2))
         streams = (sys.stdout, sys.stderr)
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab", buffering=0) as raw:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab", buffering=0) as raw:
             text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", write_through=True)
             os.dup2(raw.fileno(), 1)
             os.dup2(raw.fileno(), 2)
@@ -91,7 +93,7 @@ class Console:
 
     def tail(self, lines: int = 6) -> list[str]:
         """The last lines of the log (what a failing converter said last)."""
-        if self.verbose or not self.log.is_file():
+        if self.verbose or self.log is None or not self.log.is_file():
             return []
         text = self.log.read_text(encoding="utf-8", errors="replace").rstrip().splitlines()
         return [line for line in text[-lines:] if line.strip()]

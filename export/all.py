@@ -206,11 +206,11 @@ def export_all(
     from core.console import Console
     from core.io import write_json
     from export.calibration import training_split
-    from export.evaldata import load_test_split
     from export.golden import write_golden
     from export.quantize import RungInputs
     from export.report import write_reports
     from export.runners import TorchEagerRunner
+    from train.evaldata import load_test_split
 
     started, console = time.time(), console or Console()
     model, spec = load_checkpoint(checkpoint)

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from core.spec import ModelSpec
-from export.evaldata import EvalSet, load_split
+from train.evaldata import EvalSet, load_split
 
 DEFAULT_SIZE = 128
 MIN_POSITIVES = 10

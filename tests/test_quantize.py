@@ -17,10 +17,10 @@ from export import parity, runners
 from export.all import recommend
 from export.calibration import calibration_set, stratified_pick
 from export.common import ExportModel, NotRunnable, example_inputs
-from export.evaldata import load_test_split
 from export.formats import BY_KEY, artifact_name
 from export.parity import gate_for
 from export.quantize import QuantOptions, ladder, parse_precisions
+from train.evaldata import load_test_split
 
 
 def test_precision_vocabulary() -> None:
@@ -335,8 +335,8 @@ def test_tflite_int8_ranges_cover_every_calibration_image(trained) -> None:
 @pytest.mark.parametrize("relu6", [torch.nn.ReLU6(), torch.nn.functional.relu6], ids=["module", "function"])
 def test_executorch_int8_gives_relu6_its_own_range(relu6) -> None:
     """XNNPACKQuantizer alone makes ReLU6 share the conv's unclamped range (a step of ~0.1 here)."""
-    from export.evaldata import EvalSet
     from export.pt2e import pt2e_int8
+    from train.evaldata import EvalSet
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

@@ -253,7 +253,7 @@ def test_a_tampered_split_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     split.to_csv(run / "split.csv", index=False)
     one_sentence(command("export.all", *export_args(run, tmp_path / "out")), "is not the split this checkpoint")
     from core.checkpoint import load_checkpoint
-    from export.evaldata import load_test_split
+    from train.evaldata import load_test_split
 
     _, spec = load_checkpoint(run / "checkpoint.pt")
     spec.provenance["data"].pop("split_sha256")  # an older checkpoint: the recorded counts still catch it

@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--seed", type=int, default=d.seed, help="seed of the split, the initial weights and the augmentation"
     )
+    p.add_argument(
+        "--split-seed", type=int, default=None, help="seed of the patient split when it should differ from --seed"
+    )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>/<time>-seed<seed>)")
     p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     p.add_argument(
@@ -114,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         lr=args.lr,
         weight_decay=args.weight_decay,
         seed=args.seed,
+        split_seed=args.split_seed,
         out=args.out,
         workers=args.workers,
         pos_weight=args.pos_weight,

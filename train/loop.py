@@ -34,7 +34,7 @@ from core.images import PILLOW_VERSION, eval_transform
 from core.io import atomic_path, exclusive, load_tensors, sha256_file, write_json
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
-from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract
+from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract, state_dict_sha256
 from train import data as D
 from train.images import train_transform
 from train.synthetic import DEFAULT_COUNT, ensure_synthetic
@@ -57,6 +57,7 @@ class TrainConfig:
     lr: float = 1e-3  # Adam default; with 2 epochs on the synthetic set it beats 3e-4 (0.88 vs 0.81 AUROC)
     weight_decay: float = 0.0
     seed: int = 0
+    split_seed: int | None = None  # the data split's seed when it differs from `seed` (a study varies only `seed`)
     out: str | None = None
     workers: int = field(default_factory=lambda: min(4, os.cpu_count() or 1))
     pos_weight: str = "none"
@@ -70,6 +71,11 @@ class TrainConfig:
     amp: bool = True
     resume: bool = False
     overwrite: bool = False
+
+    @property
+    def effective_split_seed(self) -> int:
+        """The seed of the patient split: `split_seed`, or `seed` when that is not set."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     def validate(self) -> None:
         """Refuse nonsense values with one clear sentence each."""
@@ -260,7 +266,7 @@ def prepare_data(cfg: TrainConfig, ctx: Dist, out: Path, bad: BadImages) -> Prep
     """Load and check the data, split it by patient, fit the metadata encoder on the training split."""
     table, info = load_table(cfg, ctx, bad.rows)
     bad.listed = info["listed"]
-    split = D.patient_split(table, cfg.seed)
+    split = D.patient_split(table, cfg.effective_split_seed)
     parts = {s: table[split.to_numpy() == s] for s in D.SPLIT_NAMES}
     encoder = MetadataEncoder.fit(parts["train"]["age_approx"].tolist())
     encoded = {s: D.encode_split(parts[s], encoder) for s in D.SPLIT_NAMES}
@@ -268,7 +274,7 @@ def prepare_data(cfg: TrainConfig, ctx: Dist, out: Path, bad: BadImages) -> Prep
         images=len(table),
         malignant=int(table["target"].sum()),
         prevalence=round(float(table["target"].mean()), 4),
-        split_seed=cfg.seed,
+        split_seed=cfg.effective_split_seed,
         split_rule="patient-grouped, label-stratified 60/20/20 (StratifiedGroupKFold, 5 folds: 0 test, 1 val)",
     )
     prepared = Prepared(table, split, encoder, encoded, info)
@@ -453,6 +459,7 @@ class Training:
     bad_epochs: int = 0
     best_state: dict[str, Any] = field(default_factory=dict)
     stopped_early: bool = False
+    initial_sha256: str = ""
 
 
 def build_training(cfg: TrainConfig, ctx: Dist, name: str, prepared: Prepared) -> Training:
@@ -480,6 +487,7 @@ def build_training(cfg: TrainConfig, ctx: Dist, name: str, prepared: Prepared) -
     criterion = nn.BCEWithLogitsLoss(pos_weight=_pos_weight(cfg, prepared.encoded["train"].targets, device))
     training = Training(model, backbone, wrapped, optimizer, scheduler, scaler, criterion)
     training.best_state = copy.deepcopy(model.state_dict())
+    training.initial_sha256 = state_dict_sha256(model.state_dict())  # a study checks that each seed starts fresh
     return training
 
 
@@ -670,6 +678,7 @@ def finish(
             "world_size": ctx.world,
             "best_epoch": training.best_epoch,
             "stopped_early": training.stopped_early,
+            "initial_weights_sha256": training.initial_sha256,
             "temperature": temperature,
             "threshold": {"name": primary, **thresholds[primary], "chosen_on": "validation"},
             "val": binary_metrics(y["val"], prob["val"], threshold),
@@ -746,7 +755,7 @@ def _load_resume(out: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     if not isinstance(state, dict) or state.get("format") != RESUME_FORMAT:
         raise UserError(f"{path} is not a training state written by python -m train")
     saved = state["config"]
-    for key in ("model", "data", "external", "image_size", "seed", "synthetic_count"):
+    for key in ("model", "data", "external", "image_size", "seed", "split_seed", "synthetic_count"):
         if saved.get(key) != getattr(cfg, key):
             raise UserError(
                 f"cannot resume {out}: it was trained with {key}={saved.get(key)!r}, not {getattr(cfg, key)!r}"
