@@ -80,6 +80,21 @@ def test_round_trip(fmt_key: str, artifact_index: int, backbone: str, tmp_path: 
     np.testing.assert_allclose(got_p.logit, logit.detach().numpy(), atol=1e-4)
 
 
+CARD_BACKBONES = ("efficientnet_b0", "mnasnet1_0", "mobilenet_v2", "shufflenet_v2_x1_0", "efficientnet_lite0")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backbone", CARD_BACKBONES)
+def test_every_card_backbone_converts_to_core_ml(backbone: str, tmp_path: Path) -> None:
+    """ShuffleNet's channel shuffle failed with numpy 2.4 (an int() of a 1-element array in coremltools 9.0)."""
+    model, spec = small_model(backbone)
+    path = export_one("coreml", model, spec, tmp_path)
+    assert BY_KEY["coreml"].load_module().structure(path)["inputs"] == [
+        ("image", [1, 3, SIZE, SIZE]),
+        ("meta", [1, spec.meta_size]),
+    ]
+
+
 def test_format_table_drives_choices_and_readme() -> None:
     assert [f.key for f in parse_formats("onnx, tflite")] == ["onnx", "tflite"]
     assert len(parse_formats("all")) == len(FORMATS)
