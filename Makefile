@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= efficientnet_lite0
 
-.PHONY: setup demo test test-fast lint format study-quick android-core android-assets clean
+.PHONY: setup web-deps demo test test-fast lint format study-quick android-core android-assets web web-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## The browser demo's pinned runtimes (npm ci), when Node.js is here; its tests say what to install otherwise.
+web_demo/node_modules/.package-lock.json: web_demo/package-lock.json
+	@if command -v npm >/dev/null 2>&1; then cd web_demo && npm ci --no-audit --no-fund --loglevel=error; \
+	else echo "npm not found: the web_demo tests will skip (install: sudo apt-get install -y nodejs npm)"; fi
+
+web-deps: web_demo/node_modules/.package-lock.json
 
 ## Train EfficientNet-Lite0 (offline ImageNet weights) on the embedded SYNTHETIC set, export it to every
 ## format and precision with parity checks (replacing an earlier demo export), then benchmark every artifact.
@@ -24,7 +31,7 @@ demo: setup
 	@echo "reports: dist/efficientnet_lite0/export_report.html and dist/efficientnet_lite0/benchmark.html"
 
 ## Lint, then the whole test suite (slow tests, the Kotlin JVM tests and the browser tests included).
-test: setup
+test: setup web-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -52,5 +59,13 @@ android-core:
 android-assets:
 	$(PYTHON) android_demo/copy-assets.py dist/$(MODEL)
 
+## Serve the browser demo of an exported model: make web MODEL=efficientnet_lite0 [PORT=8000] [LAN=1 for a phone]
+web: setup web-deps
+	$(PY) web_demo/build.py --model $(MODEL) --serve $(or $(PORT),8000) $(if $(LAN),--lan)
+
+## Load time and p50 latency of the page's artifacts in headless Chromium -> dist/$(MODEL)/benchmark_web.json
+web-bench: setup web-deps
+	$(PY) web_demo/bench.py --model $(MODEL)
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache android_demo/build
+	rm -rf $(VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist

@@ -1,0 +1,410 @@
+"""Build and serve the browser demo: copy an export's phone artifacts and the runtimes' wasm files into
+web_demo/dist/, then serve web_demo/ on this machine (or the local network, for a phone).
+
+    python web_demo/build.py --model efficientnet_lite0 --serve          # dist/efficientnet_lite0/ -> localhost:8000
+    python web_demo/build.py --model efficientnet_lite0 --serve 8080 --lan   # a phone on the same network
+    python web_demo/build.py --artifacts path/to/export --out /tmp/webdist   # build only, anywhere
+    python web_demo/build.py --out /tmp/webdist --serve 0                     # serve a build (0: any free port)
+
+What it copies (from the folder `python -m export.all` wrote, read through its parity.json):
+- per format (.tflite for LiteRT.js, .onnx for onnxruntime-web): the fp32 artifact and the recommended
+  smaller one (int8) when one passed its parity gate; an artifact whose sha256 differs from the one parity.json
+  recorded is refused;
+- golden.json and golden/*.png (the page offers them as examples);
+- the wasm runtimes from web_demo/node_modules (`npm ci` installs them): nothing is fetched from a CDN.
+It writes dist/manifest.json, which the page reads to list what it can run.
+
+Standard library only, so that it runs before anything else is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import functools
+import hashlib
+import json
+import os
+import posixpath
+import shutil
+import socket
+import sys
+import tempfile
+import urllib.parse
+from collections.abc import Sequence
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+DEFAULT_OUT = HERE / "dist"
+NODE_MODULES = HERE / "node_modules"
+INSTALL_RUNTIMES = "cd web_demo && npm ci"
+FORMATS = {"tflite": "litert", "onnx": "onnxruntime-web"}  # artifact format -> the page's runtime
+# (source under node_modules, destination under dist/runtime/): what the page loads, nothing more.
+RUNTIME_FILES = (
+    ("@litertjs/core/dist/index.js", "litert/core.js"),
+    ("@litertjs/wasm-utils/dist/index.js", "litert/wasm-utils.js"),
+    ("@litertjs/core/wasm/litert_wasm_internal.js", "litert/wasm/litert_wasm_internal.js"),
+    ("@litertjs/core/wasm/litert_wasm_internal.wasm", "litert/wasm/litert_wasm_internal.wasm"),
+    ("@litertjs/core/wasm/litert_wasm_compat_internal.js", "litert/wasm/litert_wasm_compat_internal.js"),
+    ("@litertjs/core/wasm/litert_wasm_compat_internal.wasm", "litert/wasm/litert_wasm_compat_internal.wasm"),
+    ("onnxruntime-web/dist/ort.wasm.min.mjs", "ort/ort.wasm.min.mjs"),
+    ("onnxruntime-web/dist/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.mjs"),
+    ("onnxruntime-web/dist/ort-wasm-simd-threaded.wasm", "ort/ort-wasm-simd-threaded.wasm"),
+)
+RUNTIME_PACKAGES = {"litert": "@litertjs/core", "onnxruntime-web": "onnxruntime-web"}
+MIME_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".wasm": "application/wasm",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+    ".md": "text/markdown; charset=utf-8",
+    ".tflite": "application/octet-stream",
+    ".onnx": "application/octet-stream",
+}
+# Served folders of web_demo/ (anything else, node_modules included, is not served: the page must run from
+# its own files and dist/).
+SERVED = ("index.html", "src", "dist", "screenshot.png", "README.md")
+
+
+class BuildError(Exception):
+    """Bad input the user can fix; the message is one sentence saying what is wrong and how to fix it."""
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_parity(folder: Path) -> dict[str, Any]:
+    parity_file = folder / "parity.json"
+    if not parity_file.is_file():
+        raise BuildError(
+            f"{parity_file} not found: export the model first with `python -m export.all --model NAME` "
+            "(or point --artifacts at the folder it wrote)"
+        )
+    try:
+        summary = json.loads(parity_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise BuildError(f"{parity_file} is not readable JSON ({exc}): re-run python -m export.all") from None
+    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
+        raise BuildError(f"{parity_file} has no `rows` list: re-run python -m export.all to rewrite it")
+    return summary
+
+
+def _row_name(row: dict[str, Any]) -> str | None:
+    """The artifact's file name in a parity.json row or recommendation (`file`, or an older `path`)."""
+    named = row.get("file") or row.get("path")
+    return Path(named).name if named else None
+
+
+def _artifact_file(folder: Path, row: dict[str, Any]) -> Path | None:
+    """The artifact a parity row names, looked up in `folder` first (the export may have been moved)."""
+    name = _row_name(row)
+    if not name:
+        return None
+    local = folder / name
+    if local.is_file():
+        return local
+    original = Path(row.get("path") or "")
+    return original if row.get("path") and original.is_file() else None
+
+
+def choose_artifacts(folder: Path, summary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The artifacts the page offers: per format the fp32 one and the recommended smaller one.
+
+    Returns (entries, notes): each entry has format, runtime, precision, source path, recommended flag and
+    the parity numbers; notes say in words what is not offered and why.
+    """
+    rows = summary["rows"]
+    recommended = summary.get("recommended") or {}
+    entries: list[dict[str, Any]] = []
+    notes: list[str] = []
+    for fmt, runtime in FORMATS.items():
+        fmt_rows = [r for r in rows if r.get("format") == fmt]
+        if not fmt_rows:
+            notes.append(f"no .{fmt} artifact in this export: re-export with --formats including {fmt}")
+            continue
+        rec = recommended.get(fmt) or {}
+        rec_name = _row_name(rec)
+        fp32 = next((r for r in fmt_rows if r.get("precision") == "fp32"), None)
+        picks = []
+        if fp32 is None:
+            notes.append(f"no fp32 .{fmt} artifact in this export")
+        elif fp32.get("status") != "pass":
+            why = fp32.get("reason") or fp32.get("status")
+            notes.append(f"the fp32 .{fmt} artifact did not pass its parity gate ({why})")
+        else:
+            picks.append(fp32)
+        rec_row = next((r for r in fmt_rows if rec_name and _row_name(r) == rec_name), None)
+        if rec_row is not None and rec_row.get("precision") != "fp32" and rec_row.get("status") == "pass":
+            picks.append(rec_row)
+        else:
+            notes.append(f"no smaller .{fmt} artifact (int8) passed its parity gate: the page offers fp32 only")
+        for row in picks:
+            source = _artifact_file(folder, row)
+            if source is None:
+                raise BuildError(
+                    f"{_row_name(row)} is listed in {folder / 'parity.json'} but missing from {folder}: "
+                    "re-run python -m export.all"
+                )
+            expected = row.get("sha256")
+            if expected and sha256_file(source) != expected:
+                raise BuildError(
+                    f"{source} is not the file parity.json checked (its sha256 differs): "
+                    "re-run python -m export.all so that what the page runs is what was verified"
+                )
+            entries.append(
+                {
+                    "format": fmt,
+                    "runtime": runtime,
+                    "precision": row["precision"],
+                    "source": source,
+                    "recommended": Path(source).name == rec_name,
+                    "size_mb": round(source.stat().st_size / 1e6, 3),
+                    "parity": {k: row.get(k) for k in ("status", "max_abs_diff", "auroc_delta", "flips")},
+                }
+            )
+    if not entries:
+        raise BuildError(
+            f"{folder} has no .tflite or .onnx artifact that passed its parity gate: "
+            "export with `python -m export.all --formats onnx,tflite` first"
+        )
+    return entries, notes
+
+
+def _package_version(package: str) -> str:
+    try:
+        return json.loads((NODE_MODULES / package / "package.json").read_text(encoding="utf-8"))["version"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def check_runtimes() -> None:
+    """Refuse to build when the npm packages are not installed."""
+    missing = [src for src, _ in RUNTIME_FILES if not (NODE_MODULES / src).is_file()]
+    if missing:
+        raise BuildError(
+            f"web_demo/node_modules/{missing[0]} is missing: install the runtimes with `{INSTALL_RUNTIMES}`"
+        )
+
+
+def build(folder: Path, out: Path) -> dict[str, Any]:
+    """Copy the artifacts of the export in `folder` and the runtimes into `out`; returns the manifest.
+
+    The build is written into a staging folder beside `out` and swapped in at the end, so a failed build
+    leaves the previous one intact.
+    """
+    folder = folder.resolve()
+    summary = _load_parity(folder)
+    entries, notes = choose_artifacts(folder, summary)
+    check_runtimes()
+    out = out.resolve()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    try:
+        (staging / "models").mkdir()
+        artifacts = []
+        for e in entries:
+            name = e["source"].name
+            shutil.copy2(e["source"], staging / "models" / name)
+            artifacts.append({k: v for k, v in e.items() if k != "source"} | {"file": f"models/{name}"})
+        golden = None
+        if (folder / "golden.json").is_file():
+            shutil.copy2(folder / "golden.json", staging / "models" / "golden.json")
+            if (folder / "golden").is_dir():
+                shutil.copytree(folder / "golden", staging / "models" / "golden")
+            golden = "models/golden.json"
+        for src, dst in RUNTIME_FILES:
+            target = staging / "runtime" / dst
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(NODE_MODULES / src, target)
+        manifest = {
+            "model": summary.get("model", "?"),
+            "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+            "source": folder.name,
+            "threshold": summary.get("threshold"),
+            "artifacts": artifacts,
+            "golden": golden,
+            "notes": notes,
+            "runtimes": {
+                "litert": {
+                    "package": "@litertjs/core",
+                    "version": _package_version("@litertjs/core"),
+                    "module": "runtime/litert/core.js",
+                    "wasm": "runtime/litert/wasm/",
+                },
+                "onnxruntime-web": {
+                    "package": "onnxruntime-web",
+                    "version": _package_version("onnxruntime-web"),
+                    "module": "runtime/ort/ort.wasm.min.mjs",
+                    "wasm": "runtime/ort/",
+                },
+            },
+        }
+        (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out.exists():
+            old = out.with_name(f".{out.name}-old")
+            if old.exists():
+                shutil.rmtree(old)
+            out.rename(old)
+            staging.rename(out)
+            shutil.rmtree(old)
+        else:
+            staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return manifest
+
+
+class DemoHandler(SimpleHTTPRequestHandler):
+    """Serves web_demo/ with /dist/ mapped to the build folder, correct MIME types and cross-origin isolation."""
+
+    dist: Path = DEFAULT_OUT
+    quiet: bool = True
+    extensions_map = MIME_TYPES
+
+    def translate_path(self, path: str) -> str:
+        """Map a URL path to a file: /dist/... -> the build folder, a few page files, nothing else."""
+        clean = posixpath.normpath(urllib.parse.unquote(path.split("?", 1)[0].split("#", 1)[0]))
+        parts = [p for p in clean.split("/") if p and p not in (".", "..")]
+        if parts and parts[0] == "dist":
+            return str(self.dist.joinpath(*parts[1:]))
+        if parts and parts[0] not in SERVED:
+            return str(HERE / "__not_served__")
+        return str(Path(self.directory).joinpath(*parts))
+
+    def end_headers(self) -> None:
+        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        self.send_header("Cross-Origin-Resource-Policy", "same-origin")
+        self.send_header("Cache-Control", "no-cache")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+def _lan_address() -> str:
+    """This machine's address on the local network (a UDP socket's source address; nothing is sent)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("10.255.255.255", 1))
+            return s.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = True) -> ThreadingHTTPServer:
+    """An HTTP server for web_demo/ with /dist/ served from the build in `out` (not started yet).
+
+    Raises:
+        BuildError: `out` holds no build, or the port cannot be bound.
+    """
+    if not (out / "manifest.json").is_file():
+        raise BuildError(f"{out / 'manifest.json'} not found: build first with `python web_demo/build.py --model NAME`")
+    handler = functools.partial(
+        type("Handler", (DemoHandler,), {"dist": out.resolve(), "quiet": quiet}), directory=str(HERE)
+    )
+    host = "0.0.0.0" if lan else "127.0.0.1"
+    try:
+        return ThreadingHTTPServer((host, port), handler)
+    except OSError as exc:
+        raise BuildError(
+            f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with --serve PORT"
+        ) from None
+
+
+def serve(out: Path, port: int, lan: bool, quiet: bool = True) -> None:
+    """Serve web_demo/ (with /dist/ from `out`) until interrupted."""
+    server = make_server(out, port, lan, quiet)
+    bound = server.server_address[1]
+    print(f"Serving the web demo at http://127.0.0.1:{bound}/ (Ctrl-C to stop)", flush=True)
+    if lan:
+        print(
+            f"On a phone on the same network open http://{_lan_address()}:{bound}/ "
+            "(plain http: the page still runs; it is not cross-origin isolated there)",
+            flush=True,
+        )
+    with server:
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            print("stopped", flush=True)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port number 0-65535, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line (see the module docstring)."""
+    p = argparse.ArgumentParser(
+        prog="python web_demo/build.py",
+        description="Copy an export's .tflite/.onnx artifacts and the wasm runtimes into web_demo/dist, "
+        "then serve the page.",
+    )
+    p.add_argument("--model", help="model name: reads dist/<model>/ (where python -m export.all wrote it)")
+    p.add_argument("--artifacts", help="the export folder to read instead of dist/<model>/")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="build folder, served as /dist/ (default web_demo/dist)")
+    p.add_argument(
+        "--serve", nargs="?", const=8000, type=_port, default=None, metavar="PORT", help="then serve (default 8000)"
+    )
+    p.add_argument("--lan", action="store_true", help="listen on all interfaces so a phone on the network can open it")
+    p.add_argument("--verbose", action="store_true", help="log every request while serving")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
+    try:
+        if args.model or args.artifacts:
+            folder = Path(args.artifacts) if args.artifacts else Path("dist") / args.model
+            if not folder.is_dir():
+                raise BuildError(
+                    f"{folder} is not a folder: export first with "
+                    f"`python -m export.all --model {args.model or 'NAME'}` or give --artifacts DIR"
+                )
+            manifest = build(folder, out)
+            offered = ", ".join(f"{a['format']} {a['precision']}" for a in manifest["artifacts"])
+            print(f"Built {out} for {manifest['model']}: {offered}")
+            for note in manifest["notes"]:
+                print(f"note: {note}")
+        elif args.serve is None:
+            raise BuildError("nothing to do: give --model NAME (or --artifacts DIR) to build, and/or --serve to serve")
+        if args.serve is not None:
+            serve(out, args.serve, args.lan, quiet=not args.verbose)
+    except BuildError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc.filename or ''} {exc.strerror or exc}: check the path and permissions", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

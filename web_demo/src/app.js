@@ -1,0 +1,441 @@
+/**
+ * The page: pick a runtime and precision (from dist/manifest.json, written by build.py), load the artifact
+ * and read its embedded spec, decode an image, fill age / sex / site from the spec's categories, run the
+ * model, and show the probability, the spec's threshold, the decision and the latency.
+ *
+ * Everything happens in this page: the artifacts and wasm files come from this origin and nothing is sent
+ * anywhere. `window.melanomaDemo` exposes the state and a benchmark for tests and for bench.py.
+ */
+
+import {checkContract, decide, encodeMeta, imageTensor, readSpec} from './contract.js';
+import {RUNTIME_LABELS, loadModel} from './runtimes.js';
+
+const DIST = 'dist/';
+const BENCH_RUNS = 20;
+const BENCH_WARMUP = 3;
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  manifest: null,
+  entry: null, // the manifest artifact (or a user-opened file) in use
+  spec: null,
+  model: null,
+  load: null, // {ms, fetchMs, initMs, compileMs, file}
+  image: null, // {rgba, width, height, name}
+  examples: [],
+  busy: 0, // operations in flight
+  lastResult: null,
+};
+
+/** Readiness: resolves once the first model load has finished (successfully or not). */
+let markReady;
+const ready = new Promise((resolve) => {
+  markReady = resolve;
+});
+
+window.melanomaDemo = {state, ready, bench, waitIdle};
+
+function showError(message) {
+  const box = $('error');
+  box.textContent = message;
+  box.hidden = !message;
+}
+
+function messageOf(err) {
+  return err && err.message ? err.message : String(err);
+}
+
+/** Counts operations in flight (loads, decodes, assessments, benchmarks); 0 = idle. */
+function setBusy(busy) {
+  state.busy = Math.max(0, state.busy + (busy ? 1 : -1));
+  document.body.dataset.busy = state.busy ? 'true' : 'false';
+  updateButtons();
+}
+
+function updateButtons() {
+  $('assess').disabled = state.busy > 0 || !state.model || !state.image;
+  $('bench').disabled = state.busy > 0 || !state.model;
+}
+
+/** Resolves when no load or assessment is in progress. */
+async function waitIdle() {
+  while (state.busy > 0) await new Promise((r) => setTimeout(r, 20));
+}
+
+// ----------------------------------------------------------------------------------------------- models
+
+function precisionLabel(a) {
+  return `${a.precision}, ${Number(a.size_mb).toFixed(1)} MB${a.recommended ? ' (recommended)' : ''}`;
+}
+
+function fillPrecisions() {
+  const runtime = $('runtime').value;
+  const select = $('precision');
+  select.replaceChildren();
+  for (const a of state.manifest.artifacts.filter((x) => x.runtime === runtime)) {
+    select.append(new Option(precisionLabel(a), a.file, false, a.recommended));
+  }
+  select.disabled = select.options.length === 0;
+}
+
+async function loadManifest() {
+  let response;
+  try {
+    response = await fetch(`${DIST}manifest.json`, {cache: 'no-cache'});
+  } catch (err) {
+    throw new Error(`The page could not read ${DIST}manifest.json (${messageOf(err)}): serve it with \`make web MODEL=...\`.`);
+  }
+  if (!response.ok) {
+    throw new Error(`No models are built into this page (${DIST}manifest.json: HTTP ${response.status}): run \`make web MODEL=<name>\`.`);
+  }
+  const manifest = await response.json();
+  if (!Array.isArray(manifest.artifacts) || manifest.artifacts.length === 0) {
+    throw new Error('The build lists no artifacts: export .tflite / .onnx with `python -m export.all`, then `make web`.');
+  }
+  return manifest;
+}
+
+async function fetchBytes(url) {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`Could not load ${url} (HTTP ${response.status}): rebuild with \`make web MODEL=...\`.`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+function runtimeFor(fileName) {
+  if (/\.tflite$/i.test(fileName)) return 'litert';
+  if (/\.onnx$/i.test(fileName)) return 'onnxruntime-web';
+  throw new Error(`"${fileName}" is neither a .tflite nor an .onnx file: choose an artifact that python -m export.all wrote.`);
+}
+
+let loadToken = 0;
+
+/**
+ * Load one artifact: bytes -> embedded spec -> runtime session. `source` is a manifest entry or a File.
+ * Any failure (no spec, an unsupported contract, a runtime error) is shown on the page.
+ */
+async function loadArtifact(source) {
+  const token = ++loadToken; // a newer choice supersedes a load still in flight
+  const stale = () => token !== loadToken;
+  setBusy(true);
+  showError('');
+  $('result').hidden = true;
+  const name = source instanceof File ? source.name : source.file.split('/').pop();
+  $('model-status').textContent = `Loading ${name}...`;
+  if (state.model) {
+    state.model.dispose();
+    state.model = null;
+  }
+  state.spec = null;
+  state.entry = null;
+  updateButtons();
+  let model = null;
+  try {
+    const runtime = source instanceof File ? runtimeFor(source.name) : source.runtime;
+    const t0 = performance.now();
+    const bytes = source instanceof File ? new Uint8Array(await source.arrayBuffer()) : await fetchBytes(DIST + source.file);
+    const t1 = performance.now();
+    if (stale()) return;
+    const spec = readSpec(bytes);
+    checkContract(spec);
+    const wasmBase = DIST + state.manifest.runtimes[runtime].wasm;
+    model = await loadModel(runtime, bytes, spec, {wasmBase, file: name});
+    const t2 = performance.now();
+    if (stale()) {
+      model.dispose();
+      return;
+    }
+    state.model = model;
+    state.spec = spec;
+    state.entry =
+      source instanceof File
+        ? {file: name, runtime, precision: spec.precision?.name || 'fp32', size_mb: +(bytes.length / 1e6).toFixed(3)}
+        : source;
+    state.load = {ms: t2 - t0, fetchMs: t1 - t0, initMs: model.initMs, compileMs: model.compileMs, file: name};
+    fillPatientForm(spec);
+    $('model-status').textContent =
+      `${name} (${spec.name}, ${spec.image.size} px ${spec.image.layout}, threshold ${fmt(spec.outputs.threshold, 4)}) ` +
+      `ready in ${state.load.ms.toFixed(0)} ms on ${RUNTIME_LABELS[runtime]}, 1 thread.`;
+    $('intended-use').textContent = spec.provenance?.intended_use || '';
+  } catch (err) {
+    if (stale()) return;
+    $('model-status').textContent = `${name} could not be used.`;
+    showError(messageOf(err));
+  } finally {
+    setBusy(false);
+    if (!stale()) markReady();
+  }
+}
+
+function selectedEntry() {
+  const file = $('precision').value;
+  return state.manifest.artifacts.find((a) => a.file === file);
+}
+
+// ------------------------------------------------------------------------------------------- patient form
+
+function fillSelect(select, categories) {
+  const previous = select.value;
+  select.replaceChildren(new Option('unknown', ''));
+  for (const c of categories) select.append(new Option(c, c));
+  select.value = categories.includes(previous) ? previous : '';
+}
+
+function fillPatientForm(spec) {
+  fillSelect($('sex'), spec.metadata.sex.categories);
+  fillSelect($('site'), spec.metadata.site.categories);
+  const [low, high] = spec.metadata.age.valid_range || [0, 120];
+  $('age').placeholder = `unknown (${low}-${high})`;
+}
+
+function patient() {
+  const value = (id) => {
+    const v = $(id).value.trim();
+    return v === '' ? null : v;
+  };
+  return {age: value('age'), sex: value('sex'), site: value('site')};
+}
+
+// ----------------------------------------------------------------------------------------------- images
+
+/**
+ * Decode an image file the way the Python reference does: EXIF orientation applied, no colour-space
+ * conversion, alpha not premultiplied; pixels read back through an sRGB canvas.
+ */
+async function decodeImage(blob) {
+  let bitmap;
+  try {
+    bitmap = await createImageBitmap(blob, {
+      imageOrientation: 'from-image',
+      colorSpaceConversion: 'none',
+      premultiplyAlpha: 'none',
+    });
+  } catch (err) {
+    throw new Error(`This file could not be decoded as an image (${messageOf(err)}): use a PNG, JPEG or WebP photo.`);
+  }
+  try {
+    const {width, height} = bitmap;
+    const canvas = document.createElement('canvas');
+    canvas.width = width;
+    canvas.height = height;
+    const ctx = canvas.getContext('2d', {colorSpace: 'srgb', willReadFrequently: true});
+    ctx.drawImage(bitmap, 0, 0);
+    const rgba = ctx.getImageData(0, 0, width, height, {colorSpace: 'srgb'}).data;
+    drawPreview(bitmap);
+    return {rgba, width, height};
+  } finally {
+    bitmap.close();
+  }
+}
+
+function drawPreview(bitmap) {
+  const canvas = $('preview');
+  const scale = Math.min(1, 320 / Math.max(bitmap.width, bitmap.height));
+  canvas.width = Math.max(1, Math.round(bitmap.width * scale));
+  canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+  canvas.getContext('2d').drawImage(bitmap, 0, 0, canvas.width, canvas.height);
+  canvas.hidden = false;
+}
+
+async function useImage(blob, name) {
+  setBusy(true);
+  showError('');
+  $('result').hidden = true;
+  try {
+    const decoded = await decodeImage(blob);
+    state.image = {...decoded, name};
+    $('image-status').textContent = `${name}: ${decoded.width} x ${decoded.height} px`;
+  } catch (err) {
+    state.image = null;
+    $('preview').hidden = true;
+    $('image-status').textContent = 'No image yet.';
+    showError(messageOf(err));
+  } finally {
+    setBusy(false);
+  }
+}
+
+async function loadExamples() {
+  if (!state.manifest.golden) return;
+  try {
+    const golden = await (await fetch(DIST + state.manifest.golden)).json();
+    const base = DIST + state.manifest.golden.split('/').slice(0, -1).join('/');
+    state.examples = golden.cases.map((c) => ({name: c.image_name, url: `${base}/${c.png}`, metadata: c.metadata}));
+    const select = $('example');
+    for (const [i, c] of state.examples.entries()) {
+      const m = c.metadata;
+      const text = [m.age ?? '?', m.sex ?? '?', m.site ?? '?'].join(', ');
+      select.append(new Option(`${c.name} (${text})`, String(i)));
+    }
+    select.disabled = false;
+  } catch {
+    // Examples are a convenience; without golden.json the page works the same.
+  }
+}
+
+async function useExample(index) {
+  const example = state.examples[index];
+  if (!example) return;
+  const m = example.metadata;
+  $('age').value = m.age === null || m.age === undefined ? '' : String(m.age);
+  for (const [id, v] of [['sex', m.sex], ['site', m.site]]) {
+    const select = $(id);
+    select.value = v && [...select.options].some((o) => o.value === v) ? v : '';
+  }
+  const blob = await (await fetch(example.url)).blob();
+  await useImage(blob, `${example.name}.png`);
+}
+
+// ------------------------------------------------------------------------------------------------ assess
+
+function fmt(value, digits) {
+  return Number(value).toFixed(digits);
+}
+
+async function assess() {
+  if (!state.model || !state.image) return;
+  setBusy(true);
+  showError('');
+  try {
+    const t0 = performance.now();
+    const image = imageTensor(state.spec, state.image.rgba, state.image.width, state.image.height);
+    const meta = encodeMeta(state.spec, patient());
+    const t1 = performance.now();
+    const {probability, logit} = await state.model.run(image, meta);
+    const t2 = performance.now();
+    const {label, positive} = decide(state.spec, probability);
+    state.lastResult = {probability, logit, label, positive, preprocessMs: t1 - t0, inferenceMs: t2 - t1};
+    $('probability').textContent = fmt(probability, 6);
+    $('probability').dataset.value = String(probability);
+    $('threshold').textContent = fmt(state.spec.outputs.threshold, 4);
+    $('threshold-rule').textContent = state.spec.outputs.threshold_rule ? `(${state.spec.outputs.threshold_rule})` : '';
+    $('decision').textContent = positive ? `${label}: at or above the threshold` : `${label}: below the threshold`;
+    $('decision').className = positive ? 'positive' : 'negative';
+    $('latency').textContent = `${fmt(t2 - t1, 1)} ms inference + ${fmt(t1 - t0, 1)} ms preprocessing`;
+    $('result-model').textContent = `${state.load.file} on ${RUNTIME_LABELS[state.entry.runtime]}`;
+    $('result').hidden = false;
+  } catch (err) {
+    $('result').hidden = true;
+    showError(messageOf(err));
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- bench
+
+function median(values) {
+  const s = [...values].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+/**
+ * Time the loaded model: `warmup` untimed runs, then `runs` timed ones (inference only: input tensors,
+ * run, output read back), on the current image and patient or a mid-grey image with missing metadata.
+ *
+ * @returns {Promise<object>} one row: format, precision, load_ms, p50_ms, runs, threads, browser, ...
+ */
+async function bench({runs = BENCH_RUNS, warmup = BENCH_WARMUP} = {}) {
+  await waitIdle();
+  if (!state.model) throw new Error('No model is loaded: pick one first.');
+  setBusy(true);
+  try {
+    const spec = state.spec;
+    const s = spec.image.size;
+    const image = state.image
+      ? imageTensor(spec, state.image.rgba, state.image.width, state.image.height)
+      : new Float32Array(s * s * 3).fill(0.5);
+    const meta = state.image ? encodeMeta(spec, patient()) : encodeMeta(spec, {});
+    for (let i = 0; i < warmup; i++) await state.model.run(image, meta);
+    const times = [];
+    for (let i = 0; i < runs; i++) {
+      const t0 = performance.now();
+      await state.model.run(image, meta);
+      times.push(performance.now() - t0);
+    }
+    const row = {
+      format: state.entry.runtime === 'litert' ? 'litert-web' : 'onnxruntime-web',
+      precision: state.entry.precision,
+      model: spec.name,
+      image_size: s,
+      artifact: state.load.file,
+      size_mb: state.entry.size_mb,
+      load_ms: state.load.ms,
+      fetch_ms: state.load.fetchMs,
+      runtime_init_ms: state.load.initMs,
+      compile_ms: state.load.compileMs,
+      p50_ms: median(times),
+      min_ms: Math.min(...times),
+      max_ms: Math.max(...times),
+      runs,
+      warmup,
+      threads: 1,
+      cross_origin_isolated: Boolean(window.crossOriginIsolated),
+      user_agent: navigator.userAgent,
+    };
+    $('bench-result').textContent =
+      `${row.format} ${row.precision}: load ${fmt(row.load_ms, 0)} ms, median ${fmt(row.p50_ms, 2)} ms over ${runs} runs ` +
+      `(min ${fmt(row.min_ms, 2)}, max ${fmt(row.max_ms, 2)}), 1 thread.`;
+    return row;
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------- start
+
+function firstFile(input) {
+  const file = input.files && input.files[0];
+  input.value = '';
+  return file;
+}
+
+async function start() {
+  for (const id of ['image', 'camera']) {
+    $(id).addEventListener('change', () => {
+      const file = firstFile($(id));
+      if (file) {
+        $('example').value = '';
+        useImage(file, file.name);
+      }
+    });
+  }
+  $('example').addEventListener('change', () => useExample(Number($('example').value)));
+  $('assess').addEventListener('click', assess);
+  $('bench').addEventListener('click', () => bench().catch((err) => showError(messageOf(err))));
+  $('model-file').addEventListener('change', () => {
+    const file = firstFile($('model-file'));
+    if (file) loadArtifact(file);
+  });
+  try {
+    state.manifest = await loadManifest();
+  } catch (err) {
+    $('model-status').textContent = 'No model.';
+    showError(messageOf(err));
+    markReady();
+    return;
+  }
+  const runtimes = [...new Set(state.manifest.artifacts.map((a) => a.runtime))];
+  for (const r of runtimes) $('runtime').append(new Option(RUNTIME_LABELS[r] || r, r));
+  $('runtime').disabled = false;
+  fillPrecisions();
+  // ?artifact=<file name> picks the first model (bench.py opens one fresh page per artifact this way).
+  const wanted = new URLSearchParams(location.search).get('artifact');
+  const chosen = wanted && state.manifest.artifacts.find((a) => a.file.split('/').pop() === wanted);
+  if (chosen) {
+    $('runtime').value = chosen.runtime;
+    fillPrecisions();
+    $('precision').value = chosen.file;
+  }
+  $('runtime').addEventListener('change', () => {
+    fillPrecisions();
+    loadArtifact(selectedEntry());
+  });
+  $('precision').addEventListener('change', () => loadArtifact(selectedEntry()));
+  if (state.manifest.notes?.length) $('model-status').title = state.manifest.notes.join('\n');
+  loadExamples();
+  await loadArtifact(selectedEntry());
+}
+
+start();
