@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= efficientnet_lite0
 
-.PHONY: setup web-deps demo test test-fast lint format study-quick android-core android-assets web web-bench clean
+.PHONY: setup web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,11 @@ format: setup
 ## The paper's study on the embedded set, offline (Table 1, Figures 3 and 4 in studies/quick/).
 study-quick: setup
 	$(PY) -m train.study --out studies/quick
+
+## The card's backbones at 224 px: train briefly, export every format and precision, benchmark, one report
+## (dist/zoo/zoo.html). Not part of demo: about an hour here.
+zoo: setup
+	$(PY) -m benchmark.zoo
 
 ## Compile the Android app's Kotlin :core module and android_demo/bin/preprocess (Debian's kotlinc).
 android-core:

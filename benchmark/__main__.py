@@ -42,6 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", required=False, help="model name(s), comma-separated, as given to export.all")
     p.add_argument("--artifacts", default=None, help="artifact folder (default dist/<model>/); one model only")
+    p.add_argument(
+        "--artifacts-of",
+        action="append",
+        default=[],
+        metavar="MODEL=DIR",
+        help="the artifact folder of one of several models (repeat per model)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="add PyTorch under torch.compile (inductor) as a second reference row (compiles for a minute or more)",
+    )
     p.add_argument("--threads", default="2", help="comma-separated thread counts")
     p.add_argument("--batch", default="1", help="comma-separated batch sizes")
     p.add_argument("--runs", type=int, default=50, help="timed runs per artifact (interleaved)")
@@ -107,7 +119,15 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
 
 
 def benchmark_model(
-    model: str, folder: Path, threads: list[int], batches: list[int], runs: int, warmup: int, memory: bool, console
+    model: str,
+    folder: Path,
+    threads: list[int],
+    batches: list[int],
+    runs: int,
+    warmup: int,
+    memory: bool,
+    console,
+    compiled: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Rows for one model across threads x batch; and the artifacts that could not be timed."""
     import numpy as np
@@ -122,6 +142,11 @@ def benchmark_model(
     env = fingerprint(threads)
     rows, (listed, skipped, summary) = [], candidates(model, folder)
     eager_model, spec = load_checkpoint(Path(summary["checkpoint"]))
+    if compiled:
+        reference = measure.Candidate(
+            summary["model"], "pytorch-compiled", "fp32", Path(summary["checkpoint"]), {"status": "reference"}
+        )
+        listed.insert(1, reference)
     for t in threads:
         measure.set_threads(t)
         for b in batches:
@@ -146,7 +171,7 @@ def benchmark_model(
                         reason = c.skipped or "no timings"
                         skipped.append({"model": model, "format": c.format, "precision": c.precision, "reason": reason})
                     continue
-                row = measure.row(c, t, b, flops, peak_gflops(env, t))
+                row = measure.row(c, t, b, flops, peak_gflops(env, t, c.precision))
                 row["speedup_vs_eager"] = speedup(eager_p50, row["p50_ms"]) if eager_p50 else None
                 if memory and t == threads[0]:
                     with console.captured():
@@ -168,10 +193,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--runs must be at least 3 and --warmup at least 0")
     if args.artifacts and len(models) > 1:
         raise UserError("--artifacts names one model's folder: give one --model, or leave --artifacts out")
-    from benchmark.env import fingerprint, machine_load
+    from benchmark.env import PEAK_NOTE, fingerprint, machine_load
     from benchmark.phone import parse_log, parse_web
     from benchmark.report import previous_rows, recommend, write_reports
-    from benchmark.stats import regressions, unstable_rows
+    from benchmark.stats import int8_slower, regressions, unstable_rows
     from core.console import Console
     from core.metrics import json_safe
 
@@ -179,6 +204,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     phones = [parse_log(path, device) for device, path in map(_parse_phone_arg, args.import_phone)]
     web = [row for path in args.import_web for row in parse_web(Path(path))]
     folders = {m: Path(args.artifacts) if args.artifacts else Path("dist") / m for m in models}
+    for entry in args.artifacts_of:
+        name, sep, folder = entry.partition("=")
+        if not sep or zoo.resolve_name(name) not in folders:
+            raise UserError(f"--artifacts-of takes MODEL=DIR for a model named in --model, got {entry!r}")
+        folders[zoo.resolve_name(name)] = Path(folder)
     out = Path(args.out) if args.out else (folders[models[0]] if len(models) == 1 else Path("dist") / "benchmark")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder: give a folder path")
@@ -186,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows, skipped, load_before = [], [], machine_load()
     with Console(out / "benchmark.log", verbose=args.verbose) as console:
         for m in models:
-            r, s = benchmark_model(m, folders[m], threads, batches, args.runs, args.warmup, not args.no_memory, console)
+            r, s = benchmark_model(
+                m, folders[m], threads, batches, args.runs, args.warmup, not args.no_memory, console, args.compile
+            )
             rows += r
             skipped += s
     env = fingerprint(threads)
@@ -208,6 +240,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "phone_rows": phones,
             "web_rows": web,
             "warnings": list(dict.fromkeys(warnings)),
+            "notes": int8_slower(rows, env),
+            "peak_note": PEAK_NOTE,
         }
     )
     paths = write_reports(out, result, history)
@@ -226,6 +260,8 @@ def _print_summary(result: dict[str, Any], paths: dict[str, Path]) -> None:
             print(f"{pick['model']} on {pick['target']}: {pick['reason']}")
     for skip in result["skipped"]:
         print(f"not timed: {skip['format']} {skip['precision']} ({skip['model']}): {skip['reason']}", file=sys.stderr)
+    for note in result["notes"]:
+        print(f"note: {note}", file=sys.stderr)
     for warning in result["warnings"]:
         print(f"WARNING: {warning}", file=sys.stderr)
     print(f"report: {paths['md']} and {paths['html']}")

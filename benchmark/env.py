@@ -55,15 +55,28 @@ def fingerprint(threads: list[int] | None = None) -> dict[str, Any]:
     }
 
 
-def peak_gflops(env: dict[str, Any], threads: int) -> float | None:
-    """Estimated fp32 peak: threads x GHz x FLOPs per cycle (2 FMA units x vector lanes x 2)."""
+def peak_gflops(env: dict[str, Any], threads: int, precision: str = "fp32") -> float | None:
+    """Estimated peak GOP/s for a precision: fp32 = threads x GHz x (2 FMA units x vector lanes x 2); int8 = 4x
+    that where the CPU has VNNI (one VPDPBUSD does 4 8-bit multiply-adds per 32-bit lane), None without VNNI
+    (int8 then runs through widening instructions with no fixed ratio). fp16 counts as fp32: these CPUs
+    compute it in fp32. AMX, where present, is not counted. See PEAK_NOTE."""
     mhz = env.get("cpu_mhz")
     if not mhz:
         return None
     simd = set(env.get("simd", []))
     lanes = 16 if "avx512f" in simd else 8 if "avx2" in simd else 4
     flops_per_cycle = 2 * lanes * (2 if "fma" in simd or "avx512f" in simd else 1)
-    return threads * mhz / 1000.0 * flops_per_cycle
+    fp32 = threads * mhz / 1000.0 * flops_per_cycle
+    if precision.startswith("int8"):
+        return 4 * fp32 if simd & {"avx512_vnni", "avx_vnni"} else None
+    return fp32
+
+
+PEAK_NOTE = (
+    "% of peak: achieved GFLOP/s (torch.utils.flop_counter's count of the fp32 model, a multiply-add = 2) over "
+    "threads x base clock x FLOPs per cycle (2 FMA units x vector lanes x 2); int8 rows against 4x that where the "
+    "CPU has VNNI, n/a without it; AMX is not counted."
+)
 
 
 def machine_load() -> str | None:

@@ -48,7 +48,10 @@ def load(candidate: Candidate, threads: int) -> None:
     """Create the runner, timing the load; a format that cannot run here is marked skipped."""
     start = time.perf_counter()
     try:
-        candidate.runner = runners.load(candidate.path, threads=threads)
+        if candidate.format == runners.TorchCompiledRunner.format:
+            candidate.runner = runners.TorchCompiledRunner(candidate.path, threads=threads)
+        else:
+            candidate.runner = runners.load(candidate.path, threads=threads)
     except NotRunnable as exc:
         candidate.skipped = str(exc)
         return
@@ -77,7 +80,8 @@ def measure(
 
 
 def row(c: Candidate, threads: int, batch: int, flops: int, peak_gflops: float | None) -> dict[str, Any]:
-    """One report row: the timing statistics, their stability, size, FLOPs and share of the CPU's peak."""
+    """One report row: the timing statistics, their stability, size, FLOPs and share of the CPU's peak for
+    the row's precision (None where that peak is unknown)."""
     stats = summarize(c.times, batch)
     gflops_per_s = flops / 1e9 / (stats["p50_ms"] / 1000)
     return {

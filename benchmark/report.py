@@ -187,6 +187,8 @@ def document(result: dict[str, Any], figures: list[str]) -> Document:
     doc.paragraph(_environment(result))
     if result.get("warnings"):
         doc.heading("Warnings").bullets([f"**{w}**" for w in result["warnings"]])
+    if result.get("notes"):
+        doc.heading("Notes").bullets(result["notes"])
     doc.heading("Recommended artifact per target (fastest that passed parity)").table(*_picks_table(result))
     doc.heading("All artifacts").table(*_rows_table(result["rows"]), status_column="parity")
     if len(result["models"]) > 1:
@@ -206,6 +208,8 @@ def document(result: dict[str, Any], figures: list[str]) -> Document:
     _imported(doc, result)
     for name in figures:
         doc.image(name, name.removesuffix(".png").replace("_", " "))
+    if result.get("peak_note"):
+        doc.paragraph(result["peak_note"])
     doc.paragraph("Machine-readable: `benchmark.json`, `benchmark.csv`.")
     return doc
 
@@ -221,7 +225,7 @@ def _figure_names(result: dict[str, Any]) -> list[tuple[str, tuple[int, int] | N
 
 
 def _colour(row: dict[str, Any]) -> str:
-    if row["format"] == "pytorch-eager":
+    if row["format"].startswith("pytorch-"):
         return "#888888"
     return "#2a9d8f" if row.get("parity_status") == "pass" else "#e76f51"
 
@@ -238,7 +242,7 @@ def _latency_bars(plt, rows: list[dict[str, Any]], threads: int, batch: int) -> 
     )
     ax.invert_yaxis()
     ax.set_xlabel("latency per predict call, ms (bar = p50, whisker = p90)")
-    ax.set_title(f"{threads} thread(s), batch {batch}: green passed parity, red failed, grey = PyTorch eager")
+    ax.set_title(f"{threads} thread(s), batch {batch}: green passed parity, red failed, grey = PyTorch")
     return fig
 
 

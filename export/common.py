@@ -175,7 +175,9 @@ class Runner:
                 f"image values span {image.min():g}..{image.max():g}, outside the spec's range {low:g}..{high:g}: "
                 f"feed RGB scaled to {low:g}..{high:g} ({self.spec.image.scale})"
             )
-        problem = self.spec.encoder().check_encoded(meta)
+        if not hasattr(self, "_encoder"):
+            self._encoder = self.spec.encoder()
+        problem = self._encoder.check_encoded(meta)
         if problem:
             raise InvalidInput(f"meta is not a valid encoding under the spec: {problem}")
         return image, meta

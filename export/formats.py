@@ -237,7 +237,8 @@ def markdown_table() -> str:
     ]
     for f in FORMATS:
         artifacts = "<br>".join(f"`{a.suffix}`: {a.description}" for a in f.artifacts)
-        here = "yes" if not f.predicts_on or "Linux" in f.predicts_on else f"converted and checked; {f.not_run}"
+        where = " or ".join(OS_NAMES.get(o, o) for o in f.predicts_on)
+        here = "yes" if not f.predicts_on or "Linux" in f.predicts_on else f"converted and checked; predicts on {where}"
         lines.append(
             f"| {f.title} | `{f.key}` | {artifacts} | {', '.join(f.precisions)} | {f.quantization or '-'} "
             f"| {f.spec_location} | {f.runtime} "

@@ -49,6 +49,17 @@ class TorchEagerRunner(Runner):
         return logit.numpy(), prob.numpy()
 
 
+class TorchCompiledRunner(TorchEagerRunner):
+    """The checkpoint's model under torch.compile (inductor, CPU): the best PyTorch itself offers here, a second
+    reference for the benchmark. Compilation happens on the first call (its `first_ms`)."""
+
+    format = "pytorch-compiled"
+
+    def __init__(self, path: Path, threads: int | None = None):
+        super().__init__(path)
+        self.module = torch.compile(self.module, backend="inductor", dynamic=False)
+
+
 def _format_of(path: Path) -> Format | None:
     """The artifact's format; None for a training checkpoint; UserError for anything else."""
     if not path.exists():

@@ -214,6 +214,28 @@ def _io_quantization(data: bytes) -> dict:
     return io
 
 
+_CONVERSIONS: list[tuple[torch.nn.Module, float, tuple[int, ...], bytes]] = []  # the last few float conversions
+
+
+def _converted(model: torch.nn.Module, temperature: float, example: tuple) -> bytes:
+    """The float flatbuffer of `model` (litert-torch, batch 1, NHWC image), converted once per model object
+    and input size: every precision and remedy rung of an export quantizes the same conversion, which at
+    224 px takes tens of seconds. A fine-tuned model is another object, so it is converted anew; the cache
+    holds a reference to each model it keys on, so an id is never reused while cached."""
+    import litert_torch
+
+    image, meta = (t[:1] for t in example)
+    shape = (*image.shape, *meta.shape)
+    for cached_model, cached_temperature, cached_shape, data in _CONVERSIONS:
+        if cached_model is model and cached_temperature == temperature and cached_shape == shape:
+            return data
+    wrapper = _NamedOutputs(ExportModel(model, temperature, nhwc=True)).eval()
+    edge = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1).contiguous(), "meta": meta})
+    data = edge.model_content()
+    _CONVERSIONS[:] = [*_CONVERSIONS[-3:], (model, temperature, shape, data)]
+    return data
+
+
 def export(
     model: torch.nn.Module,
     spec: ModelSpec,
@@ -223,13 +245,8 @@ def export(
     options: QuantOptions | None = None,
 ) -> Path:
     """Convert with litert-torch (batch 1, NHWC image), quantize, embed the spec, write atomically."""
-    import litert_torch
-
     options = options or QuantOptions()
-    image, meta = (t[:1] for t in example)
-    wrapper = _NamedOutputs(ExportModel(model, spec.outputs.temperature, nhwc=True)).eval()
-    data = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1).contiguous(), "meta": meta})
-    data = data.model_content()
+    data = _converted(model, spec.outputs.temperature, example)
     spec = phone_spec(spec)
     if precision != "fp32":
         if precision not in ("fp16", "int8-dynamic", "int8"):

@@ -14,7 +14,11 @@ from core.errors import UserError
 from core.images import load_rgb, preprocess
 from core.io import sha256_file
 from core.spec import ModelSpec
-from train import data as D
+from train.data import (
+    load_external,
+    load_isic2020,
+    merge_external,
+)
 
 
 @dataclass
@@ -38,16 +42,16 @@ def _source_table(spec: ModelSpec) -> pd.DataFrame:
         root = Path(data.get("path", ""))
         if not (root / "train.csv").is_file():  # another machine's cache: regenerate the same set
             root = ensure_synthetic(int(data.get("synthetic_count", 2000)), seed=0)
-        return D.load_isic2020(root)
+        return load_isic2020(root)
     path = data.get("path")
     if not path or not Path(path).exists():
         raise UserError(
             f"the checkpoint was trained on {data.get('name', 'unknown data')} at {path}, which is not here: "
             "run export.all where that data is, so parity is measured on the real test split"
         )
-    table = D.load_isic2020(Path(path))
+    table = load_isic2020(Path(path))
     if data.get("external_path"):
-        table = D.merge_external(table, D.load_external(Path(data["external_path"])))
+        table = merge_external(table, load_external(Path(data["external_path"])))
     return table
 
 

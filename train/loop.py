@@ -35,7 +35,20 @@ from core.io import atomic_path, exclusive, load_tensors, sha256_file, write_jso
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
 from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract, state_dict_sha256
-from train import data as D
+from train.data import (
+    DEFAULT_MAX_BAD_FRACTION,
+    SPLIT_NAMES,
+    LesionDataset,
+    SplitData,
+    check_images,
+    collate_skipping,
+    encode_split,
+    load_external,
+    load_isic2020,
+    merge_external,
+    patient_split,
+    too_many_bad,
+)
 from train.images import train_transform
 from train.synthetic import DEFAULT_COUNT, ensure_synthetic
 
@@ -67,7 +80,7 @@ class TrainConfig:
     threshold_rule: str = "sensitivity"
     threshold_target: float = 0.95
     synthetic_count: int = DEFAULT_COUNT
-    max_bad_images: float = D.DEFAULT_MAX_BAD_FRACTION
+    max_bad_images: float = DEFAULT_MAX_BAD_FRACTION
     amp: bool = True
     resume: bool = False
     overwrite: bool = False
@@ -154,13 +167,13 @@ def init_distributed() -> Dist:
     return Dist(rank, world, local)
 
 
-def _barrier(ctx: Dist) -> None:
-    if ctx.world > 1:
+def _barrier(job: Dist) -> None:
+    if job.world > 1:
         dist.barrier()
 
 
-def _say(ctx: Dist, message: str) -> None:
-    if ctx.main:
+def _say(job: Dist, message: str) -> None:
+    if job.main:
         print(message, file=sys.stderr, flush=True)
 
 
@@ -168,15 +181,15 @@ def _say(ctx: Dist, message: str) -> None:
 # data
 
 
-def load_table(cfg: TrainConfig, ctx: Dist, skipped: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
+def load_table(cfg: TrainConfig, job: Dist, skipped: list[dict]) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The merged, checked table of every usable image, and a description of the data. Images the pre-scan
     finds missing or unreadable are appended to `skipped`; `info["listed"]` counts every row before it."""
     if cfg.data == "synthetic":
-        if ctx.main:
+        if job.main:
             root = ensure_synthetic(cfg.synthetic_count, seed=0)
-        _barrier(ctx)
+        _barrier(job)
         root = ensure_synthetic(cfg.synthetic_count, seed=0)
-        table = D.load_isic2020(root)
+        table = load_isic2020(root)
         info: dict[str, Any] = {
             "name": "synthetic",
             "synthetic_count": cfg.synthetic_count,
@@ -186,14 +199,14 @@ def load_table(cfg: TrainConfig, ctx: Dist, skipped: list[dict]) -> tuple[pd.Dat
         }
     else:
         root = Path(cfg.data).expanduser()
-        table = D.load_isic2020(root)
+        table = load_isic2020(root)
         info = {"name": "ISIC 2020", "synthetic": False, "path": str(root)}
         if cfg.external:
-            table = D.merge_external(table, D.load_external(Path(cfg.external).expanduser()))
+            table = merge_external(table, load_external(Path(cfg.external).expanduser()))
             info["name"] = "ISIC 2020 + external malignant set"
             info["external_path"] = str(Path(cfg.external).expanduser())
     info["listed"] = len(table)
-    return D.check_images(table, cfg.max_bad_images, skipped), info
+    return check_images(table, cfg.max_bad_images, skipped), info
 
 
 class BadImages:
@@ -207,23 +220,23 @@ class BadImages:
         self.rows: list[dict] = []
         self.listed = 0
 
-    def add(self, split: D.SplitData, indices: list[int]) -> None:
+    def add(self, split: SplitData, indices: list[int]) -> None:
         """Record rows of `split` whose image failed to decode; UserError once too many images are bad."""
         for i in indices:
             name, path = split.table["image_name"].iloc[i], split.table["path"].iloc[i]
             if all(r["image_name"] != name for r in self.rows):
                 self.rows.append({"image_name": name, "path": path, "reason": "failed to decode", "found": "loading"})
-        error = D.too_many_bad([r["image_name"] for r in self.rows], self.listed, self.max_fraction)
+        error = too_many_bad([r["image_name"] for r in self.rows], self.listed, self.max_fraction)
         if error:
             raise error
 
     def found_loading(self) -> set[str]:
         return {r["image_name"] for r in self.rows if r["found"] == "loading"}
 
-    def gather(self, ctx: Dist) -> None:
+    def gather(self, job: Dist) -> None:
         """Merge what every process found (each decodes its own shard)."""
-        if ctx.world > 1:
-            everyone: list[Any] = [None] * ctx.world
+        if job.world > 1:
+            everyone: list[Any] = [None] * job.world
             dist.all_gather_object(everyone, self.rows)
             merged = {r["image_name"]: r for rows in everyone for r in rows}
             self.rows = list(merged.values())
@@ -234,9 +247,9 @@ class BadImages:
             frame.to_csv(tmp, index=False)
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, workers: int, ctx: Dist, seed: int, drop_last: bool = False):
-    sampler = DistributedSampler(dataset, ctx.world, ctx.rank, shuffle=shuffle, seed=seed) if ctx.world > 1 else None
-    generator = torch.Generator().manual_seed(seed + ctx.rank)
+def _loader(dataset, batch_size: int, shuffle: bool, workers: int, job: Dist, seed: int, drop_last: bool = False):
+    sampler = DistributedSampler(dataset, job.world, job.rank, shuffle=shuffle, seed=seed) if job.world > 1 else None
+    generator = torch.Generator().manual_seed(seed + job.rank)
     return DataLoader(
         dataset,
         batch_size=batch_size,
@@ -247,7 +260,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, workers: int, ctx: Dist, se
         drop_last=drop_last,
         persistent_workers=workers > 0,
         generator=generator,
-        collate_fn=D.collate_skipping,
+        collate_fn=collate_skipping,
     )
 
 
@@ -258,18 +271,18 @@ class Prepared:
     table: pd.DataFrame
     split: pd.Series
     encoder: MetadataEncoder
-    encoded: dict[str, D.SplitData]
+    encoded: dict[str, SplitData]
     info: dict[str, Any]
 
 
-def prepare_data(cfg: TrainConfig, ctx: Dist, out: Path, bad: BadImages) -> Prepared:
+def prepare_data(cfg: TrainConfig, job: Dist, out: Path, bad: BadImages) -> Prepared:
     """Load and check the data, split it by patient, fit the metadata encoder on the training split."""
-    table, info = load_table(cfg, ctx, bad.rows)
+    table, info = load_table(cfg, job, bad.rows)
     bad.listed = info["listed"]
-    split = D.patient_split(table, cfg.effective_split_seed)
-    parts = {s: table[split.to_numpy() == s] for s in D.SPLIT_NAMES}
+    split = patient_split(table, cfg.effective_split_seed)
+    parts = {s: table[split.to_numpy() == s] for s in SPLIT_NAMES}
     encoder = MetadataEncoder.fit(parts["train"]["age_approx"].tolist())
-    encoded = {s: D.encode_split(parts[s], encoder) for s in D.SPLIT_NAMES}
+    encoded = {s: encode_split(parts[s], encoder) for s in SPLIT_NAMES}
     info.update(
         images=len(table),
         malignant=int(table["target"].sum()),
@@ -278,11 +291,11 @@ def prepare_data(cfg: TrainConfig, ctx: Dist, out: Path, bad: BadImages) -> Prep
         split_rule="patient-grouped, label-stratified 60/20/20 (StratifiedGroupKFold, 5 folds: 0 test, 1 val)",
     )
     prepared = Prepared(table, split, encoder, encoded, info)
-    if ctx.main:
+    if job.main:
         write_split(out, prepared, set())
     counts = split_counts(prepared, set())
     _say(
-        ctx,
+        job,
         f"data: {info['name']}: {len(table)} images, {info['malignant']} malignant; "
         + ", ".join(f"{s} {c['images']} ({c['malignant']} mal.)" for s, c in counts.items()),
     )
@@ -303,7 +316,7 @@ def split_counts(prepared: Prepared, excluded: set[str]) -> dict[str, dict[str, 
             "malignant": int(frame.loc[frame["split"] == s, "target"].sum()),
             "patients": int(frame.loc[frame["split"] == s, "patient_id"].replace("", np.nan).nunique()),
         }
-        for s in D.SPLIT_NAMES
+        for s in SPLIT_NAMES
     }
 
 
@@ -320,39 +333,39 @@ def write_split(out: Path, prepared: Prepared, excluded: set[str]) -> None:
 # training and evaluation
 
 
-def _device(ctx: Dist) -> torch.device:
-    return torch.device("cuda", ctx.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+def _device(job: Dist) -> torch.device:
+    return torch.device("cuda", job.local_rank) if torch.cuda.is_available() else torch.device("cpu")
 
 
 @torch.no_grad()
 def predict_logits(
-    model: nn.Module, split: D.SplitData, cfg: TrainConfig, ctx: Dist, desc: str, bad: BadImages
+    model: nn.Module, split: SplitData, cfg: TrainConfig, job: Dist, desc: str, bad: BadImages
 ) -> np.ndarray:
     """Logits for every row of `split`, NaN where the image failed to decode (recorded in `bad`); each rank
     scores a shard and the shards are gathered on all ranks."""
-    device = _device(ctx)
-    indices = np.arange(len(split.table))[ctx.rank :: ctx.world]
-    dataset = D.LesionDataset(split, eval_transform(ImageContract(size=cfg.image_size)))
+    device = _device(job)
+    indices = np.arange(len(split.table))[job.rank :: job.world]
+    dataset = LesionDataset(split, eval_transform(ImageContract(size=cfg.image_size)))
     subset = torch.utils.data.Subset(dataset, indices.tolist())
     loader = DataLoader(
         subset,
         batch_size=cfg.batch_size * 2,
         num_workers=cfg.workers,
         pin_memory=device.type == "cuda",
-        collate_fn=D.collate_skipping,
+        collate_fn=collate_skipping,
     )
     model.eval()
     logits = np.full(len(split.table), np.nan, dtype=np.float32)
     use_amp = cfg.amp and device.type == "cuda"
-    for image, meta, _, rows, failed in tqdm(loader, desc=desc, leave=False, disable=not ctx.main or None):
+    for image, meta, _, rows, failed in tqdm(loader, desc=desc, leave=False, disable=not job.main or None):
         bad.add(split, failed)
         if len(rows):
             with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                 logit = model(image.to(device, non_blocking=True), meta.to(device, non_blocking=True))
             logits[rows.numpy()] = logit.float().cpu().numpy().reshape(-1)
-    if ctx.world == 1:
+    if job.world == 1:
         return logits
-    gathered: list[Any] = [None] * ctx.world
+    gathered: list[Any] = [None] * job.world
     dist.all_gather_object(gathered, (indices, logits[indices]))
     for idx, values in gathered:
         logits[idx] = values
@@ -427,18 +440,18 @@ def claim_run_dir(out: Path, cfg: TrainConfig) -> None:
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Train one model end to end; returns the metrics dict written to metrics.json."""
     cfg.validate()
-    ctx = init_distributed()
-    if ctx.world > 1 and not cfg.out:
+    job = init_distributed()
+    if job.world > 1 and not cfg.out:
         raise UserError("with torchrun give --out DIR, so that every process writes to the same run directory")
     out = Path(cfg.out) if cfg.out else default_out_dir(cfg)
     try:
-        if not ctx.main:
-            return _run(cfg, ctx, out)
+        if not job.main:
+            return _run(cfg, job, out)
         with exclusive(out, "training run"):
             claim_run_dir(out, cfg)
-            return _run(cfg, ctx, out)
+            return _run(cfg, job, out)
     finally:
-        if ctx.world > 1 and dist.is_initialized():
+        if job.world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
@@ -462,22 +475,22 @@ class Training:
     initial_sha256: str = ""
 
 
-def build_training(cfg: TrainConfig, ctx: Dist, name: str, prepared: Prepared) -> Training:
+def build_training(cfg: TrainConfig, job: Dist, name: str, prepared: Prepared) -> Training:
     """A fresh model for this seed (seeded before the build, so the initial weights are reproducible)."""
-    device = _device(ctx)
+    device = _device(job)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed)
     model, backbone = zoo.create_model(name, prepared.encoder.size, cfg.weights, cfg.image_size)
     model.to(device)
     _say(
-        ctx,
+        job,
         f"model: {name} ({zoo.count_parameters(model) / 1e6:.1f} M parameters, "
         f"weights: {backbone.pretrained}) on {device}",
     )
     wrapped: nn.Module = model
-    if ctx.world > 1:
+    if job.world > 1:
         wrapped = nn.parallel.DistributedDataParallel(
-            model, device_ids=[ctx.local_rank] if device.type == "cuda" else None
+            model, device_ids=[job.local_rank] if device.type == "cuda" else None
         )
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
@@ -527,17 +540,17 @@ def _save_state(out: Path, cfg: TrainConfig, training: Training, epoch: int) -> 
         torch.save(state, tmp)
 
 
-def _train_epoch(training: Training, loader: DataLoader, cfg: TrainConfig, ctx: Dist, epoch: int, bad: BadImages):
+def _train_epoch(training: Training, loader: DataLoader, cfg: TrainConfig, job: Dist, epoch: int, bad: BadImages):
     """One pass over the training split; returns the mean loss. Undecodable images are skipped and counted."""
-    device = _device(ctx)
+    device = _device(job)
     split = loader.dataset.data
     training.wrapped.train()
     total, seen = 0.0, 0
-    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not ctx.main or None, file=sys.stderr)
+    bar = tqdm(loader, desc=f"epoch {epoch}/{cfg.epochs}", disable=not job.main or None, file=sys.stderr)
     for image, meta, target, _, failed in bar:
         bad.add(split, failed)
         if len(target) < 2:  # every image of the batch (or all but one) failed: batch norm needs two
-            if ctx.world > 1:
+            if job.world > 1:
                 raise UserError(f"a whole training batch failed to decode at epoch {epoch}: check the images")
             continue
         image, meta, target = (t.to(device, non_blocking=True) for t in (image, meta, target))
@@ -555,14 +568,14 @@ def _train_epoch(training: Training, loader: DataLoader, cfg: TrainConfig, ctx: 
     return total / max(seen, 1)
 
 
-def _validation_auroc(logits: np.ndarray, split: D.SplitData) -> float:
+def _validation_auroc(logits: np.ndarray, split: SplitData) -> float:
     keep = np.isfinite(logits)
     return auroc(split.targets[keep], logits[keep])
 
 
 def train_epochs(
     cfg: TrainConfig,
-    ctx: Dist,
+    job: Dist,
     out: Path,
     training: Training,
     prepared: Prepared,
@@ -572,18 +585,18 @@ def train_epochs(
     """Epochs with LR step-down and early stopping on validation AUROC; the best epoch's weights restored."""
     start_epoch = _resume(training, resume_state) if resume_state else 1
     if resume_state:
-        _say(ctx, f"resuming {out} after epoch {start_epoch - 1} (best val AUROC {training.best_auroc:.4f})")
-    train_set = D.LesionDataset(prepared.encoded["train"], train_transform(cfg.image_size), draft=2 * cfg.image_size)
-    loader = _loader(train_set, cfg.batch_size, True, cfg.workers, ctx, cfg.seed + 1000 * start_epoch, drop_last=True)
+        _say(job, f"resuming {out} after epoch {start_epoch - 1} (best val AUROC {training.best_auroc:.4f})")
+    train_set = LesionDataset(prepared.encoded["train"], train_transform(cfg.image_size), draft=2 * cfg.image_size)
+    loader = _loader(train_set, cfg.batch_size, True, cfg.workers, job, cfg.seed + 1000 * start_epoch, drop_last=True)
     if len(loader) == 0:
         raise UserError(f"the training split ({len(train_set)} images) is smaller than one batch: lower --batch-size")
     for epoch in range(start_epoch, cfg.epochs + 1):
         t0 = time.time()
         if isinstance(loader.sampler, DistributedSampler):
             loader.sampler.set_epoch(epoch)
-        loss = _train_epoch(training, loader, cfg, ctx, epoch, bad)
+        loss = _train_epoch(training, loader, cfg, job, epoch, bad)
         val_auroc = _validation_auroc(
-            predict_logits(training.model, prepared.encoded["val"], cfg, ctx, "validating", bad),
+            predict_logits(training.model, prepared.encoded["val"], cfg, job, "validating", bad),
             prepared.encoded["val"],
         )
         lr = training.optimizer.param_groups[0]["lr"]
@@ -599,35 +612,35 @@ def train_epochs(
             {"epoch": epoch, "train_loss": loss, "val_auroc": val_auroc, "lr": lr, "seconds": seconds}
         )
         _say(
-            ctx,
+            job,
             f"epoch {epoch}/{cfg.epochs}: train loss {loss:.4f}, val AUROC {val_auroc:.4f}"
             f"{' (best)' if improved else ''}, lr {lr:.2g}, {seconds:.0f} s",
         )
-        if ctx.main:
+        if job.main:
             _save_state(out, cfg, training, epoch)
         if training.bad_epochs >= cfg.patience:
             training.stopped_early = True
-            _say(ctx, f"early stop: no validation AUROC gain for {cfg.patience} epochs")
+            _say(job, f"early stop: no validation AUROC gain for {cfg.patience} epochs")
             break
     training.model.load_state_dict(training.best_state)  # the best epoch's weights, before anything is measured
 
 
-def _run(cfg: TrainConfig, ctx: Dist, out: Path) -> dict[str, Any]:
+def _run(cfg: TrainConfig, job: Dist, out: Path) -> dict[str, Any]:
     started = time.time()
     name = zoo.resolve_name(cfg.model)
     resume_state = _load_resume(out, cfg) if cfg.resume else None
-    if ctx.main:
+    if job.main:
         out.mkdir(parents=True, exist_ok=True)
     bad = BadImages(cfg.max_bad_images)
-    prepared = prepare_data(cfg, ctx, out, bad)
-    training = build_training(cfg, ctx, name, prepared)
-    train_epochs(cfg, ctx, out, training, prepared, bad, resume_state)
-    val_logits = predict_logits(training.model, prepared.encoded["val"], cfg, ctx, "validating best", bad)
-    test_logits = predict_logits(training.model, prepared.encoded["test"], cfg, ctx, "testing", bad)
-    bad.gather(ctx)
-    if not ctx.main:
+    prepared = prepare_data(cfg, job, out, bad)
+    training = build_training(cfg, job, name, prepared)
+    train_epochs(cfg, job, out, training, prepared, bad, resume_state)
+    val_logits = predict_logits(training.model, prepared.encoded["val"], cfg, job, "validating best", bad)
+    test_logits = predict_logits(training.model, prepared.encoded["test"], cfg, job, "testing", bad)
+    bad.gather(job)
+    if not job.main:
         return {}
-    return finish(cfg, ctx, out, name, prepared, training, {"val": val_logits, "test": test_logits}, bad, started)
+    return finish(cfg, job, out, name, prepared, training, {"val": val_logits, "test": test_logits}, bad, started)
 
 
 def _thresholds(cfg: TrainConfig, y_val: np.ndarray, val_prob: np.ndarray) -> dict[str, dict[str, Any]]:
@@ -645,7 +658,7 @@ def _thresholds(cfg: TrainConfig, y_val: np.ndarray, val_prob: np.ndarray) -> di
 
 def finish(
     cfg: TrainConfig,
-    ctx: Dist,
+    job: Dist,
     out: Path,
     name: str,
     prepared: Prepared,
@@ -674,8 +687,8 @@ def finish(
             "model": name,
             "config": asdict(cfg),
             "data": prepared.info,
-            "device": str(_device(ctx)),
-            "world_size": ctx.world,
+            "device": str(_device(job)),
+            "world_size": job.world,
             "best_epoch": training.best_epoch,
             "stopped_early": training.stopped_early,
             "initial_weights_sha256": training.initial_sha256,
@@ -694,7 +707,7 @@ def finish(
     write_json(out / "metrics.json", metrics)
     t = metrics["test"]
     _say(
-        ctx,
+        job,
         f"test: AUROC {t['auroc']:.4f} (95% CI {t['auroc_ci95'][0]:.3f}-{t['auroc_ci95'][1]:.3f}), "
         f"AUPRC {t['auprc']:.4f}, sensitivity {t['sensitivity']:.3f} / specificity {t['specificity']:.3f} "
         f"at threshold {threshold:.3f}; run directory {out}"
