@@ -219,7 +219,9 @@ def export_all(
     data = load_test_split(checkpoint, spec, limit=limit)
     reference = TorchEagerRunner(checkpoint, model, spec)
     judge = Judge(model, spec, data, reference, out, console)
-    inputs = RungInputs(model, partial(training_split, checkpoint, spec), calibration_size, console.say)
+    inputs = RungInputs(
+        model, partial(training_split, checkpoint, spec), calibration_size, console.say, console.captured
+    )
     rows = [judge.reference_row(checkpoint)]
     console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
     jobs = list(plan(formats, precisions))

@@ -17,6 +17,7 @@ between the formats.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -217,8 +218,10 @@ class RungInputs:
         training_split: Callable[..., Any],
         calibration_size: int,
         say: Callable[[str], None] = lambda _: None,
+        quiet: Callable[[], Any] = contextlib.nullcontext,
     ):
         self.model, self.training_split, self.calibration_size, self.say = model, training_split, calibration_size, say
+        self.quiet = quiet  # a context in which third-party output goes to the log (core.console)
         self._calibration: dict[int, Any] = {}
         self._ranked: list[tuple[str, float]] = []
         self._tuned: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any]]] = {}
@@ -244,8 +247,9 @@ class RungInputs:
             start = time.time()
             images = self.training_split(SENSITIVITY_IMAGES, seed=1)
             self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
-            exclude = tuple(sensitive_modules(self.model))
-            self._ranked.extend(rank_blocks(self.model, self.calibration(1), images, exclude))
+            exclude, calibration = tuple(sensitive_modules(self.model)), self.calibration(1)
+            with self.quiet():
+                self._ranked.extend(rank_blocks(self.model, calibration, images, exclude))
             self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:count]))
             self._timed("sensitivity_ranking", start)
         return tuple(block for block, _ in self._ranked[:count])
@@ -258,7 +262,8 @@ class RungInputs:
             start = time.time()
             images = self.training_split(FINETUNE_IMAGES)
             self.say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
-            self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep, progress=False)
+            with self.quiet():
+                self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep, progress=False)
             report = self._tuned[keep][1]
             self.say(
                 f"rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "

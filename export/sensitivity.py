@@ -18,6 +18,7 @@ largest source of error (0.26 rms logit, after `_blocks.0` with 0.39).
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 
@@ -54,7 +55,7 @@ def candidate_blocks(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[st
 
 
 def _simulated_error(
-    wrapper: nn.Module,
+    graph: torch.fx.GraphModule,
     block: str,
     calibration,
     image: torch.Tensor,
@@ -64,12 +65,8 @@ def _simulated_error(
     from export.pt2e import pt2e_int8
     from export.quantize import QuantOptions
 
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    graph = torch.export.export(
-        wrapper, (image[:2], meta[:2]), dynamic_shapes=({0: batch}, {0: batch}), strict=False
-    ).module()
-    with torch.no_grad():
-        quantized = pt2e_int8(graph, QuantOptions(calibration), batch=16, only=block)
+    with torch.no_grad():  # PT2E prepares in place: each block gets its own copy of the exported graph
+        quantized = pt2e_int8(copy.deepcopy(graph), QuantOptions(calibration), batch=16, only=block)
         logits = torch.cat([quantized(image[i : i + 64], meta[i : i + 64])[0] for i in range(0, len(image), 64)])
     return float((logits.reshape(-1) - reference).pow(2).mean().sqrt())
 
@@ -97,10 +94,14 @@ def rank_blocks(
     with torch.no_grad():
         reference = wrapper(image, meta)[0].reshape(-1)
     blocks = candidate_blocks(model, exclude)
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    graph = torch.export.export(
+        wrapper, (image[:2], meta[:2]), dynamic_shapes=({0: batch}, {0: batch}), strict=False
+    ).module()
     start = time.time()
     scores = []
     for i, block in enumerate(blocks):
-        scores.append((block, _simulated_error(wrapper, block, calibration, image, meta, reference)))
+        scores.append((block, _simulated_error(graph, block, calibration, image, meta, reference)))
         if progress:
             progress(f"int8 sensitivity: {i + 1}/{len(blocks)} blocks ({time.time() - start:.0f} s)")
     return sorted(scores, key=lambda s: (-s[1], s[0]))
