@@ -115,9 +115,12 @@ def exclusive(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
 def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield an empty hidden folder beside `out` to build a whole result set in; when the block ends normally
     it replaces `out` (swapped whole, so nothing stale survives); if the block raises (an error, Ctrl-C,
-    SIGTERM) it is removed and an earlier `out` stays exactly as it was."""
+    SIGTERM) it is removed and an earlier `out` stays exactly as it was. Call it under `exclusive(out)`:
+    staging folders a killed process left behind (SIGKILL, out of memory) are removed first."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in out.parent.glob(f".{out.name}.staging-*"):
+        shutil.rmtree(leftover, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     try:

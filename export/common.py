@@ -125,6 +125,7 @@ class Runner:
 
     format: str = ""
     static_batch: int | None = None  # when set, predict() loops in chunks of this size
+    max_batch = 32  # otherwise in chunks of at most this many (a whole test split at once can exhaust memory)
 
     def __init__(self, path: Path, spec: ModelSpec):
         self.path = path
@@ -185,7 +186,7 @@ class Runner:
     def predict(self, image: np.ndarray | torch.Tensor, meta: np.ndarray | torch.Tensor) -> Prediction:
         """image float32 [N,3,S,S] RGB in [0,1] (always NCHW here), meta float32 [N,K] -> Prediction."""
         image, meta = self.validate(image, meta)
-        step = self.static_batch or max(len(image), 1)
+        step = self.static_batch or self.max_batch
         logits, probs = [], []
         for start in range(0, len(image), step):
             logit, prob = self._run(image[start : start + step], meta[start : start + step])
