@@ -6,6 +6,7 @@ model, spec = load_checkpoint(path)         # rebuilds the fusion model from the
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -23,13 +24,25 @@ def save_checkpoint(
 ) -> Path:
     """Write weights and spec atomically; `spec.weights_sha256` is set from the weights written."""
     path = Path(path)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    raw = model.state_dict()
+    state = OrderedDict((k, v.detach().cpu()) for k, v in raw.items())
+    state._metadata = getattr(raw, "_metadata", None)  # module versions: torchvision's MNASNet refuses a dict without
     spec.weights_sha256 = state_dict_sha256(state)
     payload = {"format": FORMAT, "spec": spec.to_dict(), "state_dict": state, **(extra or {})}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
     spec.save(path.with_name("spec.json"))
     return path
+
+
+def _with_versions(state: dict[str, Any], model: torch.nn.Module) -> dict[str, Any]:
+    """`state` carrying module version metadata (torchvision's MNASNet checks it on load); a checkpoint written
+    without it gets this code's own module versions, the ones its weights were trained with."""
+    if getattr(state, "_metadata", None) is not None:
+        return state
+    versioned = OrderedDict(state)
+    versioned._metadata = model.state_dict()._metadata
+    return versioned
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -71,7 +84,7 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
         image_size=cfg["image_size"],
         meta_hidden=cfg.get("meta_hidden", 250),
     )
-    model.load_state_dict(payload["state_dict"])
+    model.load_state_dict(_with_versions(payload["state_dict"], model))
     if spec.weights_sha256 and state_dict_sha256(payload["state_dict"]) != spec.weights_sha256:
         raise UserError(f"{path}: the weights do not match the hash in their spec; the file was altered")
     return model.eval(), spec

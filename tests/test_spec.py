@@ -92,3 +92,16 @@ def test_bad_checkpoints_are_refused(tmp_path) -> None:
     torch.save(payload, path)
     with pytest.raises(UserError, match="altered"):
         load_checkpoint(path)
+
+
+def test_a_checkpoint_of_a_versioned_module_reloads(tmp_path) -> None:
+    """torchvision's MNASNet refuses a state dict without its module versions (`_metadata`)."""
+    model, _ = zoo.create_model("mnasnet1_0", 12, "none", 32)
+    path = save_checkpoint(tmp_path / "c.pt", model, make_spec(name="mnasnet1_0"))
+    assert torch.load(path, weights_only=True)["state_dict"]._metadata is not None
+    reloaded, _ = load_checkpoint(path)  # and one written without them (older checkpoints) reloads too
+    payload = torch.load(path, weights_only=True)
+    payload["state_dict"] = dict(payload["state_dict"])
+    torch.save(payload, path)
+    reloaded, _ = load_checkpoint(path)
+    assert isinstance(reloaded.backbone, torch.nn.Module)
