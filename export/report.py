@@ -140,7 +140,9 @@ def document(summary: dict[str, Any]) -> Document:
         ]
         + [
             f"subgroups are compared where they have at least {summary['gates']['min_subgroup_class']} melanomas "
-            "and as many benign lesions"
+            "and as many benign lesions",
+            f"AUROC and AUPRC treat probability differences up to {summary['gates'].get('ranking_noise', 0):g} "
+            "from PyTorch's as float noise (the reference's ties are kept); max |dp| and flips use raw values",
         ]
     )
     doc.paragraph(

@@ -407,3 +407,16 @@ def test_newest_checkpoint_and_missing_runs(tmp_path: Path) -> None:
 def test_checkpoint_of_another_model_is_refused(tiny_run: Path) -> None:
     result = run_export("--model", "mobilenet", "--checkpoint", str(tiny_run / "checkpoint.pt"))
     assert result.returncode == 2 and "holds a standard_cnn model, not mobilenet_v2" in result.stderr
+
+
+def test_float_noise_does_not_break_the_references_ties() -> None:
+    """A model that gives whole groups the same probability: 1e-7 of noise must not move AUROC."""
+    rng = np.random.default_rng(0)
+    y = np.array([1, 0] * 100)
+    ref = np.repeat(rng.random(20).astype(np.float32), 10)  # 20 distinct values, each 10 times (ties)
+    noisy = ref + rng.normal(0, 1e-7, ref.shape).astype(np.float32)
+    fig = parity.compare(y, ref, noisy, 0.5)
+    assert fig["auroc_delta"] == 0.0 and fig["max_abs_diff"] > 0
+    assert parity.judge(fig, "fp32")[0] == "pass"
+    shifted = parity.compare(y, ref, ref + np.where(y == 1, 1e-3, 0), 0.5)  # a real change still counts
+    assert shifted["auroc_delta"] > 0
