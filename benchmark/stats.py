@@ -61,14 +61,26 @@ def stability(times_ms: Sequence[float], chunks: int = 5) -> dict[str, Any]:
     return {"tail_ratio": tail, "drift_ratio": drift, "unstable": tail > UNSTABLE_TAIL or drift > UNSTABLE_DRIFT}
 
 
-def unstable_rows(rows: Sequence[dict]) -> list[str]:
-    """A warning per row whose timings were unsteady (see `stability`)."""
+def unstable_rows(rows: Sequence[dict], listed: int = 5) -> list[str]:
+    """Warnings for rows whose timings were unsteady (see `stability`): one per row, or, when more than
+    `listed` are, one line naming the worst (the machine itself was noisy: ratios between the interleaved
+    rows hold better than absolute times)."""
+    bad = sorted((r for r in rows if r.get("unstable")), key=lambda r: -max(r["tail_ratio"], r["drift_ratio"]))
+
+    def name(r: dict) -> str:
+        return (
+            f"{r['model']} {r['format']} {r['precision']} (threads {r['threads']}, batch {r['batch']}): p90/p50 "
+            f"{r['tail_ratio']:.2f}, drift {r['drift_ratio']:.2f}"
+        )
+
+    if len(bad) > listed:
+        return [
+            f"{len(bad)} of {len(rows)} rows had unstable timings (p90/p50 > {UNSTABLE_TAIL} or drift > "
+            f"{UNSTABLE_DRIFT}; worst {name(bad[0])}): the machine was noisy, do not trust these numbers beyond "
+            "the ratios between rows, which the interleaving protects"
+        ]
     return [
-        f"{r['model']} {r['format']} {r['precision']} (threads {r['threads']}, batch {r['batch']}): p90/p50 "
-        f"{r['tail_ratio']:.2f}, drift {r['drift_ratio']:.2f}: timings unstable, do not trust these numbers "
-        "(another process competed for the CPU?)"
-        for r in rows
-        if r.get("unstable")
+        f"{name(r)}: timings unstable, do not trust these numbers (another process competed for the CPU?)" for r in bad
     ]
 
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from benchmark.stats import unstable_rows
 from core.document import Document
 from core.io import write_json, write_text, write_with
 
@@ -116,8 +117,9 @@ def write_zoo_report(out: Path, infos: list[dict[str, Any]]) -> dict[str, Path]:
         doc.image(name, f"{info['model']}: latency vs size")
     if bench.get("notes"):
         doc.heading("Notes from the benchmark").bullets(bench["notes"])
-    if bench.get("warnings"):
-        doc.heading("Warnings").bullets(bench["warnings"])
+    warnings = unstable_rows(bench["rows"]) + [w for w in bench.get("warnings", []) if w.startswith("load average")]
+    if warnings:
+        doc.heading("Warnings").bullets(warnings)
     for name, data in figures.items():
         write_with(out / name, lambda tmp, d=data: tmp.write_bytes(d))
     write_json(out / "zoo.json", {"summary": summary, "infos": infos})
