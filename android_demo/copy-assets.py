@@ -17,7 +17,6 @@ Standard library only: it runs before any virtual environment exists.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import shutil
@@ -25,6 +24,9 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
+from core.io import sha256_file
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DEST = HERE / "app" / "src" / "main" / "assets"
@@ -48,15 +50,6 @@ def _read_json(path: Path, what: str) -> Any:
         raise AssetError(f"{path} is missing: run `python -m export.all` for this model first") from None
     except (OSError, ValueError) as exc:
         raise AssetError(f"{what} {path} cannot be read ({exc}): export the model again") from None
-
-
-def sha256_of(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def file_name(entry: dict[str, Any]) -> str | None:
@@ -101,7 +94,7 @@ def collect(folder: Path, precision: str | None) -> tuple[dict[str, Path], dict[
     if not isinstance(parity, dict):
         raise AssetError(f"{folder / 'parity.json'} is not a parity report: export the model again")
     artifact, artifact_precision, recorded = choose_artifact(folder, parity, precision)
-    actual = sha256_of(artifact)
+    actual = sha256_file(artifact)
     if recorded is not None and recorded != actual:
         raise AssetError(
             f"{artifact.name} has sha256 {actual[:12]}... but parity.json recorded {str(recorded)[:12]}...: "

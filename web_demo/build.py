@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import posixpath
@@ -35,6 +34,9 @@ from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
+from core.io import sha256_file
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "dist"
@@ -77,15 +79,6 @@ SERVED = ("index.html", "src", "dist", "screenshot.png", "README.md")
 
 class BuildError(Exception):
     """Bad input the user can fix; the message is one sentence saying what is wrong and how to fix it."""
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _load_parity(folder: Path) -> dict[str, Any]:
