@@ -259,7 +259,9 @@ def _print_summary(result: dict[str, Any], paths: dict[str, Path]) -> None:
         else:
             print(f"{pick['model']} on {pick['target']}: {pick['reason']}")
     for skip in result["skipped"]:
-        print(f"not timed: {skip['format']} {skip['precision']} ({skip['model']}): {skip['reason']}", file=sys.stderr)
+        if " has no " not in skip["reason"]:  # pairs a format does not offer are listed in the report only
+            where = f"{skip['format']} {skip['precision']} ({skip['model']})"
+            print(f"not timed: {where}: {skip['reason']}", file=sys.stderr)
     for note in result["notes"]:
         print(f"note: {note}", file=sys.stderr)
     for warning in result["warnings"]:
