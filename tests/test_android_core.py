@@ -31,6 +31,7 @@ import pytest
 from PIL import Image
 
 from core.images import load_rgb, pass_order, preprocess, resize_rgb
+from core.io import sha256_file
 from core.metadata import MetadataError
 from core.spec import ImageContract, ModelSpec
 
@@ -622,7 +623,7 @@ def test_copy_assets_installs_what_the_app_loads(phone_export: Path, tmp_path: P
     for case in golden["cases"]:
         assert (dest / case["png"]).read_bytes() == (phone_export / case["png"]).read_bytes()
     manifest = json.loads((dest / copy_assets.MANIFEST_ASSET).read_text())
-    assert manifest["artifact"] == recommended.name and manifest["sha256"] == copy_assets.sha256_of(recommended)
+    assert manifest["artifact"] == recommended.name and manifest["sha256"] == sha256_file(recommended)
     assert not [p for p in dest.iterdir() if p.name.startswith(".assets-")], "the staging folder is left behind"
 
     # The sha256 parity.json records: the export's own passes; a file changed since then is refused, whether
