@@ -125,7 +125,7 @@ def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert not (out / "study.md").exists()  # a shard trains, it does not aggregate
     result = command("--out", str(out), *TINY)  # the rest of the runs, then the tables and figures
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "3 trained, 3 done earlier, 0 failed" in result.stderr
+    assert "3 trained, 3 done earlier, 0 no weights, 0 failed" in result.stderr
     return out
 
 
@@ -177,7 +177,7 @@ def test_a_killed_study_continues_without_redoing_runs(tiny_study: Path) -> None
         (interrupted / name).unlink()
     result = command("--out", str(tiny_study), "--no-explain")
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "1 trained, 5 done earlier, 0 failed" in result.stderr
+    assert "1 trained, 5 done earlier, 0 no weights, 0 failed" in result.stderr
     after = {p.parent.name: p.stat().st_mtime_ns for p in runs.glob("*/metrics.json")}
     assert {k: v for k, v in after.items() if k != interrupted.name} == {
         k: v for k, v in before.items() if k != interrupted.name
@@ -197,3 +197,25 @@ def test_main_refuses_a_file_as_out(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(UserError, match="is a file"):
         main(["--out", str(tmp_path / "f")])
+
+
+def test_exit_status_counts_crashed_runs_not_weights_the_machine_cannot_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    import train.loop
+    import train.study
+
+    def crash(config) -> dict:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(train.study, "imagenet_unavailable", lambda models: dict.fromkeys(models, "offline"))
+    monkeypatch.setattr(train.loop, "run", crash)
+    base = ["--models", "mobilenet", "--seeds", "2", "--shard", "1/1"]
+    assert main(["--out", str(tmp_path / "a"), *base, "--weights", "imagenet"]) == 0
+    error = json.loads((tmp_path / "a" / "runs" / "mobilenet_v2-imagenet-seed0" / "error.json").read_text())
+    assert error["kind"] == "no weights"
+    assert "0 trained, 0 done earlier, 2 no weights, 0 failed" in capfd.readouterr().err
+    assert main(["--out", str(tmp_path / "b"), *base, "--weights", "none"]) == 1
+    error = json.loads((tmp_path / "b" / "runs" / "mobilenet_v2-none-seed1" / "error.json").read_text())
+    assert error["kind"] == "failed" and "CUDA out of memory" in error["error"]
+    assert "0 no weights, 2 failed" in capfd.readouterr().err

@@ -11,8 +11,9 @@ Every (model, weights, seed) is one fresh model trained by the same code path as
 run directory under --out/runs/. The data split is the same for every run (seed --split-seed; the paper varied
 the initialisation, not the data) unless --vary-split. A finished run is never redone and an interrupted one
 resumes, so the command can be rerun, or sharded over machines with no coordinator: the shards of `--shard i/n`
-partition the runs. A failed run is recorded with its error and the study goes on. Under `torchrun` every run
-is a multi-GPU run (all processes walk the same runs).
+partition the runs. A failed run is recorded with its error and the study goes on; the exit status is 1 when
+a run failed (a model whose ImageNet weights the machine cannot have is reported, not counted as failed). Under
+`torchrun` every run is a multi-GPU run (all processes walk the same runs).
 """
 
 from __future__ import annotations
@@ -149,6 +150,15 @@ def train_config(config: dict[str, Any], run: Run, folder: Path) -> Any:
     )
 
 
+def _why_not_run(error_file: Path) -> str:
+    """The Table's words for a run that has an error.json."""
+    try:
+        kind = json.loads(error_file.read_text()).get("kind")
+    except (OSError, ValueError):
+        kind = None
+    return "ImageNet weights unavailable where it ran" if kind == "no weights" else "failed"
+
+
 def run_all(config: dict[str, Any], out: Path, runs: list[Run], unavailable: dict[str, str], console) -> list[dict]:
     """Train every run that is not finished: an overall bar with the time left, one line per run; each run's
     own output goes to its train.log."""
@@ -162,15 +172,19 @@ def run_all(config: dict[str, Any], out: Path, runs: list[Run], unavailable: dic
             outcomes.append({"run": r.name, "status": "done earlier"})
             continue
         error = unavailable.get(r.model) if r.weights == "imagenet" else None
+        if error is not None:  # said once, before the runs started
+            write_json(folder / "error.json", {"run": asdict(r), "error": error, "kind": "no weights"})
+            outcomes.append({"run": r.name, "status": "no weights", "error": error})
+            console.say(f"{r.model} {r.weights} seed {r.seed}: not run (ImageNet weights unavailable, see above)")
+            continue
         start = time.time()
-        if error is None:
-            try:
-                with console.captured(folder / "train.log"):
-                    metrics = run(train_config(config, r, folder))
-            except (UserError, RuntimeError, ValueError) as exc:  # recorded; the other runs go on
-                error = f"{exc.__class__.__name__}: {exc}"
+        try:
+            with console.captured(folder / "train.log"):
+                metrics = run(train_config(config, r, folder))
+        except (UserError, RuntimeError, ValueError) as exc:  # recorded; the other runs go on
+            error = f"{exc.__class__.__name__}: {exc}"
         if error is not None:
-            write_json(folder / "error.json", {"run": asdict(r), "error": error})
+            write_json(folder / "error.json", {"run": asdict(r), "error": error, "kind": "failed"})
             outcomes.append({"run": r.name, "status": "failed", "error": error})
             console.say(f"{r.model} {r.weights} seed {r.seed}: FAILED ({error})")
             continue
@@ -334,7 +348,7 @@ def aggregate(config: dict[str, Any], out: Path, runs: list[Run], not_applicable
     png = figure3(groups)
     write_with(out / "figure3.png", lambda tmp: tmp.write_bytes(png))
     figures4 = _figure4s(groups, out) if explain else {}
-    failed = sorted(p.parent.name for p in (out / "runs").glob("*/error.json"))
+    failed = {p.parent.name: _why_not_run(p) for p in sorted((out / "runs").glob("*/error.json"))}
     result = json_safe(
         {
             "config": config,
@@ -360,7 +374,7 @@ def aggregate(config: dict[str, Any], out: Path, runs: list[Run], not_applicable
     if not_applicable or failed:
         doc.heading("Not run").bullets(
             [f"{n['model']} {n['weights']}: {n['reason']}" for n in not_applicable]
-            + [f"{name}: failed, see runs/{name}/error.json" for name in failed]
+            + [f"{name}: {why}, see runs/{name}/error.json" for name, why in failed.items()]
         )
     doc.image("figure3.png", "Figure 3: ROC curves")
     for model, folder in figures4.items():
@@ -494,15 +508,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"ImageNet weights unavailable for {model}: {reason}", file=sys.stderr)
         with Console() as console:
             outcomes = run_all(config, out, mine, unavailable, console)
-        counts = {s: sum(o["status"] == s for o in outcomes) for s in ("trained", "done earlier", "failed")}
-        print(
-            f"{counts['trained']} trained, {counts['done earlier']} done earlier, {counts['failed']} failed",
-            file=sys.stderr,
-        )
+        statuses = ("trained", "done earlier", "no weights", "failed")
+        counts = {s: sum(o["status"] == s for o in outcomes) for s in statuses}
+        print(", ".join(f"{counts[s]} {s}" for s in statuses), file=sys.stderr)
+        crashed = counts["failed"]
         if part is not None:
-            return 0
+            return 1 if crashed else 0
+    else:
+        crashed = 0
     result = aggregate(config, out, runs, not_applicable, explain=not args.no_explain)
     print(f"Table 1: {out / 'study.md'} ({sum(r['runs'] for r in result['rows'])} runs); figures in {out}")
+    if crashed:  # a scheduler should see it; weights a machine cannot have are not a crash
+        print(f"{crashed} run(s) failed: their error.json says why; rerun the command to retry them", file=sys.stderr)
+        return 1
     return 0
 
 
