@@ -258,6 +258,7 @@ def summarize(
     from core.metrics import json_safe
     from export import parity
 
+    ladders = round(sum(r.get("ladder_seconds", 0.0) for r in rows), 1)  # the int8 ladders' rungs not kept
     fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
     for r in rows:
         if fp32.get(r["format"]) and r.get("size_mb"):
@@ -274,7 +275,7 @@ def summarize(
             "threshold_rule": spec.outputs.threshold_rule,
             "gates": parity.gates_as_dict(),
             "seconds": round(seconds, 1),
-            "int8_seconds": int8_seconds,
+            "int8_seconds": int8_seconds | ({"failed rungs": ladders} if ladders else {}),
             "rows": rows,
             "recommended": recommend(rows),
         }

@@ -43,7 +43,7 @@ def export(
     wrapper = ExportModel(model, spec.outputs.temperature).eval()
     args = tuple(t[:1] for t in example)
     with torch.no_grad():
-        program = torch.export.export(wrapper, args, strict=False)
+        program = splits_as_slices(torch.export.export(wrapper, args, strict=False))
         if precision == "int8":
             program = torch.export.export(pt2e_int8(program.module(), options), args, strict=False)
             method = (
@@ -60,6 +60,30 @@ def export(
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(et_program.buffer)
     return out_path
+
+
+def splits_as_slices(program: torch.export.ExportedProgram) -> torch.export.ExportedProgram:
+    """The same program with every tensor split (ShuffleNet's `chunk`) written as slices.
+
+    XNNPACK delegates slices but not `split_with_sizes`: a ShuffleNet V2 lowered as exported falls into 15
+    delegate partitions with the 13 splits run by portable kernels between them (and, in int8, quantize /
+    dequantize steps around each); as slices it is one partition plus the final mean. The values are
+    identical (slicing copies).
+    """
+    aten = torch.ops.aten
+
+    def as_slices(x: torch.Tensor, sizes: list[int], dim: int = 0) -> list[torch.Tensor]:
+        starts = np.cumsum([0, *sizes[:-1]])
+        return [aten.slice.Tensor(x, dim, int(a), int(a) + size) for a, size in zip(starts, sizes, strict=True)]
+
+    def split(x: torch.Tensor, size: int, dim: int = 0) -> list[torch.Tensor]:
+        n = x.shape[dim]
+        return as_slices(x, [min(size, n - a) for a in range(0, n, size)], dim)
+
+    splits = {aten.split_with_sizes.default, aten.split.Tensor, aten.chunk.default}  # chunk decomposes to split
+    if not any(node.target in splits for node in program.graph.nodes):
+        return program
+    return program.run_decompositions({aten.split_with_sizes.default: as_slices, aten.split.Tensor: split})
 
 
 def _program(path: Path):

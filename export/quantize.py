@@ -298,13 +298,16 @@ def quantize_with_remedies(
     checkpoint's own when None) and returns its parity row, never raising. The walk stops at the first row
     that is not a failure, or at a failure before any rung could be measured (the format cannot export this
     model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is
-    exported again, so the file on disk is the best one tried. The row records every attempt.
+    exported again, so the file on disk is the best one tried. The row records every attempt with its seconds,
+    and in `ladder_seconds` the time spent on anything but the artifact it keeps.
     """
-    attempts, measured = [], []
+    attempts, measured, started = [], [], time.time()
     for remedy in rungs:
         options, source = inputs.options(remedy, calibrated)
+        start = time.time()
         row = export_and_judge(options, source) | {"remedy": remedy.name}
-        attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name})
+        last = time.time() - start
+        attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name, "seconds": round(last, 1)})
         if "auroc" in row:
             measured.append((options, source, row))
         if row["status"] != "fail" or not measured:
@@ -313,6 +316,8 @@ def quantize_with_remedies(
     if row["status"] == "fail" and measured:
         options, source, best = min(measured, key=lambda m: (m[2]["flips"], -m[2]["auroc_delta"]))
         if best is not row:
+            start = time.time()
             row = export_and_judge(options, source) | {"remedy": options.remedy}
+            last = time.time() - start
         row["reason"] += "; no remedy passed the gate (kept the closest miss)"
-    return row | {"attempts": attempts}
+    return row | {"attempts": attempts, "ladder_seconds": round(time.time() - started - last, 1)}

@@ -420,3 +420,30 @@ def test_float_noise_does_not_break_the_references_ties() -> None:
     assert parity.judge(fig, "fp32")[0] == "pass"
     shifted = parity.compare(y, ref, ref + np.where(y == 1, 1e-3, 0), 0.5)  # a real change still counts
     assert shifted["auroc_delta"] > 0
+
+
+@pytest.mark.slow
+def test_executorch_delegates_a_shufflenet_whole_to_xnnpack() -> None:
+    """ShuffleNet's channel split becomes slices, which XNNPACK takes: one partition (and the final mean)
+    instead of 15 with portable split kernels between them; the values do not change."""
+    from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
+    from executorch.devtools.backend_debug import get_delegation_info
+    from executorch.exir import to_edge_transform_and_lower
+
+    from export.executorch_format import splits_as_slices
+
+    model, spec = small_model("shufflenet_v2_x0_5")
+    wrapper, args = ExportModel(model, 1.5).eval(), example_inputs(spec)
+    with torch.no_grad():
+        program = torch.export.export(wrapper, args, strict=False)
+        sliced = splits_as_slices(program)
+        splits = [n for n in program.graph.nodes if "chunk" in str(n.target) or "split" in str(n.target)]
+        assert len(splits) == 13 and not [n for n in sliced.graph.nodes if "split" in str(n.target)]
+        for before, after in zip(program.module()(*args), sliced.module()(*args), strict=True):
+            assert torch.equal(before, after)
+    lowered = to_edge_transform_and_lower(sliced, partitioner=[XnnpackPartitioner()])
+    info = get_delegation_info(lowered.exported_program().graph_module)
+    table = info.get_operator_delegation_dataframe().set_index("op_type")
+    outside = table.iloc[:, 1].drop(["getitem", "Total"], errors="ignore")
+    assert info.num_delegated_subgraphs <= 2 and set(outside[outside > 0].index) <= {"aten_mean_dim"}
+    assert splits_as_slices(sliced) is sliced  # nothing left to rewrite

@@ -19,7 +19,7 @@ from export.calibration import calibration_set, stratified_pick
 from export.common import ExportModel, NotRunnable, example_inputs
 from export.formats import BY_KEY, artifact_name
 from export.parity import gate_for
-from export.quantize import QuantOptions, ladder, parse_precisions
+from export.quantize import QuantOptions, Remedy, ladder, parse_precisions, quantize_with_remedies
 from train.evaldata import load_test_split
 
 
@@ -142,6 +142,39 @@ def test_int8_gates_on_constructed_cases() -> None:
     fp16 = parity.compare(y, ref, ref + 3e-3, 0.5)
     assert parity.judge(fp16, "fp16")[0] == "pass"  # no max |dp| gate for reduced precision
     assert parity.judge(fp16, "fp32")[0] == "fail"
+
+
+class _Rungs:
+    """RungInputs' one method, without models: each rung's options carry only its name."""
+
+    def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, None]:
+        return QuantOptions(remedy=remedy.name), None
+
+
+def _judged(flips: dict[str, int]):
+    exported = []
+
+    def export_and_judge(options: QuantOptions, model: torch.nn.Module | None) -> dict:
+        exported.append(options.remedy)
+        n = flips[options.remedy]
+        status, reason = ("pass", "") if n <= 2 else ("fail", f"{n} flips")
+        return {"status": status, "reason": reason, "auroc": 0.7, "auroc_delta": 0.0, "flips": n}
+
+    return export_and_judge, exported
+
+
+def test_the_ladder_stops_at_the_first_pass_and_keeps_the_closest_miss_otherwise() -> None:
+    rungs = [Remedy(name="a"), Remedy(name="b"), Remedy(name="c")]
+    judge, exported = _judged({"a": 9, "b": 1, "c": 0})
+    row = quantize_with_remedies(rungs, _Rungs(), True, judge)
+    assert exported == ["a", "b"] and row["remedy"] == "b" and row["status"] == "pass"
+    assert [a["remedy"] for a in row["attempts"]] == ["a", "b"]
+    assert all(a["seconds"] >= 0 for a in row["attempts"]) and row["ladder_seconds"] >= 0
+    judge, exported = _judged({"a": 9, "b": 5, "c": 7})
+    row = quantize_with_remedies(rungs, _Rungs(), True, judge)
+    assert exported == ["a", "b", "c", "b"]  # the closest miss is exported again: the file on disk is the best
+    assert row["remedy"] == "b" and row["status"] == "fail" and "closest miss" in row["reason"]
+    assert [a["flips"] for a in row["attempts"]] == [9, 5, 7]
 
 
 def test_a_failed_artifact_is_never_recommended() -> None:
