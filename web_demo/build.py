@@ -14,7 +14,7 @@ What it copies (from the folder `python -m export.all` wrote, read through its p
 - the wasm runtimes from web_demo/node_modules (`npm ci` installs them): nothing is fetched from a CDN.
 It writes dist/manifest.json, which the page reads to list what it can run.
 
-Standard library only, so that it runs before anything else is installed.
+Standard library only (core.io, which it shares, is too), so that it runs before anything else is installed.
 """
 
 from __future__ import annotations
