@@ -102,6 +102,56 @@ def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5)
     }
 
 
+def auroc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """AUROC of every row of scores `p` [B, N] against the labels in the same row of `y` [B, N] (NaN where a
+    row lacks a class): the Mann-Whitney statistic on average ranks, tied scores counting half, which is
+    what roc_auc_score computes. One array operation for a whole bootstrap."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y, dtype=np.float64)
+    ranks = rankdata(np.asarray(p, dtype=np.float64), axis=1)
+    n_pos = y.sum(1)
+    pairs = n_pos * (y.shape[1] - n_pos)
+    u = (ranks * y).sum(1) - n_pos * (n_pos + 1) / 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(pairs > 0, u / pairs, np.nan)
+
+
+def auprc_rows(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Average precision of every row of `p` [B, N] against the labels in the same row of `y` (NaN where a
+    row has no positive), as average_precision_score: each positive adds the precision at the lowest score
+    of its tie group, over the number of positives."""
+    y, p = np.asarray(y, dtype=np.float64), np.asarray(p, dtype=np.float64)
+    order = np.argsort(-p, axis=1, kind="stable")
+    scores, hits = np.take_along_axis(p, order, 1), np.take_along_axis(y, order, 1)
+    rank = np.arange(1, p.shape[1] + 1)
+    precision = np.cumsum(hits, 1) / rank
+    group_end = np.ones_like(hits, dtype=bool)
+    group_end[:, :-1] = scores[:, 1:] != scores[:, :-1]
+    end = np.where(group_end, rank - 1, p.shape[1])
+    end = np.flip(np.minimum.accumulate(np.flip(end, 1), 1), 1)  # each position's tie group's last index
+    n_pos = hits.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, (hits * np.take_along_axis(precision, end, 1)).sum(1) / n_pos, np.nan)
+
+
+ROW_METRICS = {auroc: auroc_rows, auprc: auprc_rows}  # the batched form of each metric that has one
+
+
+def bootstrap_values(
+    y_true: np.ndarray, probs: list[np.ndarray], metric=auroc, n_boot: int = 1000, seed: int = 0
+) -> list[np.ndarray]:
+    """`metric` of each of `probs` on the same `n_boot` resamples of the cases (with replacement), keeping
+    the resamples that have both classes; computed in one batch for AUROC and AUPRC."""
+    y = np.asarray(y_true).astype(int).reshape(-1)
+    idx = np.random.default_rng(seed).integers(0, y.size, (n_boot, y.size))
+    positives = y[idx].sum(1)
+    idx = idx[(positives > 0) & (positives < y.size)]  # resamples with both classes
+    if metric in ROW_METRICS:
+        return [ROW_METRICS[metric](y[idx], np.asarray(p, dtype=np.float64).reshape(-1)[idx]) for p in probs]
+    return [np.array([metric(y[i], np.asarray(p).reshape(-1)[i]) for i in idx]) for p in probs]
+
+
 def bootstrap_ci(
     y_true: np.ndarray,
     prob: np.ndarray,
@@ -112,13 +162,8 @@ def bootstrap_ci(
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) CI of `metric`, resampling cases with replacement."""
     y, p = _check(y_true, prob)
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, y.size, y.size)
-        if has_both_classes(y[idx]):
-            values.append(metric(y[idx], p[idx]))
-    if not values:
+    (values,) = bootstrap_values(y, [p], metric, n_boot, seed)
+    if not len(values):
         return (float("nan"), float("nan"))
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])
     return (float(lo), float(hi))

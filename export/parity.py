@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from core.metrics import auprc, auroc, has_both_classes, json_safe
+from core.metrics import auprc, auroc, bootstrap_values, json_safe
 
 
 @dataclass(frozen=True)
@@ -56,15 +56,10 @@ def paired_bootstrap_delta(
     y: np.ndarray, ref: np.ndarray, other: np.ndarray, metric=auroc, n_boot: int = BOOTSTRAP, seed: int = 0
 ) -> tuple[float, float]:
     """95% percentile CI of metric(other) - metric(ref), resampling the same cases for both."""
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        if has_both_classes(y[idx]):
-            deltas.append(metric(y[idx], other[idx]) - metric(y[idx], ref[idx]))
-    if not deltas:
+    theirs, ours = bootstrap_values(y, [other, ref], metric, n_boot, seed)
+    if not len(ours):
         return (float("nan"), float("nan"))
-    lo, hi = np.quantile(deltas, [0.025, 0.975])
+    lo, hi = np.quantile(theirs - ours, [0.025, 0.975])
     return (float(lo), float(hi))
 
 

@@ -51,5 +51,28 @@ def test_bootstrap_ci_contains_estimate() -> None:
     assert lo < M.auroc(y, p) < hi and hi - lo < 0.2
 
 
+@pytest.mark.parametrize("metric", ["auroc", "auprc"])
+def test_batched_metrics_equal_sklearn_row_by_row(metric: str) -> None:
+    """The bootstrap's batched AUROC / AUPRC give sklearn's values, ties and resampled duplicates included."""
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, (200, 60))
+    y[0], y[1] = 0, 1  # rows with one class: NaN, as the per-row metric
+    p = np.round(rng.random((200, 60)), 1)  # many ties
+    p[2] = 0.5  # every score tied
+    batched = M.ROW_METRICS[getattr(M, metric)](y, p)
+    single = np.array([getattr(M, metric)(y[i], p[i]) for i in range(len(y))])
+    assert np.isnan(batched[0]) and np.isnan(single[0])
+    ok = ~np.isnan(single)
+    assert np.array_equal(np.isnan(batched), ~ok) and np.allclose(batched[ok], single[ok], rtol=0, atol=1e-12)
+
+
+def test_bootstrap_falls_back_to_the_metric_for_others() -> None:
+    rng = np.random.default_rng(1)
+    y, p = rng.integers(0, 2, 100), rng.random(100)
+    (fast,) = M.bootstrap_values(y, [p], M.auroc, n_boot=50)
+    (slow,) = M.bootstrap_values(y, [p], lambda a, b: M.auroc(a, b), n_boot=50)
+    assert len(fast) == 50 and np.allclose(fast, slow, atol=1e-12)
+
+
 def test_json_safe() -> None:
     assert M.json_safe({"a": float("nan"), "b": [np.float32(1.5)], "c": np.int64(2)}) == {"a": None, "b": [1.5], "c": 2}
