@@ -13,7 +13,7 @@ import torch
 from export.quantize import QuantOptions, within
 
 
-def _module_paths(node: torch.fx.Node) -> list[str]:
+def module_paths(node: torch.fx.Node) -> list[str]:
     """The module paths an exported node was called inside, outermost first (none for weights)."""
     stack = node.meta.get("nn_module_stack") or {}
     return [v[0] for v in stack.values() if isinstance(v, tuple) and v]
@@ -27,7 +27,7 @@ def _outside(paths: list[str]):
     """
 
     def keep(node) -> bool:
-        names = _module_paths(node)
+        names = module_paths(node)
         # Weights and constants carry no module stack: they follow the op that uses them.
         inside = not names or any(n == "model" or n.startswith("model.") for n in names)
         return inside and not any(within(n, paths) for n in names)
@@ -39,7 +39,7 @@ def _only(path: str):
     """PT2E filter: quantize only the nodes inside the fusion model's module at `path` (and weights)."""
 
     def keep(node) -> bool:
-        names = _module_paths(node)
+        names = module_paths(node)
         return not names or any(within(n, [f"model.{path}"]) for n in names)
 
     return keep
@@ -54,6 +54,9 @@ def _quantizer():
     range; XNNPACK then fuses the clamp into the quantized conv (its FuseActivationPass handles hardtanh).
     Measured on the Lite0 checkpoint, everything int8 (the ladder's first rung, ExecuTorch runtime): 31
     flipped decisions -> 16. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
+
+    It also makes XNNPACK's cat annotator obey the filter, which it ignores: a ShuffleNet block kept float
+    otherwise still had its channel concatenation (and the reshapes after it) in int8.
     """
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
@@ -69,6 +72,11 @@ def _quantizer():
     class ConvReLU6Quantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             config = self.global_config
+            for cat in model.graph.nodes:
+                # XNNPACK's cat annotator ignores the filter: a cat the filter leaves out (ShuffleNet's, in a
+                # block kept float) is marked done, so that neither it nor the reshapes after it are quantized.
+                if cat.target == torch.ops.aten.cat.default and self.filter_fn and not self.filter_fn(cat):
+                    cat.meta[utils.Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
             for clamp in model.graph.nodes:
                 # nn.ReLU6 is hardtanh(0, 6) in an exported graph; any hardtanh is a clamp XNNPACK can fuse.
                 if clamp.op != "call_function" or clamp.target not in clamps:
@@ -95,11 +103,12 @@ def _quantizer():
 
 
 def pt2e_int8(
-    graph: torch.fx.GraphModule, options: QuantOptions, batch: int = 1, only: str | None = None
+    graph: torch.fx.GraphModule, options: QuantOptions, batch: int = 1, only: str | None = None, fold: bool = True
 ) -> torch.fx.GraphModule:
     """PT2E static int8 of an exported graph: XNNPACKQuantizer, calibrated `batch` images at a time (1 for
     the batch-1 graph ExecuTorch lowers; more where the graph has a dynamic batch). `only` quantizes that
-    one module and nothing else (the sensitivity analysis); otherwise all but `options.keep_float`."""
+    one module and nothing else; otherwise all but `options.keep_float`. `fold=False` keeps each weight
+    float with its quantize / dequantize pair beside it (export.sensitivity removes pairs)."""
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import get_symmetric_quantization_config
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
@@ -111,4 +120,4 @@ def pt2e_int8(
     prepared = prepare_pt2e(graph, quantizer)
     for i in range(0, len(cal), batch):
         prepared(torch.from_numpy(cal.image[i : i + batch]), torch.from_numpy(cal.meta[i : i + batch]))
-    return convert_pt2e(prepared)
+    return convert_pt2e(prepared, fold_quantize=fold)

@@ -126,7 +126,9 @@ def test_ladder_adds_silu_se_only_where_they_exist() -> None:
     rungs = ladder(b0)
     silu = [r for r in rungs if "SiLU" in r.name]
     assert len(silu) == 1 and len(silu[0].keep_float(b0)) > 10
-    assert [r.name for r in ladder(b0, calibrated=False)][1] != "2x calibration data"
+    dynamic = ladder(b0, calibrated=False)
+    assert dynamic[0].name.startswith("none") and all(r.keep_float(b0) for r in dynamic[1:])
+    assert all(r.calibration_factor == 2 for r in rungs[1:])  # the first rung calibrates on --calibration-size
 
 
 def test_int8_gates_on_constructed_cases() -> None:
@@ -319,20 +321,73 @@ def test_sensitivity_ranking_scores_every_block(trained) -> None:
     assert errors == sorted(errors, reverse=True) and all(np.isfinite(errors)) and errors[-1] > 0
 
 
-@pytest.mark.slow
-def test_sensitivity_quantizes_one_block_at_a_time(trained) -> None:
-    from export.pt2e import pt2e_int8
-    from export.sensitivity import candidate_blocks
+def _random_calibration(size: int, count: int = 4, meta: int = 12):
+    from train.evaldata import EvalSet
 
-    model, spec, calibration, _ = trained
-    wrapper = ExportModel(model, spec.outputs.temperature).eval()
-    args = tuple(t[:1] for t in example_inputs(spec, 2))
-    for block in candidate_blocks(model)[:2]:
-        layers = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in model.get_submodule(block).modules())
+    rng = np.random.default_rng(0)
+    image, meta = rng.random((count, 3, size, size), dtype=np.float32), rng.random((count, meta), dtype=np.float32)
+    return EvalSet(pd.DataFrame(index=range(count)), image, meta, np.zeros(count, dtype=int))
+
+
+def _quantized_edges(graph: torch.fx.GraphModule) -> dict[tuple[str, str], tuple[float, int]]:
+    """(producer, consumer) -> (scale, zero point) of every activation a dequantize feeds."""
+    edges = {}
+    for dq in graph.graph.nodes:
+        if str(dq.target).startswith("quantized_decomposed.dequantize_per_tensor"):
+            q = dq.args[0]
+            source = q.args[0] if str(q.target).startswith("quantized_decomposed.quantize") else q
+            edges |= {(source.name, user.name): (round(float(dq.args[1]), 8), int(dq.args[2])) for user in dq.users}
+    return edges
+
+
+def test_sensitivity_quantizes_one_block_at_a_time() -> None:
+    """Removing the other blocks' quantize / dequantize pairs from the fully converted graph gives what
+    quantizing that block alone gives: the same activations quantized, with the same ranges (the same
+    observers saw the same float activations), and that block's weights."""
+    from export.pt2e import pt2e_int8
+    from export.sensitivity import candidate_blocks, only_block
+
+    torch.manual_seed(0)
+    model, _ = zoo.create_model("mobilenet_v2", 12, "none", 32)
+    wrapper, calibration = ExportModel(model).eval(), _random_calibration(32)
+    case = (torch.from_numpy(calibration.image[:1]), torch.from_numpy(calibration.meta[:1]))
+    with torch.no_grad():
+        graph = torch.export.export(wrapper, case, strict=False).module()
+        converted = pt2e_int8(graph, QuantOptions(calibration), fold=False)
+        for block in candidate_blocks(model)[2:4]:
+            layers = sum(isinstance(m, torch.nn.Conv2d | torch.nn.Linear) for m in model.get_submodule(block).modules())
+            alone = only_block(converted, block)
+            weights = [n for n in alone.graph.nodes if "dequantize_per_channel" in str(n.target)]
+            assert len(weights) == layers  # that block's weights, and nobody else's
+            direct = pt2e_int8(
+                torch.export.export(wrapper, case, strict=False).module(), QuantOptions(calibration), only=block
+            )
+            edges = _quantized_edges(alone)
+            assert len(edges) >= layers and edges == _quantized_edges(direct), block
+
+
+def test_executorch_int8_keeps_a_float_blocks_concatenation_float() -> None:
+    """XNNPACK's cat annotator ignores the quantizer's filter: ShuffleNet's channel concatenation inside a
+    block kept float must stay float all the same."""
+    from export.pt2e import module_paths, pt2e_int8
+
+    model, _ = zoo.create_model("shufflenet_v2_x1_0", 12, "none", 32)
+    wrapper, calibration = ExportModel(model).eval(), _random_calibration(32)
+    args = (torch.from_numpy(calibration.image[:1]), torch.from_numpy(calibration.meta[:1]))
+    kept = "backbone.stage2.1"
+    with torch.no_grad():
         graph = torch.export.export(wrapper, args, strict=False).module()
-        converted = pt2e_int8(graph, QuantOptions(calibration=calibration), only=block)
-        weights = [n for n in converted.graph.nodes if "dequantize_per_channel" in str(n.target)]
-        assert len(weights) == layers  # that block's weights, and nobody else's
+        converted = pt2e_int8(graph, QuantOptions(calibration=calibration, keep_float=(kept,)))
+    nodes = list(converted.graph.nodes)
+
+    def inside(node: torch.fx.Node, path: str) -> bool:
+        return any(p == f"model.{path}" or p.startswith(f"model.{path}.") for p in module_paths(node))
+
+    cats = [n for n in nodes if n.target == torch.ops.aten.cat.default]
+    assert any(inside(c, kept) for c in cats) and any(inside(c, "backbone.stage2.2") for c in cats)
+    for cat in cats:
+        quantized = any("dequantize" in str(arg.target) for arg in cat.args[0])
+        assert quantized != inside(cat, kept), cat.name  # float in the kept block, int8 elsewhere
 
 
 def test_sensitive_block_rungs_are_only_for_static_int8() -> None:
