@@ -321,11 +321,13 @@ def test_sensitivity_ranking_scores_every_block(trained) -> None:
     assert errors == sorted(errors, reverse=True) and all(np.isfinite(errors)) and errors[-1] > 0
 
 
-def _random_calibration(size: int, count: int = 4, meta: int = 12):
+def _random_calibration(size: int, count: int = 4, meta_size: int = 12):
+    """Random images and metadata as an EvalSet: enough to calibrate a graph whose structure is under test."""
     from train.evaldata import EvalSet
 
     rng = np.random.default_rng(0)
-    image, meta = rng.random((count, 3, size, size), dtype=np.float32), rng.random((count, meta), dtype=np.float32)
+    image = rng.random((count, 3, size, size), dtype=np.float32)
+    meta = rng.random((count, meta_size), dtype=np.float32)
     return EvalSet(pd.DataFrame(index=range(count)), image, meta, np.zeros(count, dtype=int))
 
 
@@ -340,6 +342,7 @@ def _quantized_edges(graph: torch.fx.GraphModule) -> dict[tuple[str, str], tuple
     return edges
 
 
+@pytest.mark.slow
 def test_sensitivity_quantizes_one_block_at_a_time() -> None:
     """Removing the other blocks' quantize / dequantize pairs from the fully converted graph gives what
     quantizing that block alone gives: the same activations quantized, with the same ranges (the same
@@ -366,6 +369,7 @@ def test_sensitivity_quantizes_one_block_at_a_time() -> None:
             assert len(edges) >= layers and edges == _quantized_edges(direct), block
 
 
+@pytest.mark.slow
 def test_executorch_int8_keeps_a_float_blocks_concatenation_float() -> None:
     """XNNPACK's cat annotator ignores the quantizer's filter: ShuffleNet's channel concatenation inside a
     block kept float must stay float all the same."""
