@@ -4,9 +4,10 @@ Converters and runtimes print a great deal (TorchScript warnings, litert-torch s
 bars, ExecuTorch's cpuinfo lines, coremltools' version warnings), much of it from C++ straight to file
 descriptors 1 and 2. Inside `console.captured()` both descriptors (and Python's sys.stdout / sys.stderr, so
 warnings and third-party progress bars follow) point at the log file, while `say`, `bar` and `result` write
-to a duplicate of the original terminal. With `verbose` nothing is redirected. The log's text stream lives as
-long as the Console: a logging handler that a library creates inside the block (it binds sys.stderr then)
-keeps writing to the log afterwards instead of failing on a closed stream.
+to a duplicate of the original terminal. With `verbose` nothing is redirected. sys.stdout / sys.stderr are
+one stream for the Console's life that writes to the log of the block running now (the process's stderr
+between blocks): a logging handler that a library creates inside a block binds that stream, so its later
+records go to the log of whichever block is running, never to a closed file.
 
     with Console(out / "export.log", verbose=args.verbose) as console:
         for item in console.bar(items, "exporting"):
@@ -34,15 +35,13 @@ class Console:
         sys.stderr.flush()
         self.terminal: TextIO = os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1)
         self._bar: Any = None
-        self._logs: dict[Path, _LogStream] = {}
+        self._stream = _LogStream()
 
     def __enter__(self) -> Console:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.terminal.close()
-        for text in self._logs.values():
-            text.close_log()
 
     def say(self, message: str) -> None:
         """One line of our own on the terminal (above a running progress bar)."""
@@ -79,9 +78,8 @@ class Console:
         sys.stderr.flush()
         saved = (os.dup(1), os.dup(2))
         streams = (sys.stdout, sys.stderr)
-        if log not in self._logs:
-            self._logs[log] = _LogStream(log)
-        text = self._logs[log]
+        text = self._stream
+        outer = text.enter(log)
         os.dup2(text.fileno(), 1)
         os.dup2(text.fileno(), 2)
         sys.stdout = sys.stderr = text
@@ -94,6 +92,7 @@ class Console:
             os.dup2(saved[1], 2)
             for fd in saved:
                 os.close(fd)
+            text.leave(outer)
 
     def tail(self, lines: int = 6) -> list[str]:
         """The last lines of the log (what a failing converter said last)."""
@@ -104,16 +103,29 @@ class Console:
 
 
 class _LogStream(io.TextIOBase):
-    """A log file as sys.stdout / sys.stderr, unbuffered (so that it interleaves in order with what C++
-    writes to the same file). Once the Console closes the log, it writes to the process's stderr."""
+    """sys.stdout / sys.stderr inside `Console.captured`: the log file of the block running now, unbuffered (so
+    that it interleaves in order with what C++ writes to the same file), or the process's stderr when no block
+    runs. Blocks nest: closing one returns to the log of the block around it."""
 
-    def __init__(self, log: Path):
+    def __init__(self) -> None:
+        self._file: io.TextIOWrapper | None = None
+
+    def enter(self, log: Path) -> io.TextIOWrapper | None:
+        """Write to `log` from now on; returns the file written to before (for `leave`)."""
+        outer = self._file
         log.parent.mkdir(parents=True, exist_ok=True)
-        raw = open(log, "ab", buffering=0)  # noqa: SIM115 - closed by close_log
+        raw = open(log, "ab", buffering=0)  # noqa: SIM115 - closed by leave()
         self._file = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", write_through=True)
+        return outer
+
+    def leave(self, outer: io.TextIOWrapper | None = None) -> None:
+        """Close the current log and go back to `outer` (None: the process's stderr)."""
+        if self._file is not None:
+            self._file.close()
+        self._file = outer
 
     def _target(self) -> TextIO:
-        return sys.__stderr__ if self._file.closed else self._file
+        return self._file if self._file is not None else sys.__stderr__
 
     def write(self, text: str) -> int:
         return self._target().write(text)
@@ -128,8 +140,9 @@ class _LogStream(io.TextIOBase):
         return True
 
     @property
+    def buffer(self) -> io.BufferedIOBase:
+        return self._target().buffer
+
+    @property
     def encoding(self) -> str:
         return "utf-8"
-
-    def close_log(self) -> None:
-        self._file.close()

@@ -144,6 +144,8 @@ def bootstrap_values(
     """`metric` of each of `probs` on the same `n_boot` resamples of the cases (with replacement), keeping
     the resamples that have both classes; computed in one batch for AUROC and AUPRC."""
     y = np.asarray(y_true).astype(int).reshape(-1)
+    for p in probs:
+        _check(y, p)  # same length, finite
     idx = np.random.default_rng(seed).integers(0, y.size, (n_boot, y.size))
     positives = y[idx].sum(1)
     idx = idx[(positives > 0) & (positives < y.size)]  # resamples with both classes

@@ -55,8 +55,9 @@ def _quantizer():
     Measured on the Lite0 checkpoint, everything int8 (the ladder's first rung, ExecuTorch runtime): 31
     flipped decisions -> 16. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
 
-    It also makes XNNPACK's cat annotator obey the filter, which it ignores: a ShuffleNet block kept float
-    otherwise still had its channel concatenation (and the reshapes after it) in int8.
+    It also makes XNNPACK's cat annotator and its range propagation obey the filter, which they ignore: a
+    ShuffleNet block kept float otherwise still had its channel concatenation, and the reshapes and slices
+    after it, in int8.
     """
     from executorch.backends.xnnpack.quantizer import xnnpack_quantizer_utils as utils
     from executorch.backends.xnnpack.quantizer.xnnpack_quantizer import XNNPACKQuantizer
@@ -72,11 +73,12 @@ def _quantizer():
     class ConvReLU6Quantizer(XNNPACKQuantizer):
         def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
             config = self.global_config
-            for cat in model.graph.nodes:
-                # XNNPACK's cat annotator ignores the filter: a cat the filter leaves out (ShuffleNet's, in a
-                # block kept float) is marked done, so that neither it nor the reshapes after it are quantized.
-                if cat.target == torch.ops.aten.cat.default and self.filter_fn and not self.filter_fn(cat):
-                    cat.meta[utils.Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
+            for node in model.graph.nodes:
+                # XNNPACK's cat annotator, and its pass that gives reshapes, slices, pooling and means their
+                # input's range, ignore the filter: every op the filter leaves out is marked done first, so
+                # that nothing in a module kept float (ShuffleNet's concatenations and slices) is quantized.
+                if node.op == "call_function" and self.filter_fn and not self.filter_fn(node):
+                    node.meta[utils.Q_ANNOTATION_KEY] = QuantizationAnnotation(_annotated=True)
             for clamp in model.graph.nodes:
                 # nn.ReLU6 is hardtanh(0, 6) in an exported graph; any hardtanh is a clamp XNNPACK can fuse.
                 if clamp.op != "call_function" or clamp.target not in clamps:

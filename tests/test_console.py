@@ -23,27 +23,31 @@ def test_captured_output_goes_to_the_log_and_ours_to_the_terminal(tmp_path: Path
     assert "our line" in seen.err and "python print" not in seen.out + seen.err
 
 
-def test_a_logging_handler_made_inside_the_block_keeps_working(tmp_path: Path, capfd) -> None:
-    """A library that calls logging.basicConfig inside the block binds the log's stream; later records must
-    neither fail ("--- Logging error ---") nor vanish."""
+def test_a_logging_handler_made_inside_a_block_follows_the_running_block(tmp_path: Path, capfd) -> None:
+    """A library that calls logging.basicConfig inside a block binds sys.stderr as it is then; its later
+    records must neither fail ("--- Logging error ---") nor vanish, and go to the log of the block running
+    (a study runs many, each with its own train.log)."""
     logger = logging.getLogger("test_console_library")
     logger.propagate = False
-    log = tmp_path / "export.log"
+    first, second = tmp_path / "a" / "train.log", tmp_path / "b" / "train.log"
     try:
-        with Console(log) as console:
+        with Console(first) as console:
             with console.captured():
                 logger.addHandler(logging.StreamHandler())  # binds sys.stderr as it is now
-                logger.warning("inside")
-            with console.captured():
-                logger.warning("second block")
+                logger.warning("inside the first")
             logger.warning("between blocks")
+            with console.captured(second):
+                logger.warning("inside the second")
+                with console.captured(first):
+                    logger.warning("nested")
+                logger.warning("back in the second")
         logger.warning("after the console closed")
     finally:
         logger.handlers.clear()
-    text = log.read_text()
-    assert "inside" in text and "second block" in text and "between blocks" in text
+    assert first.read_text().split() == ["inside", "the", "first", "nested"]
+    assert second.read_text().split() == ["inside", "the", "second", "back", "in", "the", "second"]
     err = capfd.readouterr().err
-    assert "Logging error" not in err and "after the console closed" in err
+    assert "Logging error" not in err and "between blocks" in err and "after the console closed" in err
 
 
 def test_verbose_redirects_nothing(tmp_path: Path, capfd) -> None:

@@ -370,9 +370,11 @@ def test_sensitivity_quantizes_one_block_at_a_time() -> None:
 
 
 @pytest.mark.slow
-def test_executorch_int8_keeps_a_float_blocks_concatenation_float() -> None:
-    """XNNPACK's cat annotator ignores the quantizer's filter: ShuffleNet's channel concatenation inside a
-    block kept float must stay float all the same."""
+def test_executorch_int8_keeps_a_float_block_wholly_float() -> None:
+    """XNNPACK's cat annotator and its range propagation ignore the quantizer's filter: in a ShuffleNet block
+    kept float, no value computed inside it may be rounded on its way to another op inside it (its
+    concatenation, reshapes and, in the graph ExecuTorch lowers, its channel-split slices included)."""
+    from export.executorch_format import splits_as_slices
     from export.pt2e import module_paths, pt2e_int8
 
     model, _ = zoo.create_model("shufflenet_v2_x1_0", 12, "none", 32)
@@ -380,18 +382,25 @@ def test_executorch_int8_keeps_a_float_blocks_concatenation_float() -> None:
     args = (torch.from_numpy(calibration.image[:1]), torch.from_numpy(calibration.meta[:1]))
     kept = "backbone.stage2.1"
     with torch.no_grad():
-        graph = torch.export.export(wrapper, args, strict=False).module()
+        graph = splits_as_slices(torch.export.export(wrapper, args, strict=False)).module()
         converted = pt2e_int8(graph, QuantOptions(calibration=calibration, keep_float=(kept,)))
     nodes = list(converted.graph.nodes)
 
     def inside(node: torch.fx.Node, path: str) -> bool:
         return any(p == f"model.{path}" or p.startswith(f"model.{path}.") for p in module_paths(node))
 
-    cats = [n for n in nodes if n.target == torch.ops.aten.cat.default]
-    assert any(inside(c, kept) for c in cats) and any(inside(c, "backbone.stage2.2") for c in cats)
-    for cat in cats:
-        quantized = any("dequantize" in str(arg.target) for arg in cat.args[0])
-        assert quantized != inside(cat, kept), cat.name  # float in the kept block, int8 elsewhere
+    def rounded_between(path: str) -> list[str]:
+        """Quantize / dequantize pairs whose producer and consumer both lie inside `path`."""
+        pairs = []
+        for dq in (n for n in nodes if str(n.target).startswith("quantized_decomposed.dequantize_per_tensor")):
+            source = dq.args[0].args[0] if dq.args[0].op == "call_function" else dq.args[0]
+            pairs += [f"{source.name}->{u.name}" for u in dq.users if inside(source, path) and inside(u, path)]
+        return pairs
+
+    slices = [n for n in nodes if n.target == torch.ops.aten.slice.Tensor and inside(n, kept)]
+    assert slices and any(n.target == torch.ops.aten.cat.default and inside(n, kept) for n in nodes)
+    assert rounded_between(kept) == []
+    assert rounded_between("backbone.stage2.2")  # the next block is int8
 
 
 def test_sensitive_block_rungs_are_only_for_static_int8() -> None:
