@@ -163,8 +163,7 @@ def bootstrap_ci(
     alpha: float = 0.05,
 ) -> tuple[float, float]:
     """Percentile bootstrap (1 - alpha) CI of `metric`, resampling cases with replacement."""
-    y, p = _check(y_true, prob)
-    (values,) = bootstrap_values(y, [p], metric, n_boot, seed)
+    (values,) = bootstrap_values(y_true, [prob], metric, n_boot, seed)  # it checks the inputs
     if not len(values):
         return (float("nan"), float("nan"))
     lo, hi = np.quantile(values, [alpha / 2, 1 - alpha / 2])

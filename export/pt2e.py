@@ -88,7 +88,7 @@ def _quantizer():
                     continue
                 bias = conv.args[2] if len(conv.args) > 2 and isinstance(conv.args[2], torch.fx.Node) else None
                 partition = [clamp, conv, conv.args[1], *([bias] if bias is not None else [])]
-                if any(annotated(n) for n in partition) or (self.filter_fn and not all(map(self.filter_fn, partition))):
+                if any(annotated(n) for n in partition):  # ops the filter leaves out were marked above
                     continue
                 inputs = {conv.args[0]: utils.get_input_act_qspec(config), conv.args[1]: utils.get_weight_qspec(config)}
                 if bias is not None:
