@@ -204,13 +204,13 @@ def export_all(
     """Export `checkpoint` to `formats` x `precisions` in the folder `out`, judge each, write the reports."""
     from core.checkpoint import load_checkpoint
     from core.console import Console
+    from core.evaluation import load_test_split
     from core.io import write_json
     from export.calibration import training_split
     from export.golden import write_golden
     from export.quantize import RungInputs
     from export.report import write_reports
     from export.runners import TorchEagerRunner
-    from train.evaldata import load_test_split
 
     started, console = time.time(), console or Console()
     model, spec = load_checkpoint(checkpoint)

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.evaluation import EvalSet, load_split
 from core.spec import ModelSpec
-from train.evaldata import EvalSet, load_split
 
 DEFAULT_SIZE = 128
 MIN_POSITIVES = 10

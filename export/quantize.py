@@ -59,7 +59,7 @@ def parse_precisions(text: str) -> list[str]:
 class QuantOptions:
     """What a quantizing exporter needs beyond the model."""
 
-    calibration: Any = None  # train.evaldata.EvalSet of training images (image NCHW, meta)
+    calibration: Any = None  # core.evaluation.EvalSet of training images (image NCHW, meta)
     keep_float: tuple[str, ...] = ()  # module paths inside the FusionModel kept in float
     remedy: str = "none"
     activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)

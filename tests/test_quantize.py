@@ -14,6 +14,7 @@ import torch
 from core import zoo
 from core.checkpoint import load_checkpoint
 from core.errors import UserError
+from core.evaluation import load_test_split
 from export import parity, runners
 from export.all import recommend
 from export.calibration import calibration_set, stratified_pick
@@ -21,7 +22,6 @@ from export.common import ExportModel, NotRunnable, example_inputs
 from export.formats import BY_KEY, artifact_name
 from export.parity import gate_for
 from export.quantize import QuantOptions, Remedy, ladder, parse_precisions, quantize_with_remedies
-from train.evaldata import load_test_split
 
 
 def test_precision_vocabulary() -> None:
@@ -323,7 +323,7 @@ def test_sensitivity_ranking_scores_every_block(trained) -> None:
 
 def _random_calibration(size: int, count: int = 4, meta_size: int = 12):
     """Random images and metadata as an EvalSet: enough to calibrate a graph whose structure is under test."""
-    from train.evaldata import EvalSet
+    from core.evaluation import EvalSet
 
     rng = np.random.default_rng(0)
     image = rng.random((count, 3, size, size), dtype=np.float32)
@@ -440,8 +440,8 @@ def test_tflite_int8_ranges_cover_every_calibration_image(trained) -> None:
 @pytest.mark.parametrize("relu6", [torch.nn.ReLU6(), torch.nn.functional.relu6], ids=["module", "function"])
 def test_executorch_int8_gives_relu6_its_own_range(relu6) -> None:
     """XNNPACKQuantizer alone makes ReLU6 share the conv's unclamped range (a step of ~0.1 here)."""
+    from core.evaluation import EvalSet
     from export.pt2e import pt2e_int8
-    from train.evaldata import EvalSet
 
     class Tiny(torch.nn.Module):
         def __init__(self) -> None:

@@ -253,7 +253,7 @@ def test_a_tampered_split_is_refused(tiny_run: Path, tmp_path: Path) -> None:
     split.to_csv(run / "split.csv", index=False)
     one_sentence(command("export.all", *export_args(run, tmp_path / "out")), "is not the split this checkpoint")
     from core.checkpoint import load_checkpoint
-    from train.evaldata import load_test_split
+    from core.evaluation import load_test_split
 
     _, spec = load_checkpoint(run / "checkpoint.pt")
     spec.provenance["data"].pop("split_sha256")  # an older checkpoint: the recorded counts still catch it
@@ -321,7 +321,7 @@ def test_a_code_running_pickle_is_named_as_such(tmp_path: Path) -> None:
 
 
 def test_csv_messages_name_the_real_problem(tmp_path: Path) -> None:
-    from train import data as D
+    from core import datasets
 
     root = tmp_path / "isic"
     write_isic_fixture(root, n=12, odd_images=False)
@@ -329,11 +329,11 @@ def test_csv_messages_name_the_real_problem(tmp_path: Path) -> None:
     frame = pd.read_csv(csv)
     frame.head(0).to_csv(csv, index=False)
     with pytest.raises(UserError, match="has a header but no rows"):
-        D.load_isic2020(root)
+        datasets.load_isic2020(root)
     frame.to_csv(csv, index=False, sep=";")
     with pytest.raises(UserError, match="looks semicolon-separated"):
-        D.load_isic2020(root)
+        datasets.load_isic2020(root)
     frame.loc[2, "target"] = 2
     frame.to_csv(csv, index=False)
     with pytest.raises(UserError, match=r"target must be 0 or 1, got 2$"):
-        D.load_isic2020(root)
+        datasets.load_isic2020(root)

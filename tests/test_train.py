@@ -51,12 +51,13 @@ def test_checkpoint_carries_the_spec_and_reproduces_predictions(tiny_run: Path) 
     assert spec.outputs.threshold == json.loads((tiny_run / "metrics.json").read_text())["threshold"]["value"]
     assert "Not a medical device" in spec.provenance["intended_use"]
 
+    from core import datasets
     from core.images import eval_transform
     from train import data as D
 
     model, spec = load_checkpoint(tiny_run / "checkpoint.pt")
     preds = pd.read_csv(tiny_run / "predictions.csv").query("split == 'test'").head(8)
-    table = D.load_isic2020(Path(json.loads((tiny_run / "metrics.json").read_text())["data"]["path"]))
+    table = datasets.load_isic2020(Path(json.loads((tiny_run / "metrics.json").read_text())["data"]["path"]))
     table = table.set_index("image_name").loc[preds["image_name"]].reset_index()
     encoded = D.encode_split(table, spec.encoder())
     ds = D.LesionDataset(encoded, eval_transform(spec.image))

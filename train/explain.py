@@ -118,9 +118,9 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
     import torch
 
     from core.checkpoint import load_checkpoint
+    from core.evaluation import load_test_split
     from core.io import write_json, write_with
     from core.metrics import json_safe
-    from train.evaldata import load_test_split
 
     model, spec = load_checkpoint(checkpoint)
     data = load_test_split(checkpoint, spec)

@@ -29,12 +29,14 @@ from tqdm import tqdm
 
 from core import zoo
 from core.checkpoint import save_checkpoint
+from core.datasets import load_external, load_isic2020, merge_external
 from core.errors import UserError
 from core.images import PILLOW_VERSION, eval_transform
 from core.io import atomic_path, exclusive, load_tensors, sha256_file, write_json
 from core.metadata import MetadataEncoder
 from core.metrics import auprc, auroc, binary_metrics, bootstrap_ci, choose_threshold, json_safe
 from core.spec import INTENDED_USE, ImageContract, ModelSpec, OutputContract, state_dict_sha256
+from core.synthetic import DEFAULT_COUNT, ensure_synthetic
 from train.data import (
     DEFAULT_MAX_BAD_FRACTION,
     SPLIT_NAMES,
@@ -43,14 +45,10 @@ from train.data import (
     check_images,
     collate_skipping,
     encode_split,
-    load_external,
-    load_isic2020,
-    merge_external,
     patient_split,
     too_many_bad,
 )
 from train.images import train_transform
-from train.synthetic import DEFAULT_COUNT, ensure_synthetic
 
 RESUME_FILE = "last.pt"
 RESUME_FORMAT = "melanoma-train-state/1"

@@ -10,15 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from core.datasets import load_external, load_isic2020, merge_external
 from core.errors import UserError
 from core.images import load_rgb, preprocess
 from core.io import sha256_file
 from core.spec import ModelSpec
-from train.data import (
-    load_external,
-    load_isic2020,
-    merge_external,
-)
 
 
 @dataclass
@@ -37,7 +33,7 @@ class EvalSet:
 def _source_table(spec: ModelSpec) -> pd.DataFrame:
     data = spec.provenance.get("data", {})
     if data.get("synthetic"):
-        from train.synthetic import ensure_synthetic
+        from core.synthetic import ensure_synthetic
 
         root = Path(data.get("path", ""))
         if not (root / "train.csv").is_file():  # another machine's cache: regenerate the same set
