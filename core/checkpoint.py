@@ -77,12 +77,15 @@ def load_checkpoint(path: str | Path) -> tuple[torch.nn.Module, ModelSpec]:
     payload = read_checkpoint(path)
     spec = _spec_of(payload, path)
     cfg = spec.model_config
+    missing = [k for k in ("backbone", "meta_size", "image_size", "meta_hidden") if k not in cfg]
+    if missing:
+        raise UserError(f"{path}: its spec's model_config has no {', '.join(missing)}, so the model cannot be rebuilt")
     model, _ = zoo.create_model(
         cfg["backbone"],
         meta_size=cfg["meta_size"],
         weights="none",
         image_size=cfg["image_size"],
-        meta_hidden=cfg.get("meta_hidden", 250),
+        meta_hidden=cfg["meta_hidden"],
     )
     model.load_state_dict(_with_versions(payload["state_dict"], model))
     if spec.weights_sha256 and state_dict_sha256(payload["state_dict"]) != spec.weights_sha256:

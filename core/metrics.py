@@ -12,6 +12,22 @@ import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score, roc_curve
 
 
+def calibrated_probability(logit: Any, temperature: float = 1.0) -> Any:
+    """sigmoid(logit / temperature): the probability every spec promises (`outputs.probability`).
+
+    Takes a torch tensor (the exported graph, the study's attributions) or anything numpy reads (training's
+    predictions); returns the same kind. The numpy path clips the scaled logit to +-80 so exp cannot overflow.
+    """
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - torch is a dependency; this keeps the numpy path importable alone
+        torch = None
+    if torch is not None and isinstance(logit, torch.Tensor):
+        return torch.sigmoid(logit / temperature)
+    scaled = np.asarray(logit, dtype=np.float64) / temperature
+    return 1.0 / (1.0 + np.exp(-np.clip(scaled, -80, 80)))
+
+
 def _check(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(y_true).astype(int).reshape(-1)
     p = np.asarray(prob, dtype=np.float64).reshape(-1)

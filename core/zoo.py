@@ -266,6 +266,8 @@ def _standard_cnn(weights: str, image_size: int) -> Backbone:
 # --------------------------------------------------------------------------------------------------
 # Fusion model
 
+META_HIDDEN = 250  # width of the metadata MLP (the paper's code); the one default every builder shares
+
 
 class FusionModel(nn.Module):
     """Image backbone features ++ metadata MLP features -> Linear -> one logit.
@@ -277,7 +279,7 @@ class FusionModel(nn.Module):
         self,
         backbone: Backbone,
         meta_size: int,
-        meta_hidden: int = 250,
+        meta_hidden: int = META_HIDDEN,
         meta_dropout: float = 0.3,
     ):
         super().__init__()
@@ -305,7 +307,7 @@ class FusionModel(nn.Module):
         return self.head(torch.cat([features, self.meta_mlp(meta)], dim=1))
 
 
-def model_config(name: str, meta_size: int, image_size: int, meta_hidden: int = 250) -> dict[str, Any]:
+def model_config(name: str, meta_size: int, image_size: int, meta_hidden: int = META_HIDDEN) -> dict[str, Any]:
     """The plain-data arguments that rebuild a model's structure (stored in the spec)."""
     return {
         "backbone": resolve_name(name),
@@ -320,7 +322,7 @@ def create_model(
     meta_size: int,
     weights: str = "none",
     image_size: int = 224,
-    meta_hidden: int = 250,
+    meta_hidden: int = META_HIDDEN,
 ) -> tuple[FusionModel, Backbone]:
     """Build the fusion model for backbone `name`.
 

@@ -165,7 +165,7 @@ class Judge:
 def plan(formats: Sequence[Any], precisions: Sequence[str]) -> Iterator[tuple[Any, Any, str]]:
     """(format, artifact, precision) for every requested pair; a family a format lacks altogether comes once,
     with precision = the family name, so that it is reported as unsupported."""
-    from export.quantize import family
+    from export.precision import family
 
     for fmt in formats:
         for artifact in fmt.artifacts:
@@ -177,7 +177,8 @@ def plan(formats: Sequence[Any], precisions: Sequence[str]) -> Iterator[tuple[An
 
 def export_one(judge: Judge, inputs: Any, fmt: Any, artifact: Any, precision: str) -> dict[str, Any]:
     """One artifact's row: unsupported, judged once, or walked up the int8 remedy ladder."""
-    from export.quantize import CALIBRATED, REMEDIABLE, QuantOptions, ladder, quantize_with_remedies
+    from export.precision import CALIBRATED, REMEDIABLE, QuantOptions
+    from export.quantize import ladder, quantize_with_remedies
 
     if precision not in fmt.precisions:
         reason = f"{fmt.title} has no {precision} path; it makes {', '.join(fmt.precisions)}"
@@ -302,7 +303,7 @@ def recommend(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def unmet(rows: list[dict[str, Any]]) -> list[str]:
     """The requested (format, precision family) pairs without a passing artifact, ignoring pairs that are
     unsupported or cannot run here (every row of the pair not-run / unsupported)."""
-    from export.quantize import family
+    from export.precision import family
 
     pairs: dict[tuple[str, str], list[str]] = {}
     for r in rows[1:]:
@@ -342,7 +343,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from core.console import Console
     from core.io import exclusive, refuse_existing, staged_folder
     from export.formats import markdown_table, parse_formats
-    from export.quantize import parse_precisions
+    from export.precision import parse_precisions
 
     if args.formats_table:
         print(markdown_table())

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from core.errors import UserError
+from core.metrics import calibrated_probability
 from core.spec import ModelSpec
 
 SPEC_KEY = "melanoma_spec"  # the metadata key (ONNX, Core ML, TFLite) / extra file stem (TorchScript)
@@ -45,7 +46,7 @@ class ExportModel(nn.Module):
         if self.nhwc:
             image = image.permute(0, 3, 1, 2)
         logit = self.model(image, meta)
-        return logit, torch.sigmoid(logit / self.temperature)
+        return logit, calibrated_probability(logit, self.temperature)
 
 
 def with_precision(spec: ModelSpec, name: str, method: str, options: Any = None, **extra: Any) -> ModelSpec:

@@ -23,7 +23,7 @@ from export.common import (
     parse_embedded,
     with_precision,
 )
-from export.quantize import QuantOptions
+from export.precision import QuantOptions
 
 
 def export(

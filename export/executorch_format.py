@@ -22,7 +22,7 @@ from export.common import (
     parse_embedded,
     with_precision,
 )
-from export.quantize import QuantOptions
+from export.precision import QuantOptions
 
 
 def export(

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
-from export.quantize import within
+from export.scopes import within
 
 DEFAULT_STEPS = 200
 DEFAULT_LR = 1e-5

@@ -23,7 +23,8 @@ from export.common import (
     parse_embedded,
     with_precision,
 )
-from export.quantize import QuantOptions, in_module
+from export.precision import QuantOptions
+from export.scopes import in_module
 
 OPSET = 17
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from export.quantize import QuantOptions, within
+from export.precision import QuantOptions
+from export.scopes import within
 
 
 def module_paths(node: torch.fx.Node) -> list[str]:

@@ -1,12 +1,8 @@
-"""Quantization options, the remedy ladder, and the precision vocabulary shared by every format.
+"""The int8 remedy ladder: what each rung keeps in float, and the walk that keeps the first passing artifact.
 
-Precisions (the `precision` of a parity row):
-    fp32          the float model
-    fp16          float16 weights (and compute where the runtime does it)
-    int8-dynamic  int8 weights, activations quantized on the fly (no calibration)
-    int8          full int8: weights and activations, calibrated on real training images
-    int8-weights  int8 weights only, float compute (Core ML)
-    palettized    6-bit k-means weight palettes (Core ML)
+The precision vocabulary and the exporters' options live in export.precision, the module-path matching in
+export.scopes; this module builds on them, on the sensitivity ranking and on the fine-tuning, never the other
+way round.
 
 When an int8 artifact fails its parity gate, `quantize_with_remedies` walks the ladder (REMEDIES, filtered
 by `ladder`) and keeps the first artifact that passes, recording which remedy was needed. Later rungs also
@@ -25,72 +21,10 @@ from typing import Any
 
 from torch import nn
 
-from core.errors import UserError
-
-PRECISIONS = ("fp32", "fp16", "int8-dynamic", "int8", "int8-weights", "palettized")
-GROUPS = {"int8": ("int8-dynamic", "int8", "int8-weights", "palettized")}  # --precision int8 means all of these
-CALIBRATED = ("int8",)
-REMEDIABLE = ("int8", "int8-dynamic")  # formats can keep chosen modules in float for these
-
-
-def family(precision: str) -> str:
-    """The precision family a key belongs to (what `--precision` names): fp32, fp16 or int8."""
-    return next((group for group, keys in GROUPS.items() if precision in keys), precision)
-
-
-def parse_precisions(text: str) -> list[str]:
-    """`fp32,fp16,int8` -> the precision keys, int8 expanded to its family; UserError when unknown."""
-    chosen: list[str] = []
-    for raw in (t.strip().lower() for t in text.split(",")):
-        if not raw:
-            continue
-        keys = GROUPS.get(raw, (raw,))
-        for key in keys:
-            if key not in PRECISIONS:
-                raise UserError(f'unknown precision "{raw}": choose from fp32, fp16, int8 ({", ".join(PRECISIONS)})')
-            if key not in chosen:
-                chosen.append(key)
-    if not chosen:
-        raise UserError("--precision is empty: e.g. --precision fp32,fp16,int8")
-    return chosen
-
-
-@dataclass(frozen=True)
-class QuantOptions:
-    """What a quantizing exporter needs beyond the model."""
-
-    calibration: Any = None  # core.evaluation.EvalSet of training images (image NCHW, meta)
-    keep_float: tuple[str, ...] = ()  # module paths inside the FusionModel kept in float
-    remedy: str = "none"
-    activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)
-    finetuned: dict | None = None  # export.finetune's report when the weights were fine-tuned for int8
-
-
-def within(path: str, prefixes: tuple[str, ...] | list[str]) -> bool:
-    """Whether dotted module `path` is one of `prefixes` or lies below one of them."""
-    return any(path == p or path.startswith(p + ".") for p in prefixes)
-
-
-def _aligns(components: list[str], segments: list[str]) -> bool:
-    """Whether scope `components` name the module at `segments`, allowing the exporter to have dropped
-    named parents (a module reached through a parent's method, as EfficientNet-Lite's extract_features,
-    loses that parent's scope) but never a numeric index."""
-    if not components or components[0] != segments[0] or components[-1] != segments[-1]:
-        return False
-    i = 0
-    for seg in segments:
-        if i < len(components) and components[i] == seg:
-            i += 1
-        elif seg.isdigit():
-            return False
-    return i == len(components)
-
-
-def in_module(components: list[str], path: str) -> bool:
-    """Whether an op whose scope is `components` (module attribute names below the FusionModel) lies in
-    the module at dotted `path` or below it."""
-    segments = path.split(".")
-    return any(_aligns(components[:k], segments) for k in range(1, len(components) + 1))
+from export.finetune import finetune_for_int8
+from export.precision import QuantOptions
+from export.scopes import within
+from export.sensitivity import rank_blocks
 
 
 def first_conv(model: nn.Module) -> str:
@@ -243,8 +177,6 @@ class RungInputs:
     def sensitive_blocks(self, count: int) -> tuple[str, ...]:
         """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation)."""
         if not self._ranked:
-            from export.sensitivity import rank_blocks
-
             start = time.time()
             images = self.training_split(SENSITIVITY_IMAGES, seed=1)
             self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
@@ -258,8 +190,6 @@ class RungInputs:
     def finetuned(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
         """The int8-aware fine-tuned model for this set of float modules."""
         if keep not in self._tuned:
-            from export.finetune import finetune_for_int8
-
             start = time.time()
             images = self.training_split(FINETUNE_IMAGES)
             self.say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")

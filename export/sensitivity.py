@@ -32,7 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from export.quantize import within
+from export.scopes import within
 
 MAX_LAYERS_PER_BLOCK = 5  # a candidate block holds at most this many conv / linear layers (MBConv + SE: 5)
 
@@ -113,8 +113,8 @@ def rank_blocks(
         progress: called with a line after each block.
     """
     from export.common import ExportModel
+    from export.precision import QuantOptions
     from export.pt2e import pt2e_int8
-    from export.quantize import QuantOptions
 
     wrapper = ExportModel(model).eval()
     image, meta = torch.from_numpy(images.image), torch.from_numpy(images.meta)

@@ -26,7 +26,7 @@ from export.common import (
     parse_embedded,
     with_precision,
 )
-from export.quantize import QuantOptions
+from export.precision import QuantOptions
 
 
 class _NamedOutputs(nn.Module):
@@ -107,7 +107,7 @@ def _keep_float_regex(fp32: bytes, paths: tuple[str, ...]) -> str | None:
 
     from ai_edge_litert.tools import flatbuffer_utils
 
-    from export.quantize import in_module
+    from export.scopes import in_module
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(fp32))
     names = {t.name.decode() if isinstance(t.name, bytes) else t.name for g in model.subgraphs for t in g.tensors}

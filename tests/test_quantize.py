@@ -21,7 +21,8 @@ from export.calibration import calibration_set, stratified_pick
 from export.common import ExportModel, NotRunnable, example_inputs
 from export.formats import BY_KEY, artifact_name
 from export.parity import gate_for
-from export.quantize import QuantOptions, Remedy, ladder, parse_precisions, quantize_with_remedies
+from export.precision import QuantOptions, parse_precisions
+from export.quantize import Remedy, ladder, quantize_with_remedies
 
 
 def test_precision_vocabulary() -> None:
@@ -214,7 +215,7 @@ def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
 
 
 def test_scope_matching_for_keep_float() -> None:
-    from export.quantize import in_module
+    from export.scopes import in_module
     from export.tflite_format import _scopes
 
     # EfficientNet-Lite's stem is reached through extract_features, so the exporter drops "net".
