@@ -11,7 +11,8 @@ sha256 differs from the one parity.json recorded, and writes into android_demo/a
   model.tflite.spec.json   its sidecar spec (the app checks the embedded spec against it)
   model.json               which artifact this is (file name, precision, sha256), for the instrumented test
   golden.json, golden/     the golden vectors the instrumented test replays on a device
-Standard library only (core.io, which it shares, is too): it runs before any virtual environment exists.
+Standard library only (core.io, core.errors and core.parity_file, which it shares, are too): it runs before any
+virtual environment exists.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
+from core.errors import UserError, run_cli
 from core.io import sha256_file
+from core.parity_file import ParityReport
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DEST = HERE / "app" / "src" / "main" / "assets"
@@ -39,86 +42,60 @@ GOLDEN_ASSET = "golden.json"
 GOLDEN_DIR_ASSET = "golden"
 
 
-class AssetError(Exception):
-    """A problem the user can fix; its message is one sentence."""
-
-
 def _read_json(path: Path, what: str) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise AssetError(f"{path} is missing: run `python -m export.all` for this model first") from None
+        raise UserError(f"{path} is missing: run `python -m export.all` for this model first") from None
     except (OSError, ValueError) as exc:
-        raise AssetError(f"{what} {path} cannot be read ({exc}): export the model again") from None
+        raise UserError(f"{what} {path} cannot be read ({exc}): export the model again") from None
 
 
-def file_name(entry: dict[str, Any]) -> str | None:
-    """The artifact's file name in a parity.json row or recommendation: `file`, or the name of an older `path`."""
-    if entry.get("file"):
-        return str(entry["file"])
-    return Path(str(entry["path"])).name if entry.get("path") else None
-
-
-def choose_artifact(folder: Path, parity: dict[str, Any], precision: str | None) -> tuple[Path, str, str | None]:
-    """(artifact path inside `folder`, its precision, the sha256 parity.json recorded or None)."""
-    rows = [r for r in parity.get("rows", []) if isinstance(r, dict) and r.get("format") == "tflite"]
+def choose_artifact(report: ParityReport, precision: str | None) -> tuple[Path, str]:
+    """(the artifact inside the export folder, sha256 checked against parity.json; its precision)."""
     if precision is None:
-        chosen = (parity.get("recommended") or {}).get("tflite") or {}
-        if not file_name(chosen):
-            reason = chosen.get("reason", "parity.json recommends no .tflite")
-            raise AssetError(f"no .tflite to copy from {folder} ({reason}): fix the export or pass --precision")
+        chosen = report.recommended_row("tflite")
+        if chosen is None:
+            raise UserError(
+                f"no .tflite to copy from {report.folder} ({report.why_none('tflite')}): fix the export or pass "
+                "--precision"
+            )
     else:
-        passed = [r for r in rows if r.get("status") == "pass"]
-        matches = [r for r in passed if r.get("precision") == precision]
-        if not matches:
-            available = ", ".join(sorted(str(r.get("precision")) for r in passed)) or "none"
-            raise AssetError(f"no .tflite of precision {precision!r} passed parity in {folder} (passed: {available})")
-        chosen = matches[0]
-    # Beside parity.json, whatever the folder was called at export time.
-    artifact = folder / str(file_name(chosen))
-    if not artifact.is_file():
-        raise AssetError(f"{artifact} is missing although parity.json lists it: export the model again")
-    recorded = chosen.get("sha256")
-    if recorded is None:
-        for row in rows:
-            if file_name(row) == artifact.name and row.get("sha256"):
-                recorded = row["sha256"]
-    return artifact, str(chosen.get("precision") or "fp32"), recorded
+        passed = report.artifact_rows("tflite", "pass")
+        chosen = next((r for r in passed if r["precision"] == precision), None)
+        if chosen is None:
+            available = ", ".join(sorted(str(r["precision"]) for r in passed)) or "none"
+            raise UserError(
+                f"no .tflite of precision {precision!r} passed parity in {report.folder} (passed: {available})"
+            )
+    return report.verified(chosen), str(chosen["precision"])
 
 
 def collect(folder: Path, precision: str | None) -> tuple[dict[str, Path], dict[str, Any]]:
     """The files to copy (asset name -> source) and the manifest, after every check."""
     if not folder.is_dir():
-        raise AssetError(f"{folder} is not an export folder: run `python -m export.all --model <name>` first")
-    parity = _read_json(folder / "parity.json", "parity report")
-    if not isinstance(parity, dict):
-        raise AssetError(f"{folder / 'parity.json'} is not a parity report: export the model again")
-    artifact, artifact_precision, recorded = choose_artifact(folder, parity, precision)
-    actual = sha256_file(artifact)
-    if recorded is not None and recorded != actual:
-        raise AssetError(
-            f"{artifact.name} has sha256 {actual[:12]}... but parity.json recorded {str(recorded)[:12]}...: "
-            "the file changed after its parity check, so export the model again"
-        )
+        raise UserError(f"{folder} is not an export folder: run `python -m export.all --model <name>` first")
+    report = ParityReport.load(folder, hint="run `python -m export.all` for this model first")
+    artifact, artifact_precision = choose_artifact(report, precision)
     sidecar = artifact.with_name(artifact.name + ".spec.json")
     if not sidecar.is_file():
-        raise AssetError(f"{sidecar} is missing: export the model again (every artifact gets a .spec.json)")
+        raise UserError(f"{sidecar} is missing: export the model again (every artifact gets a .spec.json)")
     golden = _read_json(folder / "golden.json", "golden vectors")
     cases = golden.get("cases") if isinstance(golden, dict) else None
     if not cases:
-        raise AssetError(f"{folder / 'golden.json'} has no cases: run export.all with --golden N (N > 0)")
+        raise UserError(f"{folder / 'golden.json'} has no cases: run export.all with --golden N (N > 0)")
     files = {MODEL_ASSET: artifact, SPEC_ASSET: sidecar, GOLDEN_ASSET: folder / "golden.json"}
     for case in cases:
         png = folder / case["png"]
         if not png.is_file():
-            raise AssetError(f"{png} is missing although golden.json lists it: export the model again")
+            raise UserError(f"{png} is missing although golden.json lists it: export the model again")
         files[f"{GOLDEN_DIR_ASSET}/{png.name}"] = png
     manifest = {
-        "model": parity.get("model"),
+        "model": report.model,
         "artifact": artifact.name,
         "precision": artifact_precision,
-        "sha256": actual,
-        "sha256_checked_against_parity": recorded is not None,
+        "sha256": sha256_file(artifact),
+        "sha256_checked_against_parity": True,
         "source": str(folder.resolve()),
     }
     return files, manifest
@@ -145,26 +122,18 @@ def install(files: dict[str, Path], manifest: dict[str, Any], dest: Path) -> Non
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 copied, 2 refused with one sentence on stderr)."""
+    """Entry point (under core.errors.run_cli: a refusal is one sentence on stderr and exit status 2)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("export", type=Path, help="the export folder, e.g. dist/efficientnet_lite0")
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"assets folder (default: {DEFAULT_DEST})")
     parser.add_argument("--precision", help="copy the .tflite of this precision (fp32, int8, ...) instead")
     args = parser.parse_args(argv)
-    try:
-        files, manifest = collect(args.export, args.precision)
-        install(files, manifest, args.dest)
-    except AssetError as exc:
-        print(f"copy-assets: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"copy-assets: error: cannot write the assets ({exc}): check {args.dest}", file=sys.stderr)
-        return 2
-    checked = "matches parity.json" if manifest["sha256_checked_against_parity"] else "not recorded in parity.json"
-    print(f"copied {manifest['artifact']} ({manifest['precision']}, sha256 {checked}) as {MODEL_ASSET}")
+    files, manifest = collect(args.export, args.precision)
+    install(files, manifest, args.dest)
+    print(f"copied {manifest['artifact']} ({manifest['precision']}, sha256 matches parity.json) as {MODEL_ASSET}")
     print(f"copied its spec, golden.json and {len(files) - 3} golden PNGs into {args.dest}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -85,36 +84,24 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
     describe an artifact that was never verified.
     """
     from benchmark.measure import Candidate
-    from core.io import sha256_file
+    from core.parity_file import ParityReport
 
-    parity_file = folder / "parity.json"
-    if not parity_file.is_file():
-        raise UserError(
-            f"{parity_file} not found: export first with `python -m export.all --model {model}` "
-            "(or give --artifacts DIR)"
-        )
-    try:
-        summary = json.loads(parity_file.read_text(encoding="utf-8"))
-        rows = summary["rows"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise UserError(f"{parity_file} is not a parity report written by export.all: export again") from None
+    report = ParityReport.load(
+        folder, hint=f"export first with `python -m export.all --model {model}` (or give --artifacts DIR)"
+    )
     found, skipped = [], []
-    for row in rows:
-        skip = {"model": summary["model"], "format": row.get("format"), "precision": row.get("precision")}
-        if not row.get("file") or row.get("status") == "unsupported":
+    for row in report.rows:
+        skip = {"model": report.model, "format": row["format"], "precision": row["precision"]}
+        if not row.get("file") or row["status"] == "unsupported":
             skipped.append(skip | {"reason": row.get("reason") or "no artifact was written"})
             continue
-        path = Path(row["file"]) if row["status"] == "reference" else folder / row["file"]
-        if not path.exists():
-            skipped.append(skip | {"reason": f"{path} is missing"})
+        if not report.path_of(row).exists():
+            skipped.append(skip | {"reason": f"{report.path_of(row)} is missing"})
             continue
-        if row.get("sha256") and sha256_file(path) != row["sha256"]:
-            raise UserError(
-                f"{path} is not the file export.all checked (its sha256 differs from parity.json's): re-export "
-                f"with python -m export.all --model {model} --overwrite, or restore the original file"
-            )
+        path = report.verified(row)
         parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb")}
-        found.append(Candidate(summary["model"], row["format"], row["precision"], path, parity))
+        found.append(Candidate(report.model, row["format"], row["precision"], path, parity))
+    summary = report.data
     return found, skipped, summary
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from pathlib import Path
 from typing import Any
 
 from core.document import Document
-from core.io import write_json, write_text, write_with
+from core.io import append_jsonl, read_jsonl, write_json, write_text, write_with
+from core.metrics import json_safe
 from export.formats import deploy_targets
 
 CSV_FIELDS = [
@@ -326,22 +326,14 @@ def write_reports(out: Path, result: dict[str, Any], history: Path) -> dict[str,
             for r in result["rows"]
         ],
     }
-    with history.open("a", encoding="utf-8") as f:
-        f.write(json.dumps(entry) + "\n")
-    paths["history"] = history
+    paths["history"] = append_jsonl(history, json_safe(entry))  # a torn last line is dropped, never joined
     return paths
 
 
 def previous_rows(history: Path, cpu: str) -> list[dict[str, Any]]:
     """The rows of the last history entry measured on the same CPU model."""
-    if not history.is_file():
-        return []
     last: list[dict[str, Any]] = []
-    for line in history.read_text(encoding="utf-8").splitlines():
-        try:
-            entry = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if entry.get("environment", {}).get("cpu") == cpu:
-            last = entry["rows"]
+    for entry in read_jsonl(history):  # torn or edited lines are skipped
+        if isinstance(entry, dict) and entry.get("environment", {}).get("cpu") == cpu:
+            last = entry.get("rows", [])
     return last

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from core.errors import UserError, run_cli
+from core.parity_file import PARITY_FILE, ParityReport
 
 CARD = ("efficientnet", "mnasnet", "mobilenet", "shufflenet", "efficientnet_lite0")
 
@@ -61,12 +62,12 @@ def prepare(model: str, args: argparse.Namespace, say) -> dict[str, Any]:
     metrics = json.loads((run / "metrics.json").read_text())  # the run's own record, reused or just written
     info["weights"], info["epochs"] = metrics["config"]["weights"], metrics["config"]["epochs"]
     info["test_auroc"] = metrics["test"]["auroc"]
-    if args.reexport or not (dist / "parity.json").is_file():
+    if args.reexport or not (dist / PARITY_FILE).is_file():
         say(f"[{name}] exporting every format at fp32, fp16 and int8 ...")
         export = ["export.all", "--checkpoint", str(run / "checkpoint.pt"), "--precision", "fp32,fp16,int8"]
         export += ["--out", str(dist), "--overwrite"]
         info["export_wall_seconds"] = _step(export, f"exporting {name}", Path(args.out) / "logs" / f"{name}.export.log")
-    parity = json.loads((dist / "parity.json").read_text())
+    parity = ParityReport.load(dist).data
     info["export_seconds"] = parity.get("seconds")
     info["int8_seconds"] = parity.get("int8_seconds", {})
     say(

@@ -11,6 +11,7 @@ from typing import Any
 from benchmark.stats import unstable_rows
 from core.document import Document
 from core.io import write_json, write_text, write_with
+from core.parity_file import ParityReport
 
 TARGET_SPEEDUP = 3.0  # the fastest passing artifact against PyTorch eager, same threads and batch
 
@@ -105,7 +106,7 @@ def write_zoo_report(out: Path, infos: list[dict[str, Any]]) -> dict[str, Path]:
     figures = {}
     for info in infos:
         rows = [r for r in bench["rows"] if r["model"] == info["model"] and r["batch"] == 1]
-        parity = json.loads((Path(info["export"]) / "parity.json").read_text(encoding="utf-8"))
+        parity = ParityReport.load(Path(info["export"])).data
         doc.heading(info["model"])
         doc.table(
             ["format", "precision", "p50 ms", "x eager", "size MB", "parity", "remedy / reason"],

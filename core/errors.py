@@ -7,15 +7,41 @@ without a traceback. Anything else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import errno
+import os
+import shutil
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
+# Failures of the file system the person can fix: a full or read-only disk, a folder they may not write.
+FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 class UserError(Exception):
     """An error caused by the input; its message says what is wrong and how to fix it."""
+
+
+def describe_os_error(exc: OSError) -> str | None:
+    """One sentence for a file-system failure the person can fix (see FIXABLE_ERRNOS), else None."""
+    if exc.errno not in FIXABLE_ERRNOS:
+        return None
+    where = Path(exc.filename) if exc.filename else None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        free = ""
+        probe = where
+        while probe is not None and not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        if probe is not None:
+            free = f" ({shutil.disk_usage(probe).free / 1e6:.0f} MB free)"
+        return (
+            f"the disk is full{free} while writing {where or 'the output'}: free some space or write elsewhere "
+            "(--out)"
+        )
+    target = where or Path(os.getcwd())
+    return f"cannot write {target} ({os.strerror(exc.errno)}): give a folder you may write to (--out)"
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -37,6 +63,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         status = main(argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as exc:
+        sentence = describe_os_error(exc)
+        if sentence is None:
+            raise
+        print(f"error: {sentence}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

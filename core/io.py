@@ -3,7 +3,8 @@
 - `atomic_path(path)`: write a file or a folder under a temporary name, renamed over `path` on success.
 - `staged_folder(out)`: build a whole output folder beside it, swapped into place only when the block ends.
 - `exclusive(folder, what)`: a lock that refuses a second process writing to the same folder.
-- `refuse_existing(out, ...)`: the one-sentence refusal of an `--out` that is a file or holds earlier results.
+- `claim_output_folder(out, ...)`: the rule for an `--out` built whole: new, empty or an earlier result, nothing else.
+- `append_jsonl` / `read_jsonl`: history files that survive a torn last line.
 """
 
 from __future__ import annotations
@@ -99,10 +100,13 @@ def exclusive(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or f"another {what}"
         os.close(fd)
         raise UserError(
-            f"another {what} is writing to {folder} right now: wait for it to finish, or give another --out"
+            f"{holder} is using {folder} right now: wait for it to finish, or give another --out"
         ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"a{'n' if what[:1] in 'aeiou' else ''} {what} (process {os.getpid()})".encode())
     try:
         yield
     finally:
@@ -130,13 +134,90 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def refuse_existing(out: Path, markers: tuple[str, ...], what: str, flag: str = "--overwrite") -> None:
-    """One sentence when `out` is a file, or a folder holding any of `markers` (earlier results)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder: give a folder path")
-    found = [m for m in markers if (out / m).exists()]
-    if found:
-        raise UserError(f"{out} already holds {what} ({found[0]}): pass {flag} to replace it, or give another --out")
+def claim_output_folder(
+    out: str | os.PathLike[str],
+    ours: Callable[[Path], bool],
+    what: str,
+    overwrite: bool,
+    needed_mb: float = 0.0,
+    flag: str = "--overwrite",
+) -> Path:
+    """The rule for every folder a command builds whole and swaps into place (`staged_folder`): it may be new,
+    empty, or hold an earlier result of the same command, nothing else. Returns `out` resolved.
+
+    Refused, each in one sentence and before any work: a path that is a file or lies under one; the current
+    folder or one that holds it (the swap would pull the ground from under the shell); a folder holding
+    anything `ours` does not recognise (a user's own files, a training run), which the swap would delete;
+    an earlier result without `flag`; a parent that cannot be written; less free space than `needed_mb`
+    beside it (the new result is built while the earlier one still stands).
+
+    Args:
+        out: the --out folder.
+        ours: whether an entry of an existing `out` is something this command writes.
+        what: what the command writes, for the sentences ("an export").
+        overwrite: whether `flag` was given.
+        needed_mb: the space the new result needs (an estimate; 0 skips the check).
+    """
+    given = Path(out)
+    out = given.expanduser().resolve()
+    for parent in [out, *out.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == out else f"lies under the file {parent}"
+            raise UserError(f"--out {given} {where}, not a folder: give a folder path")
+    cwd = Path.cwd().resolve()
+    if out == cwd or out in cwd.parents:
+        raise UserError(f"--out {given} is the current folder or holds it: give a new or empty sub-folder")
+    if out.is_dir():
+        entries = sorted(out.iterdir())
+        foreign = [e.name for e in entries if not ours(e)]
+        if foreign:
+            listed = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+            raise UserError(
+                f"{out} holds files that are not {what} ({listed}), which replacing it would delete: give a new "
+                "or empty folder as --out"
+            )
+        if entries and not overwrite:
+            raise UserError(f"{out} already holds {what}: pass {flag} to replace it, or give another --out")
+    existing = next(p for p in [out, *out.parents] if p.exists())
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to {existing}: give a folder you may write to as --out")
+    free_mb = shutil.disk_usage(existing).free / 1e6
+    if needed_mb and free_mb < needed_mb:
+        raise UserError(
+            f"{what} needs about {needed_mb:.0f} MB beside {out} but only {free_mb:.0f} MB is free there: free some "
+            "space or give another --out (an earlier result stays until the new one is complete)"
+        )
+    return out
+
+
+def append_jsonl(path: str | os.PathLike[str], record: Any) -> Path:
+    """Append one JSON line to `path`. A torn last line (a write cut short by a crash or a full disk) is
+    dropped first, so the new record never joins it; the file is rewritten atomically when that happens."""
+    path = Path(path)
+    line = json.dumps(record, allow_nan=False) + "\n"
+    if path.is_file():
+        text = path.read_text(encoding="utf-8", errors="replace")
+        if text and not text.endswith("\n"):
+            kept = text[: text.rfind("\n") + 1]
+            write_text(path, kept + line)
+            return path
+    with path.open("a", encoding="utf-8") as f:
+        f.write(line)
+    return path
+
+
+def read_jsonl(path: str | os.PathLike[str]) -> list[Any]:
+    """The records of a JSON-lines file; lines that are not JSON (torn, edited) are skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    records = []
+    for raw in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(raw))
+        except ValueError:
+            continue
+    return records
 
 
 def load_tensors(path: str | os.PathLike[str], missing: str, unreadable: str) -> Any:

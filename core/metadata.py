@@ -115,6 +115,9 @@ class MetadataEncoder:
         """The age as a float, None when missing; raises MetadataError when not a plausible age."""
         if _is_missing(age):
             return None
+        if isinstance(age, bool | bytes) or not isinstance(age, str | int | float | np.number):
+            # float(True) is 1.0: a checkbox or a list must never encode as an age.
+            raise MetadataError(f"age {age!r} is not a number: give years (e.g. 55) or leave it empty")
         try:
             value = float(age)
         except (TypeError, ValueError):

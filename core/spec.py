@@ -14,11 +14,14 @@ import dataclasses
 import datetime as _dt
 import hashlib
 import json
+import math
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 import core
 from core.metadata import MetadataEncoder
@@ -68,7 +71,15 @@ class OutputContract:
     thresholds: dict[str, dict[str, float | str]] = field(default_factory=dict)
 
     def decide(self, probability: float) -> tuple[str, bool]:
-        """(label, positive): a probability at or above the threshold is the positive label."""
+        """(label, positive): a probability at or above the threshold is the positive label.
+
+        Raises ValueError for anything that is not a probability (NaN, infinite, outside 0-1, not a number):
+        a comparison with NaN is False, which would otherwise read as the negative label.
+        """
+        if isinstance(probability, bool) or not isinstance(probability, int | float | np.floating | np.integer):
+            raise ValueError(f"cannot decide on {probability!r}: a probability must be a number in 0-1")
+        if not 0.0 <= float(probability) <= 1.0:  # NaN fails this too
+            raise ValueError(f"cannot decide on {float(probability)!r}: a probability must be a number in 0-1")
         positive = float(probability) >= self.threshold
         negative = next(label for label in self.labels if label != self.positive_label)
         return (self.positive_label if positive else negative), positive
@@ -125,13 +136,15 @@ class ModelSpec:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"model spec has unknown fields: {sorted(unknown)}")
+        _require(data, known, "model spec")
         try:
             kwargs = dict(data)
-            kwargs["image"] = _build(ImageContract, data["image"])
-            kwargs["outputs"] = _build(OutputContract, data.get("outputs", {}))
+            kwargs["image"] = _build(ImageContract, data["image"], "image")
+            kwargs["outputs"] = _build(OutputContract, data["outputs"], "outputs")
             spec = cls(**kwargs)
-        except (KeyError, TypeError) as exc:
+        except TypeError as exc:
             raise ValueError(f"model spec is malformed: {exc}") from None
+        _check_decision(spec.outputs)
         spec.encoder()  # validates the metadata contract
         return spec
 
@@ -156,8 +169,32 @@ class ModelSpec:
         return cls.from_json(Path(path).read_text(encoding="utf-8"))
 
 
-def _build(kind: type, data: Mapping[str, Any]) -> Any:
+def _require(data: Any, names: set[str], where: str) -> None:
+    """A contract reader never fills in a missing field: refuse, naming the first one missing."""
+    if not isinstance(data, Mapping):
+        raise ValueError(f"{where} is not an object")
+    missing = sorted(names - set(data))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise ValueError(f"{where} has no {missing[0]!r}{more}: re-export the model so its spec is complete")
+
+
+def _check_decision(outputs: OutputContract) -> None:
+    for name in ("threshold", "temperature"):
+        value = getattr(outputs, name)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise ValueError(f"outputs.{name} is {value!r}, not a finite number")
+    if not 0.0 <= outputs.threshold <= 1.0:
+        raise ValueError(f"outputs.threshold {outputs.threshold!r} is not a probability (0-1)")
+    if outputs.temperature <= 0:
+        raise ValueError(f"outputs.temperature {outputs.temperature!r} must be positive")
+    if outputs.positive_label not in outputs.labels:
+        raise ValueError(f"outputs.positive_label {outputs.positive_label!r} is not one of {list(outputs.labels)}")
+
+
+def _build(kind: type, data: Mapping[str, Any], where: str) -> Any:
     names = {f.name for f in dataclasses.fields(kind)}
+    _require(data, names, where)
     unknown = set(data) - names
     if unknown:
         raise ValueError(f"{kind.__name__} has unknown fields: {sorted(unknown)}")

@@ -126,23 +126,39 @@ def compare(
             }
         )
     result["subgroups"] = rows
+    result["subgroups_considered"] = len(groups or {})  # 0: the caller asked for no subgroup figures
     result["worst_subgroup_delta"] = min((r["auroc_delta"] for r in rows), default=0.0)
     return result
 
 
 def judge(figures: dict[str, Any], precision: str) -> tuple[str, list[str]]:
-    """("pass" | "fail", reasons) for parity figures under the precision's gate."""
+    """("pass" | "fail", reasons) for parity figures under the precision's gate.
+
+    A gate that cannot be computed is a failure with its reason, never a pass: an AUROC needs both classes
+    among the cases, and the subgroup gate needs at least one of the subgroups considered to hold
+    MIN_SUBGROUP_CLASS cases of each class (figures computed without subgroups have no subgroup gate).
+    """
     gate = GATES[precision]
     reasons = []
     if gate.max_abs_diff is not None and figures["max_abs_diff"] > gate.max_abs_diff:
         reasons.append(f"max |dp| {figures['max_abs_diff']:.2e} > {gate.max_abs_diff:g}")
-    if not np.isnan(figures["auroc_delta"]) and -figures["auroc_delta"] > gate.max_auroc_drop:
+    if not np.isfinite(figures["auroc_delta"]):
+        reasons.append(
+            f"AUROC cannot be computed on {figures['n']} case(s) with {figures['n_positive']} melanoma(s): judge on "
+            "cases of both classes (a larger --limit, or the whole evaluation set)"
+        )
+    elif -figures["auroc_delta"] > gate.max_auroc_drop:
         reasons.append(f"AUROC drop {-figures['auroc_delta']:.4f} > {gate.max_auroc_drop:g}")
     if figures["flip_fraction"] > gate.max_flip_fraction:
         reasons.append(
             f"{figures['flips']} flipped decision(s) ({figures['flip_fraction']:.1%}) > {gate.max_flip_fraction:.0%}"
         )
-    if gate.max_subgroup_auroc_drop is not None and -figures["worst_subgroup_delta"] > gate.max_subgroup_auroc_drop:
+    if gate.max_subgroup_auroc_drop is not None and figures.get("subgroups_considered") and not figures["subgroups"]:
+        reasons.append(
+            f"no subgroup has {MIN_SUBGROUP_CLASS} melanomas and {MIN_SUBGROUP_CLASS} benign cases, so subgroup "
+            "AUROC cannot be checked: judge on more cases"
+        )
+    elif gate.max_subgroup_auroc_drop is not None and -figures["worst_subgroup_delta"] > gate.max_subgroup_auroc_drop:
         worst = min(figures["subgroups"], key=lambda r: r["auroc_delta"])
         reasons.append(
             f"subgroup {worst['group']} AUROC drop {-worst['auroc_delta']:.4f} > {gate.max_subgroup_auroc_drop:g}"

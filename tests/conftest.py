@@ -13,7 +13,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 
 
-TINY = dict(model="standard_cnn", weights="none", image_size=32, batch_size=16, workers=0, synthetic_count=150)
+TINY = dict(model="standard_cnn", weights="none", image_size=32, batch_size=16, workers=0, synthetic_count=300)
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -26,7 +26,8 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
 
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 2-epoch standard_cnn run at 32 px on a 150-image synthetic set (seconds on a CPU)."""
+    """A 2-epoch standard_cnn run at 32 px on a 300-image synthetic set (seconds on a CPU). Its test split (60
+    cases, 11 melanomas) has subgroups with 5 of each class, so the parity gate's subgroup check can be made."""
     from train.loop import TrainConfig, run
 
     out = tmp_path_factory.mktemp("run")

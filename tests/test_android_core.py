@@ -615,7 +615,7 @@ def test_copy_assets_installs_what_the_app_loads(phone_export: Path, tmp_path: P
     result = subprocess.run([*script, str(phone_export), "--dest", str(dest)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     parity = json.loads((phone_export / "parity.json").read_text())
-    recommended = phone_export / copy_assets.file_name(parity["recommended"]["tflite"])
+    recommended = phone_export / parity["recommended"]["tflite"]["file"]
     assert (dest / copy_assets.MODEL_ASSET).read_bytes() == recommended.read_bytes()
     sidecar = recommended.with_name(recommended.name + ".spec.json")
     assert (dest / copy_assets.SPEC_ASSET).read_text() == sidecar.read_text()
@@ -639,7 +639,7 @@ def test_copy_assets_installs_what_the_app_loads(phone_export: Path, tmp_path: P
     assert not (tmp_path / "a3" / copy_assets.MODEL_ASSET).exists()
     recorded = parity["recommended"]["tflite"].pop("sha256")
     for row in parity["rows"]:
-        row["sha256"] = recorded if copy_assets.file_name(row) == recommended.name else row.get("sha256")
+        row["sha256"] = recorded if row.get("file") == recommended.name else row.get("sha256")
     (export / "parity.json").write_text(json.dumps(parity))
     refused = subprocess.run([*script, str(export), "--dest", str(tmp_path / "a3")], capture_output=True, text=True)
     assert refused.returncode == 2 and "sha256" in refused.stderr, refused.stderr

@@ -94,3 +94,10 @@ def test_encode_many_matches_encode() -> None:
     enc = MetadataEncoder()
     out = enc.encode_many([50, math.nan], ["male", None], ["torso", "head/neck"])
     np.testing.assert_array_equal(out[1], enc.encode(None, None, "head/neck"))
+
+
+@pytest.mark.parametrize("age", [True, False, [55], {"years": 55}, b"55"])
+def test_an_age_that_is_not_a_number_is_refused(age) -> None:
+    """float(True) is 1.0: a checkbox value or a container must never encode as an age."""
+    with pytest.raises(MetadataError, match="is not a number"):
+        MetadataEncoder().encode(age=age, sex="male", site="torso")

@@ -16,7 +16,7 @@ from core.checkpoint import load_checkpoint
 from core.errors import UserError
 from core.evaluation import load_test_split
 from export import parity, runners
-from export.all import recommend
+from export.pipeline import recommend
 from export.calibration import calibration_set, stratified_pick
 from export.common import ExportModel, NotRunnable, example_inputs
 from export.formats import BY_KEY, artifact_name

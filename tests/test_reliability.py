@@ -124,7 +124,7 @@ def test_a_second_writer_and_an_existing_export_are_refused(tiny_run: Path, onnx
     one_sentence(command("export.all", *export_args(tiny_run, onnx_export)), "already holds an export")
     busy = tmp_path / "busy"
     with exclusive(busy, "export"):
-        one_sentence(command("export.all", *export_args(tiny_run, busy)), "another export is writing to")
+        one_sentence(command("export.all", *export_args(tiny_run, busy)), "is using")
     (tmp_path / "a-file").write_text("x")
     one_sentence(command("export.all", *export_args(tiny_run, tmp_path / "a-file")), "is a file, not a folder")
 
@@ -284,7 +284,7 @@ def test_onnx_fp16_passes_the_full_checker(tmp_path: Path) -> None:
 
 
 def test_a_checker_failure_is_the_rows_status(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
-    from export import all as export_all_module
+    from export import pipeline as export_all_module
     from export import onnx_format
     from export.formats import BY_KEY
 

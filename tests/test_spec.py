@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -43,7 +44,16 @@ def test_spec_is_plain_json() -> None:
         (lambda d: d.update(schema_version=99), "not supported"),
         (lambda d: d.update(surprise=1), "unknown fields"),
         (lambda d: d["image"].update(colour="BGR"), "unknown fields"),
-        (lambda d: d.pop("image"), "malformed"),
+        (lambda d: d.pop("image"), "has no 'image'"),
+        # A contract reader never fills in a missing field: each is refused by name.
+        (lambda d: d["image"].pop("layout"), "image has no 'layout'"),
+        (lambda d: d["outputs"].pop("threshold"), "outputs has no 'threshold'"),
+        (lambda d: d.pop("outputs"), "has no 'outputs'"),
+        (lambda d: d["image"].pop("mean"), "image has no 'mean'"),
+        (lambda d: d["outputs"].update(threshold=float("nan")), "not a finite number"),
+        (lambda d: d["outputs"].update(threshold=1.5), "not a probability"),
+        (lambda d: d["outputs"].update(temperature=0.0), "must be positive"),
+        (lambda d: d["outputs"].update(positive_label="naevus"), "is not one of"),
     ],
 )
 def test_invalid_specs_are_refused(mutate, message: str) -> None:
@@ -105,3 +115,16 @@ def test_a_checkpoint_of_a_versioned_module_reloads(tmp_path) -> None:
     torch.save(payload, path)
     reloaded, _ = load_checkpoint(path)
     assert isinstance(reloaded.backbone, torch.nn.Module)
+
+
+@pytest.mark.parametrize("probability", [float("nan"), float("inf"), -0.1, 1.5, None, "0.9", True])
+def test_decide_refuses_what_is_not_a_probability(probability) -> None:
+    """A comparison with NaN is False, which would read as "benign": anything but a probability is refused."""
+    with pytest.raises(ValueError, match="cannot decide"):
+        make_spec().outputs.decide(probability)
+
+
+def test_decide_at_the_threshold() -> None:
+    outputs = make_spec().outputs
+    assert outputs.decide(outputs.threshold) == ("melanoma", True)
+    assert outputs.decide(np.float32(0.0)) == ("benign", False)

@@ -33,6 +33,9 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core
+from core.errors import run_cli
+
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 INSTALL_CHROMIUM = "sudo apt-get install -y chromium nodejs npm"
@@ -157,11 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: Chromium is not installed: {INSTALL_CHROMIUM}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="web-bench-") as tmp:
-        try:
-            manifest = build.build(folder, Path(tmp) / "dist")
-        except build.BuildError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+        manifest = build.build(folder, Path(tmp) / "dist")  # a UserError is run_cli's one sentence
         with serving(Path(tmp) / "dist") as url, sync_playwright() as pw:
             browser = launch_chromium(pw)
             try:
@@ -176,4 +175,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

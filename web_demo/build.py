@@ -28,7 +28,6 @@ import posixpath
 import shutil
 import socket
 import sys
-import tempfile
 import urllib.parse
 from collections.abc import Sequence
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -36,7 +35,9 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
-from core.io import sha256_file
+from core.errors import UserError, run_cli
+from core.io import exclusive, staged_folder
+from core.parity_file import ParityReport
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "dist"
@@ -77,102 +78,49 @@ MIME_TYPES = {
 SERVED = ("index.html", "src", "dist", "screenshot.png", "README.md")
 
 
-class BuildError(Exception):
-    """Bad input the user can fix; the message is one sentence saying what is wrong and how to fix it."""
-
-
-def _load_parity(folder: Path) -> dict[str, Any]:
-    parity_file = folder / "parity.json"
-    if not parity_file.is_file():
-        raise BuildError(
-            f"{parity_file} not found: export the model first with `python -m export.all --model NAME` "
-            "(or point --artifacts at the folder it wrote)"
-        )
-    try:
-        summary = json.loads(parity_file.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise BuildError(f"{parity_file} is not readable JSON ({exc}): re-run python -m export.all") from None
-    if not isinstance(summary, dict) or not isinstance(summary.get("rows"), list):
-        raise BuildError(f"{parity_file} has no `rows` list: re-run python -m export.all to rewrite it")
-    return summary
-
-
-def _row_name(row: dict[str, Any]) -> str | None:
-    """The artifact's file name in a parity.json row or recommendation (`file`, or an older `path`)."""
-    named = row.get("file") or row.get("path")
-    return Path(named).name if named else None
-
-
-def _artifact_file(folder: Path, row: dict[str, Any]) -> Path | None:
-    """The artifact a parity row names, looked up in `folder` first (the export may have been moved)."""
-    name = _row_name(row)
-    if not name:
-        return None
-    local = folder / name
-    if local.is_file():
-        return local
-    original = Path(row.get("path") or "")
-    return original if row.get("path") and original.is_file() else None
-
-
-def choose_artifacts(folder: Path, summary: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+def choose_artifacts(report: ParityReport) -> tuple[list[dict[str, Any]], list[str]]:
     """The artifacts the page offers: per format the fp32 one and the recommended smaller one.
 
     Returns (entries, notes): each entry has format, runtime, precision, source path, recommended flag and
     the parity numbers; notes say in words what is not offered and why.
     """
-    rows = summary["rows"]
-    recommended = summary.get("recommended") or {}
     entries: list[dict[str, Any]] = []
     notes: list[str] = []
     for fmt, runtime in FORMATS.items():
-        fmt_rows = [r for r in rows if r.get("format") == fmt]
+        fmt_rows = report.artifact_rows(fmt)
         if not fmt_rows:
             notes.append(f"no .{fmt} artifact in this export: re-export with --formats including {fmt}")
             continue
-        rec = recommended.get(fmt) or {}
-        rec_name = _row_name(rec)
-        fp32 = next((r for r in fmt_rows if r.get("precision") == "fp32"), None)
+        rec_row = report.recommended_row(fmt)
+        fp32 = next((r for r in fmt_rows if r["precision"] == "fp32"), None)
         picks = []
         if fp32 is None:
             notes.append(f"no fp32 .{fmt} artifact in this export")
-        elif fp32.get("status") != "pass":
-            why = fp32.get("reason") or fp32.get("status")
+        elif fp32["status"] != "pass":
+            why = fp32.get("reason") or fp32["status"]
             notes.append(f"the fp32 .{fmt} artifact did not pass its parity gate ({why})")
         else:
             picks.append(fp32)
-        rec_row = next((r for r in fmt_rows if rec_name and _row_name(r) == rec_name), None)
-        if rec_row is not None and rec_row.get("precision") != "fp32" and rec_row.get("status") == "pass":
+        if rec_row is not None and rec_row["precision"] != "fp32":
             picks.append(rec_row)
         else:
             notes.append(f"no smaller .{fmt} artifact (int8) passed its parity gate: the page offers fp32 only")
         for row in picks:
-            source = _artifact_file(folder, row)
-            if source is None:
-                raise BuildError(
-                    f"{_row_name(row)} is listed in {folder / 'parity.json'} but missing from {folder}: "
-                    "re-run python -m export.all"
-                )
-            expected = row.get("sha256")
-            if expected and sha256_file(source) != expected:
-                raise BuildError(
-                    f"{source} is not the file parity.json checked (its sha256 differs): "
-                    "re-run python -m export.all so that what the page runs is what was verified"
-                )
+            source = report.verified(row)
             entries.append(
                 {
                     "format": fmt,
                     "runtime": runtime,
                     "precision": row["precision"],
                     "source": source,
-                    "recommended": Path(source).name == rec_name,
+                    "recommended": rec_row is not None and source.name == rec_row["file"],
                     "size_mb": round(source.stat().st_size / 1e6, 3),
                     "parity": {k: row.get(k) for k in ("status", "max_abs_diff", "auroc_delta", "flips")},
                 }
             )
     if not entries:
-        raise BuildError(
-            f"{folder} has no .tflite or .onnx artifact that passed its parity gate: "
+        raise UserError(
+            f"{report.folder} has no .tflite or .onnx artifact that passed its parity gate: "
             "export with `python -m export.all --formats onnx,tflite` first"
         )
     return entries, notes
@@ -189,7 +137,7 @@ def check_runtimes() -> None:
     """Refuse to build when the npm packages are not installed."""
     missing = [src for src, _ in RUNTIME_FILES if not (NODE_MODULES / src).is_file()]
     if missing:
-        raise BuildError(
+        raise UserError(
             f"web_demo/node_modules/{missing[0]} is missing: install the runtimes with `{INSTALL_RUNTIMES}`"
         )
 
@@ -201,13 +149,13 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
     leaves the previous one intact.
     """
     folder = folder.resolve()
-    summary = _load_parity(folder)
-    entries, notes = choose_artifacts(folder, summary)
+    report = ParityReport.load(
+        folder, hint="export the model first with `python -m export.all --model NAME` (or point --artifacts at it)"
+    )
+    entries, notes = choose_artifacts(report)
     check_runtimes()
     out = out.resolve()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    with exclusive(out, "web demo build"), staged_folder(out) as staging:
         (staging / "models").mkdir()
         artifacts = []
         for e in entries:
@@ -225,10 +173,10 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(NODE_MODULES / src, target)
         manifest = {
-            "model": summary.get("model", "?"),
+            "model": report.model,
             "built_at": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "source": folder.name,
-            "threshold": summary.get("threshold"),
+            "threshold": report.data.get("threshold"),
             "artifacts": artifacts,
             "golden": golden,
             "notes": notes,
@@ -248,18 +196,6 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
             },
         }
         (staging / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            old = out.with_name(f".{out.name}-old")
-            if old.exists():
-                shutil.rmtree(old)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old)
-        else:
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return manifest
 
 
@@ -306,10 +242,10 @@ def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = Tr
     """An HTTP server for web_demo/ with /dist/ served from the build in `out` (not started yet).
 
     Raises:
-        BuildError: `out` holds no build, or the port cannot be bound.
+        UserError: `out` holds no build, or the port cannot be bound.
     """
     if not (out / "manifest.json").is_file():
-        raise BuildError(f"{out / 'manifest.json'} not found: build first with `python web_demo/build.py --model NAME`")
+        raise UserError(f"{out / 'manifest.json'} not found: build first with `python web_demo/build.py --model NAME`")
     handler = functools.partial(
         type("Handler", (DemoHandler,), {"dist": out.resolve(), "quiet": quiet}), directory=str(HERE)
     )
@@ -317,7 +253,7 @@ def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = Tr
     try:
         return ThreadingHTTPServer((host, port), handler)
     except OSError as exc:
-        raise BuildError(
+        raise UserError(
             f"cannot listen on {host}:{port} ({exc.strerror}): choose another port with --serve PORT"
         ) from None
 
@@ -369,35 +305,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
+    """Entry point (under core.errors.run_cli: a UserError is one sentence and exit status 2)."""
     args = build_parser().parse_args(argv)
     out = Path(args.out)
-    try:
-        if args.model or args.artifacts:
-            folder = Path(args.artifacts) if args.artifacts else Path("dist") / args.model
-            if not folder.is_dir():
-                raise BuildError(
-                    f"{folder} is not a folder: export first with "
-                    f"`python -m export.all --model {args.model or 'NAME'}` or give --artifacts DIR"
-                )
-            manifest = build(folder, out)
-            offered = ", ".join(f"{a['format']} {a['precision']}" for a in manifest["artifacts"])
-            print(f"Built {out} for {manifest['model']}: {offered}")
-            for note in manifest["notes"]:
-                print(f"note: {note}")
-        elif args.serve is None:
-            raise BuildError("nothing to do: give --model NAME (or --artifacts DIR) to build, and/or --serve to serve")
-        if args.serve is not None:
-            serve(out, args.serve, args.lan, quiet=not args.verbose)
-    except BuildError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc.filename or ''} {exc.strerror or exc}: check the path and permissions", file=sys.stderr)
-        return 2
+    if args.model or args.artifacts:
+        folder = Path(args.artifacts) if args.artifacts else Path("dist") / args.model
+        if not folder.is_dir():
+            raise UserError(
+                f"{folder} is not a folder: export first with "
+                f"`python -m export.all --model {args.model or 'NAME'}` or give --artifacts DIR"
+            )
+        manifest = build(folder, out)
+        offered = ", ".join(f"{a['format']} {a['precision']}" for a in manifest["artifacts"])
+        print(f"Built {out} for {manifest['model']}: {offered}")
+        for note in manifest["notes"]:
+            print(f"note: {note}")
+    elif args.serve is None:
+        raise UserError("nothing to do: give --model NAME (or --artifacts DIR) to build, and/or --serve to serve")
+    if args.serve is not None:
+        serve(out, args.serve, args.lan, quiet=not args.verbose)
     return 0
 
 
 if __name__ == "__main__":
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    sys.exit(main())
+    sys.exit(run_cli(main))

@@ -1,0 +1,288 @@
+"""The export pipeline: a model, its spec and an evaluation set in; artifacts judged against the model, the
+reports and the golden vectors out. `python -m export.all` (export/all.py) parses the command line and
+calls `export_all`; a notebook can too.
+
+    summary = export_all(Path("runs/x/checkpoint.pt"), Path("dist/x"), parse_formats("onnx,tflite"), ["fp32"])
+
+For each (format, artifact, precision) the plan names, `Judge.check` exports the artifact, runs the format's
+own checker, reads the spec back from the artifact, predicts the evaluation cases through the format's
+runner and judges the row with export.parity's gates; int8 rows walk export.quantize's remedy ladder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from core.checkpoint import load_checkpoint
+from core.console import Console
+from core.errors import UserError
+from core.evaluation import EvalSet, load_test_split
+from core.io import sha256_file, write_json
+from core.metrics import json_safe
+from core.spec import ModelSpec
+from export import parity, runners
+from export.calibration import training_split
+from export.common import NotRunnable, Runner, artifact_size_mb, example_inputs, sidecar_path
+from export.formats import Artifact, Format, artifact_name
+from export.golden import write_golden
+from export.precision import CALIBRATED, REMEDIABLE, QuantOptions, family
+from export.quantize import RungInputs, ladder, quantize_with_remedies
+from export.report import write_reports
+from export.runners import TorchEagerRunner
+
+Row = dict[str, Any]  # one parity.json row (see README: format, precision, file, sha256, status, ...)
+MIN_FREE_MB = 20.0  # below this, a converter's failure is taken for a full disk, not for the converter's own
+
+
+def out_of_space(folder: Path, exc: BaseException) -> None:
+    """Raise a UserError when `exc` came from a full disk (ENOSPC / EDQUOT anywhere in its chain, or almost
+    no space left where the export is built): the whole export stops there, so the staged folder is dropped
+    and an earlier export stays in place, instead of a row of failures being swapped in over it."""
+    import errno
+    import shutil
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 10:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    full = any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+    free_mb = shutil.disk_usage(folder).free / 1e6
+    if full or free_mb < MIN_FREE_MB:
+        raise UserError(
+            f"the disk holding {folder.parent} filled up during the export ({free_mb:.0f} MB free; "
+            f"{exc.__class__.__name__}): free some space or give another --out; the earlier export, if any, is "
+            "unchanged"
+        ) from None
+
+
+class Judge:
+    """Exports one artifact at a time into `out` and judges it against the checkpoint's PyTorch model on the
+    test split; keeps each artifact's probabilities (for the ROC plot) and runner (for the golden vectors)."""
+
+    def __init__(
+        self, model: nn.Module, spec: ModelSpec, data: EvalSet, reference: Runner, out: Path, console: Console
+    ):
+        self.model, self.spec, self.data, self.out, self.console = model, spec, data, out, console
+        self.reference = reference.predict(data.image, data.meta).probability.reshape(-1)
+        self.groups = parity.subgroups(data.table)
+        self.example = example_inputs(spec, batch=2)
+        self.curves: dict[str, np.ndarray] = {"pytorch-eager": self.reference}
+        self.runners: dict[str, Runner] = {}
+
+    def reference_row(self, checkpoint: Path) -> Row:
+        return {
+            "format": "pytorch-eager",
+            "precision": "fp32",
+            "file": str(checkpoint),
+            "sha256": sha256_file(checkpoint),
+            "status": "reference",
+            "size_mb": artifact_size_mb(checkpoint),
+            "auroc": parity.auroc(self.data.target, self.reference),
+            "auprc": parity.auprc(self.data.target, self.reference),
+        }
+
+    def check(
+        self, fmt: Format, artifact: Artifact, precision: str, options: QuantOptions, model: nn.Module | None = None
+    ) -> Row:
+        """Export, run the format's checker, read the spec back, predict and judge; failures become the row."""
+        path = self.out / artifact_name(self.spec.name, artifact, precision)
+        row: Row = {"format": fmt.label(artifact), "precision": precision, "file": path.name}
+        start = time.time()
+        try:
+            with self.console.captured():
+                runner = self._export(fmt, artifact, precision, options, model, path, row)
+        except NotRunnable as exc:
+            return row | {"status": "not-run", "reason": str(exc)}
+        except UserError as exc:
+            return row | {"status": "fail", "reason": str(exc), "export_seconds": round(time.time() - start, 2)}
+        except Exception as exc:  # noqa: BLE001 - a converter failing must not stop the others
+            out_of_space(self.out, exc)
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            row |= {"status": "fail", "reason": f"{exc.__class__.__name__}: {first}"}
+            return row | {"export_seconds": round(time.time() - start, 2), "traceback": traceback.format_exc(limit=5)}
+        return self._judge(runner, row, precision)
+
+    def _export(
+        self,
+        fmt: Format,
+        artifact: Artifact,
+        precision: str,
+        options: QuantOptions,
+        model: nn.Module | None,
+        path: Path,
+        row: Row,
+    ) -> Runner:
+        start = time.time()
+        fmt.exporter(artifact)(model or self.model, self.spec, self.example, path, precision, options)
+        fmt.load_module().check(path)  # the format's own strictest checker, before anything is judged
+        embedded = fmt.load_module().read_spec(path)  # the new artifact's own spec replaces any old sidecar
+        embedded.save(sidecar_path(path))
+        row["export_seconds"] = round(time.time() - start, 2)
+        row["size_mb"] = round(artifact_size_mb(path), 3)
+        row["sha256"] = sha256_file(path)
+        row["method"] = embedded.precision.get("method", "")
+        row["spec_round_trip"] = _same_except_artifact_fields(embedded, self.spec)
+        return runners.load(path)
+
+    def _judge(self, runner: Runner, row: Row, precision: str) -> Row:
+        start = time.time()
+        prob = runner.predict(self.data.image, self.data.meta).probability.reshape(-1)
+        row["predict_seconds"] = round(time.time() - start, 2)
+        row.update(parity.compare(self.data.target, self.reference, prob, self.spec.outputs.threshold, self.groups))
+        status, reasons = parity.judge(row, parity.gate_for(precision))
+        if not row["spec_round_trip"]:
+            status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
+        self.curves[row["format"] if precision == "fp32" else f"{row['format']} {precision}"] = prob
+        self.runners[row["file"]] = runner
+        return row | {"status": status, "reason": "; ".join(reasons)}
+
+
+def plan(formats: Sequence[Format], precisions: Sequence[str]) -> Iterator[tuple[Format, Artifact, str]]:
+    """(format, artifact, precision) for every requested pair; a family a format lacks altogether comes once,
+    with precision = the family name, so that it is reported as unsupported."""
+    for fmt in formats:
+        for artifact in fmt.artifacts:
+            families = dict.fromkeys(family(p) for p in precisions)
+            for fam in families:
+                mine = [p for p in precisions if family(p) == fam and p in fmt.precisions]
+                yield from ((fmt, artifact, p) for p in mine) if mine else [(fmt, artifact, fam)]
+
+
+def export_one(judge: Judge, inputs: RungInputs, fmt: Format, artifact: Artifact, precision: str) -> Row:
+    """One artifact's row: unsupported, judged once, or walked up the int8 remedy ladder."""
+    if precision not in fmt.precisions:
+        reason = f"{fmt.title} has no {precision} path; it makes {', '.join(fmt.precisions)}"
+        reason += f" ({fmt.quantization})" if fmt.precisions == ("fp32",) else ""
+        return {"format": fmt.label(artifact), "precision": precision, "status": "unsupported", "reason": reason}
+    if precision not in REMEDIABLE:
+        return judge.check(fmt, artifact, precision, QuantOptions())
+    calibrated = precision in CALIBRATED
+    rungs = ladder(judge.model, calibrated, fmt.int16_activations)
+    step: Callable[[QuantOptions, nn.Module | None], Row] = partial(judge.check, fmt, artifact, precision)
+    return quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say)
+
+
+def export_all(
+    checkpoint: Path,
+    out: Path,
+    formats: Sequence[Format],
+    precisions: Sequence[str] = ("fp32",),
+    golden_count: int = 4,
+    limit: int | None = None,
+    calibration_size: int = 128,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Export `checkpoint` to `formats` x `precisions` in the folder `out`, judge each, write the reports."""
+    started, console = time.time(), console or Console()
+    model, spec = load_checkpoint(checkpoint)
+    spec.save(out / "spec.json")
+    console.say(f"loading the test split of {spec.provenance.get('data', {}).get('name', '?')} for parity ...")
+    data = load_test_split(checkpoint, spec, limit=limit)
+    reference = TorchEagerRunner(checkpoint, model, spec)
+    judge = Judge(model, spec, data, reference, out, console)
+    inputs = RungInputs(
+        model, partial(training_split, checkpoint, spec), calibration_size, console.say, console.captured
+    )
+    rows = [judge.reference_row(checkpoint)]
+    console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
+    jobs = list(plan(formats, precisions))
+    for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
+        rows.append(export_one(judge, inputs, fmt, artifact, precision))
+        console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
+        if "traceback" in rows[-1]:
+            console.say("\n".join(f"    | {line}" for line in console.tail()))
+    summary = summarize(checkpoint, spec, data, rows, inputs.seconds, time.time() - started)
+    write_json(out / "parity.json", summary)
+    write_reports(out, summary, data.target, judge.curves)
+    if golden_count > 0:
+        write_golden(out, spec, data.table, reference, golden_count, judge.runners)
+    return summary
+
+
+def describe(row: Row) -> str:
+    """One result line for the console."""
+    if row["status"] in ("not-run", "unsupported"):
+        return f"{row['status']}: {row['reason']}"
+    if "auroc" not in row:
+        return f"FAILED: {row['reason']}"
+    return (
+        f"{row['export_seconds']} s, {row['size_mb']:.1f} MB, max |dp| {row['max_abs_diff']:.1e}, AUROC "
+        f"{row['auroc']:.4f} ({row['auroc_delta']:+.5f}), {row['flips']} flip(s): {row['status'].upper()}"
+        + (f": {row['reason']}" if row["reason"] else "")
+    )
+
+
+def summarize(
+    checkpoint: Path, spec: ModelSpec, data: EvalSet, rows: list[Row], int8_seconds: dict[str, float], seconds: float
+) -> dict[str, Any]:
+    """parity.json: the rows with their size reduction, the gates, the recommendation per format."""
+    ladders = round(sum(r.get("ladder_seconds", 0.0) for r in rows), 1)  # the int8 ladders' rungs not kept
+    fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
+    for r in rows:
+        if fp32.get(r["format"]) and r.get("size_mb"):
+            r["size_reduction"] = round(fp32[r["format"]] / r["size_mb"], 2)
+    return json_safe(
+        {
+            "model": spec.name,
+            "checkpoint": str(checkpoint),
+            "weights_sha256": spec.weights_sha256,
+            "data": spec.provenance.get("data", {}).get("name", "?"),
+            "n": len(data),
+            "n_positive": int(data.target.sum()),
+            "threshold": spec.outputs.threshold,
+            "threshold_rule": spec.outputs.threshold_rule,
+            "gates": parity.gates_as_dict(),
+            "seconds": round(seconds, 1),
+            "int8_seconds": int8_seconds | ({"failed rungs": ladders} if ladders else {}),
+            "rows": rows,
+            "recommended": recommend(rows),
+        }
+    )
+
+
+def recommend(rows: list[Row]) -> dict[str, dict[str, Any]]:
+    """Per format: the smallest artifact that passed its gate (a failed or unverified one never is)."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for r in rows:
+        if r["status"] == "pass" and (r["format"] not in chosen or r["size_mb"] < chosen[r["format"]]["size_mb"]):
+            keys = ("file", "sha256", "precision", "size_mb", "auroc_delta", "flips", "max_abs_diff")
+            chosen[r["format"]] = {k: r.get(k) for k in keys}
+    for r in rows:
+        if r["status"] != "reference" and r["format"] not in chosen:
+            chosen[r["format"]] = {
+                "file": None,
+                "precision": None,
+                "reason": "no artifact of this format passed parity on this machine",
+            }
+    return chosen
+
+
+def unmet(rows: list[Row]) -> list[str]:
+    """The requested (format, precision family) pairs without a passing artifact, ignoring pairs that are
+    unsupported or cannot run here (every row of the pair not-run / unsupported)."""
+    pairs: dict[tuple[str, str], list[str]] = {}
+    for r in rows[1:]:
+        pairs.setdefault((r["format"], family(r["precision"])), []).append(r["status"])
+    return [
+        f"{label} {fam}"
+        for (label, fam), statuses in pairs.items()
+        if "pass" not in statuses and not set(statuses) <= {"not-run", "unsupported"}
+    ]
+
+
+def _same_except_artifact_fields(embedded: ModelSpec, spec: ModelSpec) -> bool:
+    """The spec read back equals the exported one, apart from the per-artifact layout and precision."""
+    a, b = json.loads(embedded.to_json()), json.loads(spec.to_json())
+    for d in (a, b):
+        d["image"].pop("layout")
+        d.pop("precision")
+    return a == b
