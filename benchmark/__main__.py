@@ -13,6 +13,7 @@ artifacts, or dist/benchmark/ for several models); runtime output goes to benchm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import sys
 import time
@@ -99,7 +100,7 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
             skipped.append(skip | {"reason": f"{report.path_of(row)} is missing"})
             continue
         path = report.verified(row)
-        parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb")}
+        parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb", "remedy")}
         found.append(Candidate(report.model, row["format"], row["precision"], path, parity))
     summary = report.data
     return found, skipped, summary
@@ -180,12 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("--runs must be at least 3 and --warmup at least 0")
     if args.artifacts and len(models) > 1:
         raise UserError("--artifacts names one model's folder: give one --model, or leave --artifacts out")
-    from benchmark.env import PEAK_NOTE, fingerprint, machine_load
     from benchmark.phone import parse_log, parse_web
-    from benchmark.report import previous_rows, recommend, write_reports
-    from benchmark.stats import int8_slower, regressions, unstable_rows
-    from core.console import Console
-    from core.metrics import json_safe
+    from core.io import exclusive
 
     # Imported logs are checked before anything is timed: a bad one fails in a second, not after the run.
     phones = [parse_log(path, device) for device, path in map(_parse_phone_arg, args.import_phone)]
@@ -199,7 +196,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(args.out) if args.out else (folders[models[0]] if len(models) == 1 else Path("dist") / "benchmark")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file, not a folder: give a folder path")
-    out.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as locks:
+        # An export swapping a folder in while its artifacts are timed, or a second benchmark writing the same
+        # reports, is refused: each folder is held for the whole run (export.all holds the same lock).
+        for folder in dict.fromkeys([out, *folders.values()]):
+            locks.enter_context(exclusive(folder, "benchmark"))
+        out.mkdir(parents=True, exist_ok=True)
+        return _run(args, models, folders, out, threads, batches, phones, web)
+
+
+def _run(
+    args: argparse.Namespace,
+    models: list[str],
+    folders: dict[str, Path],
+    out: Path,
+    threads: list[int],
+    batches: list[int],
+    phones: list[dict[str, Any]],
+    web: list[dict[str, Any]],
+) -> int:
+    from benchmark.env import PEAK_NOTE, fingerprint, machine_load
+    from benchmark.report import previous_rows, recommend, write_reports
+    from benchmark.stats import int8_slower, regressions, unstable_rows
+    from core.console import Console
+    from core.metrics import json_safe
+
     rows, skipped, load_before = [], [], machine_load()
     with Console(out / "benchmark.log", verbose=args.verbose) as console:
         for m in models:

@@ -101,6 +101,7 @@ def row(c: Candidate, threads: int, batch: int, flops: int, peak_gflops: float |
         "parity_status": c.parity.get("status"),
         "auroc_delta": c.parity.get("auroc_delta"),
         "flips": c.parity.get("flips"),
+        "remedy": c.parity.get("remedy"),
         "path": str(c.path),
     }
 

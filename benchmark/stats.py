@@ -85,9 +85,9 @@ def unstable_rows(rows: Sequence[dict], listed: int = 5) -> list[str]:
 
 
 def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
-    """A note for each artifact whose int8 variant is slower than the same format's fp32 one here, with the
-    likely reason: run-time quantization (dynamic int8), no VNNI on this CPU, or float islands left by the
-    parity remedies (quantize / dequantize at every border)."""
+    """A note for each artifact whose int8 variant is slower than the same format's fp32 one here, naming the
+    cause its recorded remedy shows first (16-bit activations, float islands, run-time quantization), and only
+    then what this CPU lacks (VNNI)."""
     simd = set(env.get("simd", []))
     fp32 = {(r["model"], r["format"], r["threads"], r["batch"]): r["p50_ms"] for r in rows if r["precision"] == "fp32"}
     notes = []
@@ -95,12 +95,17 @@ def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
         base = fp32.get((r["model"], r["format"], r["threads"], r["batch"]))
         if not r["precision"].startswith("int8") or base is None or r["p50_ms"] <= base:
             continue
+        remedy = str(r.get("remedy") or "")
         if r["precision"] == "int8-dynamic":
             why = "dynamic int8 quantizes every activation at run time, which costs more than it saves here"
+        elif "16x8" in remedy or "int16" in remedy:
+            why = "its activations are 16-bit (the 16x8 remedy it needed for parity), which int8 kernels do not run"
+        elif "in float" in remedy:
+            why = f"its parity remedy keeps modules in float ({remedy}), converted to and from int8 at every border"
         elif not simd & {"avx512_vnni", "avx_vnni"}:
             why = "this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs"
         else:
-            why = "its graph keeps float islands (parity remedies) converted at every border, or lacks int8 kernels"
+            why = "its graph lacks int8 kernels for some ops on this CPU"
         notes.append(
             f"{r['model']} {r['format']} {r['precision']} is slower than its fp32 ({r['p50_ms']:.2f} vs {base:.2f} ms, "
             f"threads {r['threads']}, batch {r['batch']}): {why}; the recommendation takes the faster passing one"

@@ -37,8 +37,7 @@ def describe_os_error(exc: OSError) -> str | None:
         if probe is not None:
             free = f" ({shutil.disk_usage(probe).free / 1e6:.0f} MB free)"
         return (
-            f"the disk is full{free} while writing {where or 'the output'}: free some space or write elsewhere "
-            "(--out)"
+            f"the disk is full{free} while writing {where or 'the output'}: free some space or write elsewhere (--out)"
         )
     target = where or Path(os.getcwd())
     return f"cannot write {target} ({os.strerror(exc.errno)}): give a folder you may write to (--out)"

@@ -102,9 +102,7 @@ def exclusive(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
     except BlockingIOError:
         holder = os.read(fd, 200).decode("utf-8", "replace").strip() or f"another {what}"
         os.close(fd)
-        raise UserError(
-            f"{holder} is using {folder} right now: wait for it to finish, or give another --out"
-        ) from None
+        raise UserError(f"{holder} is using {folder} right now: wait for it to finish, or give another --out") from None
     os.ftruncate(fd, 0)
     os.write(fd, f"a{'n' if what[:1] in 'aeiou' else ''} {what} (process {os.getpid()})".encode())
     try:

@@ -33,12 +33,18 @@ SAMPLE_PATIENT = {"age": 55, "sex": "female", "site": "torso"}  # a valid `meta`
 VALUE_TOLERANCE = 1e-3  # how far outside the spec's value range an input may stray (float error, not 0-255)
 
 
+# The attribute of ExportModel that holds the model being exported. Every quantizer scope derives from it
+# (export.pt2e's filters, ONNX node names "/model/...", TFLite's "...ExportModel.../<Class>_model/..."), so no
+# rule depends on the model's own class or attribute names; a test checks each int8 artifact holds int8 kernels.
+WRAPPED = "model"
+
+
 class ExportModel(nn.Module):
-    """FusionModel -> (logit, probability), with the spec's temperature baked in; optional NHWC image."""
+    """The model -> (logit, probability), with the spec's temperature baked in; optional NHWC image."""
 
     def __init__(self, model: nn.Module, temperature: float = 1.0, nhwc: bool = False):
         super().__init__()
-        self.model = model
+        self.model = model  # NOTE: named WRAPPED; the quantizer scopes depend on this name
         self.temperature = float(temperature)
         self.nhwc = nhwc
 
@@ -102,12 +108,22 @@ class NotRunnable(Exception):
     """The artifact is valid but cannot run on this machine (e.g. Core ML off macOS)."""
 
 
+def wrapper_scope() -> str:
+    """How litert-torch names ExportModel's scope in tensor names ("export.common.ExportModel")."""
+    return f"{ExportModel.__module__}.{ExportModel.__qualname__}"
+
+
 class InvalidInput(UserError, ValueError):
     """An input that breaks the spec's contract (shape, dtype, range, metadata encoding)."""
 
 
 def _as_float32(x: Any, name: str) -> np.ndarray:
-    array = np.asarray(x.numpy() if isinstance(x, torch.Tensor) else x)
+    if isinstance(x, torch.Tensor):
+        # .detach(): a tensor that requires grad has no .numpy(); bfloat16 has no numpy dtype, so it is widened.
+        x = x.detach().cpu()
+        x = x.float() if x.dtype == torch.bfloat16 else x
+        x = x.numpy()
+    array = np.asarray(x)
     if not np.issubdtype(array.dtype, np.floating):
         hint = " (divide 8-bit pixels by 255)" if name == "image" else ""
         raise InvalidInput(f"{name} must be float32, got {array.dtype}{hint}")

@@ -17,6 +17,7 @@ from export.common import (
     INPUT_NAMES,
     OUTPUT_NAMES,
     SPEC_KEY,
+    WRAPPED,
     ExportModel,
     Runner,
     calibrated_on,
@@ -90,10 +91,10 @@ def _quantize(proto, precision: str, options: QuantOptions):
         def scope(node_name: str) -> list[str]:
             # "/model/backbone/features/features.0/features.0.0/Conv" -> [backbone, features, 0, 0]
             parts = [p.split(".")[-1] for p in node_name.split("/")[1:-1]]
-            return parts[1:] if parts[:1] == ["model"] else []
+            return parts[1:] if parts[:1] == [WRAPPED] else []
 
         # The ops after the fusion model ("/Div" by the temperature, "/Sigmoid") stay float (AFTER_MODEL_FLOAT).
-        after_model = [n for n in names if n.startswith("/") and not n.startswith("/model/")]
+        after_model = [n for n in names if n.startswith("/") and not n.startswith(f"/{WRAPPED}/")]
         kept = [n for n in names if any(in_module(scope(n), p) for p in options.keep_float)]
         exclude = after_model + [n for n in kept if n not in after_model]
         if precision == "int8-dynamic":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import torch
 
+from export.common import WRAPPED
 from export.precision import QuantOptions
 from export.scopes import within
 
@@ -21,7 +22,7 @@ def module_paths(node: torch.fx.Node) -> list[str]:
 
 
 def _outside(paths: list[str]):
-    """PT2E filter: quantize a node only when it lies inside the fusion model (`model`) and outside every
+    """PT2E filter: quantize a node only when it lies inside the exported model (WRAPPED) and outside every
     module path in `paths`.
 
     The ops after the fusion model stay float (export.common's rule for every quantized artifact).
@@ -30,7 +31,7 @@ def _outside(paths: list[str]):
     def keep(node) -> bool:
         names = module_paths(node)
         # Weights and constants carry no module stack: they follow the op that uses them.
-        inside = not names or any(n == "model" or n.startswith("model.") for n in names)
+        inside = not names or any(within(n, [WRAPPED]) for n in names)
         return inside and not any(within(n, paths) for n in names)
 
     return keep
@@ -41,7 +42,7 @@ def _only(path: str):
 
     def keep(node) -> bool:
         names = module_paths(node)
-        return not names or any(within(n, [f"model.{path}"]) for n in names)
+        return not names or any(within(n, [f"{WRAPPED}.{path}"]) for n in names)
 
     return keep
 

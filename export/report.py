@@ -52,6 +52,8 @@ def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
 def _artifact_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:
     table = []
     for r in rows:
+        if r["status"] == "unsupported":  # listed under the table, one line each
+            continue
         ci = r.get("auroc_delta_ci") or [None, None]
         table.append(
             [
@@ -128,6 +130,13 @@ def document(summary: dict[str, Any]) -> Document:
     headers = ["format", "precision", "artifact", "size MB", "x smaller", "export s", "status", "max abs dp", "AUROC"]
     headers += ["dAUROC [95% CI]", "flips", "worst subgroup dAUROC", "remedy"]
     doc.table(headers, _artifact_rows(summary["rows"]), status_column="status")
+    unsupported = [r for r in summary["rows"] if r["status"] == "unsupported"]
+    if unsupported:
+        doc.paragraph(
+            "Not offered by their format: "
+            + "; ".join(f"{r['format']} {r['precision']}" for r in unsupported)
+            + " (the formats table in the README says which precisions each format makes)."
+        )
     doc.heading("Recommended artifact per format").bullets(_recommendations(summary))
     remedies = _remedies(summary["rows"])
     if remedies:

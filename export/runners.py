@@ -14,6 +14,7 @@ with the embedded spec, or when the embedded spec disagrees with the artifact's 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,13 @@ def _format_of(path: Path) -> Format | None:
     """The artifact's format; None for a training checkpoint; UserError for anything else."""
     if not path.exists():
         raise UserError(f"{path} does not exist: export it with python -m export.all")
+    if path.is_dir() and path.suffix != ".mlpackage":
+        raise UserError(f"{path} is a folder, not an artifact: give one of the files python -m export.all wrote")
+    if path.is_file() and not os.access(path, os.R_OK):
+        raise UserError(f"{path} cannot be read (permission denied): fix its permissions")
     fmt = identify(path)
+    if fmt is None and path.suffix == ".ptl":
+        raise UserError(f"{path} is not a readable TorchScript lite archive (damaged or truncated?): re-export it")
     if fmt is None and path.suffix != ".pt":
         raise UserError(
             f"{path} is not an artifact this toolkit knows (suffixes {', '.join(suffixes())}, or a checkpoint.pt)"

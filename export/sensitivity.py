@@ -32,6 +32,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from export.common import WRAPPED
 from export.scopes import within
 
 MAX_LAYERS_PER_BLOCK = 5  # a candidate block holds at most this many conv / linear layers (MBConv + SE: 5)
@@ -79,7 +80,7 @@ def only_block(converted: torch.fx.GraphModule, block: str) -> torch.fx.GraphMod
     graph = graph_module.graph
 
     def inside(node: object) -> bool:
-        return isinstance(node, torch.fx.Node) and any(within(p, [f"model.{block}"]) for p in module_paths(node))
+        return isinstance(node, torch.fx.Node) and any(within(p, [f"{WRAPPED}.{block}"]) for p in module_paths(node))
 
     for dq in [n for n in graph.nodes if _is_op(n, "dequantize")]:
         q = dq.args[0]

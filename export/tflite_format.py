@@ -6,6 +6,7 @@ interpreter (ai-edge-litert)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,11 +21,13 @@ from export.common import (
     INPUT_NAMES,
     OUTPUT_NAMES,
     SPEC_KEY,
+    WRAPPED,
     ExportModel,
     Runner,
     calibrated_on,
     parse_embedded,
     with_precision,
+    wrapper_scope,
 )
 from export.precision import QuantOptions
 
@@ -78,10 +81,12 @@ def read_embedded(flatbuffer: bytes) -> bytes | None:
 
 
 def _scopes(tensor_name: str) -> list[list[str]]:
-    """Module attribute names below the FusionModel for each scope in a litert-torch tensor name.
+    """Module attribute names below the exported model for each scope in a litert-torch tensor name.
 
-    A name joins scopes with ";", each like `.../core.zoo.FusionModel_model/<pkg.Class>_<attr>/...`.
+    A name joins scopes with ";", each like `.../export.common.ExportModel_inner/<pkg.Class>_model/<pkg.Class>_<attr>
+    /...`: the part after ExportModel's own is the exported model (common.WRAPPED), whatever its class.
     """
+    wrapper = wrapper_scope()
     out = []
     for scope in tensor_name.split(";"):
         parts = scope.split("/")
@@ -91,9 +96,15 @@ def _scopes(tensor_name: str) -> list[list[str]]:
             start = len(cls_attr) - len(cls_attr.lstrip("_"))
             cut = cls_attr.find("_", start)
             attrs.append(cls_attr[cut + 1 :] if cut > 0 else "")
-        if "model" in attrs and any(p.startswith("core.zoo.FusionModel_") for p in parts):
-            out.append(attrs[attrs.index("model") + 1 :])
+        at = next((i for i, p in enumerate(parts) if p == wrapper or p.startswith(wrapper + "_")), None)
+        if at is not None and at + 1 < len(parts) and attrs[at + 1] == WRAPPED:
+            out.append(attrs[at + 2 :])
     return out
+
+
+def _outside_model_regex() -> str:
+    """Tensor names of ops outside the exported model (temperature, sigmoid, the NHWC permute)."""
+    return rf"^(?!.*{re.escape(wrapper_scope())}[^/;]*/[^/;]*_{WRAPPED}(/|;|$)).*$"
 
 
 def _keep_float_regex(fp32: bytes, paths: tuple[str, ...]) -> str | None:
@@ -141,11 +152,11 @@ def _quantize(fp32: bytes, precision: str, options: QuantOptions) -> tuple[bytes
                 weight_num_bits=8,
             )
         # AFTER_MODEL_FLOAT: float inputs and outputs (quantize / dequantize inside the graph), and the ops
-        # after the fusion model (their scopes lie outside FusionModel_model).
+        # after the exported model (their scopes lie outside ExportModel's WRAPPED attribute).
         for io_op in (TFLOperationName.INPUT, TFLOperationName.OUTPUT):
             manager.add_quantization_config(regex=".*", operation_name=io_op, algorithm_key=AlgorithmName.NO_QUANTIZE)
         manager.add_quantization_config(
-            regex=r"^(?!.*FusionModel_model).*$",
+            regex=_outside_model_regex(),
             operation_name=TFLOperationName.ALL_SUPPORTED,
             algorithm_key=AlgorithmName.NO_QUANTIZE,
         )
