@@ -42,7 +42,6 @@ class Format:
     spec_location: str
     runtime: str
     targets: str
-    package: str
     quantization: str = ""  # how each reduced precision is made; for a format without one, why not
     int16_activations: bool = False  # whether the "16x8" remedy exists for this format
     predicts_on: tuple[str, ...] = ()  # platform.system() values where its runtime predicts; () = everywhere
@@ -96,7 +95,6 @@ FORMATS: tuple[Format, ...] = (
         spec_location="metadata_props[melanoma_spec]",
         runtime="ONNX Runtime",
         targets="anywhere (Android, iOS, desktop, server)",
-        package="onnx, onnxruntime, onnxslim",
         quantization="fp16: float16 conversion (float I/O); int8-dynamic: quantize_dynamic; "
         "int8: static QDQ, per-channel, calibrated",
         int16_activations=True,
@@ -119,7 +117,6 @@ FORMATS: tuple[Format, ...] = (
         spec_location="extra file melanoma_spec.json",
         runtime="torch.jit / lite interpreter",
         targets="PyTorch Android, LibTorch",
-        package="torch",
         quantization="none: no maintained path (torch.ao eager quantization is deprecated); use ExecuTorch int8",
         owner_check="owns",  # a training checkpoint is a .pt too
     ),
@@ -133,7 +130,6 @@ FORMATS: tuple[Format, ...] = (
         spec_location="user_defined_metadata[melanoma_spec]",
         runtime="Core ML (macOS / iOS only)",
         targets="iOS, macOS",
-        package="coremltools",
         quantization="fp16 compute; int8-weights: linear_quantize_weights; palettized: 6-bit k-means",
         predicts_on=("Darwin",),
     ),
@@ -154,7 +150,6 @@ FORMATS: tuple[Format, ...] = (
         spec_location="TFLite Metadata entry melanoma_spec",
         runtime="LiteRT interpreter (ai-edge-litert)",
         targets="Android, iOS, embedded",
-        package="litert-torch, ai-edge-litert",
         quantization="ai-edge-quantizer: fp16 weights; int8-dynamic range; "
         "int8 static, calibrated on the global min / max (float I/O)",
         int16_activations=True,
@@ -169,7 +164,6 @@ FORMATS: tuple[Format, ...] = (
         spec_location="constant method melanoma_spec + sidecar",
         runtime="ExecuTorch runtime",
         targets="Android, iOS, embedded",
-        package="executorch",
         quantization="int8: PT2E XNNPACKQuantizer (+ conv-ReLU6 fusion), per-channel, calibrated (float I/O)",
     ),
 )

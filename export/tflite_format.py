@@ -315,8 +315,6 @@ class TFLiteRunner(Runner):
 
     def io_shapes(self) -> dict[str, list[int | None]]:
         ends = self.runner.get_input_details() | self.runner.get_output_details()
-        if "logit" not in ends:  # positional output names (an older litert-torch)
-            ends = ends | dict(zip(OUTPUT_NAMES, (ends.get("output_0"), ends.get("output_1")), strict=True))
         return {name: [int(d) for d in ends[name]["shape"]] for name in (*INPUT_NAMES, *OUTPUT_NAMES) if ends.get(name)}
 
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -325,8 +323,7 @@ class TFLiteRunner(Runner):
         inputs = self.runner.get_input_details()
         out = self.runner(image=_to_input(image, inputs["image"]), meta=_to_input(meta, inputs["meta"]))
         outputs = self.runner.get_output_details()
-        names = ("logit", "probability") if "logit" in out else ("output_0", "output_1")  # positional fallback
-        return tuple(_from_output(out[n], outputs[n]) for n in names)
+        return tuple(_from_output(out[n], outputs[n]) for n in OUTPUT_NAMES)
 
 
 def _to_input(x: np.ndarray, detail: dict) -> np.ndarray:
