@@ -23,7 +23,9 @@ const ready = {};
 /** The `image` input's expected dimensions under the spec: [1, 3, S, S] (NCHW) or [1, S, S, 3] (NHWC). */
 export function imageDims(spec) {
   const s = spec.image.size;
-  return spec.image.layout === 'NHWC' ? [1, s, s, 3] : [1, 3, s, s];
+  if (spec.image.layout === 'NHWC') return [1, s, s, 3];
+  if (spec.image.layout === 'NCHW') return [1, 3, s, s];
+  throw new ContractError(`Unknown image layout ${JSON.stringify(spec.image.layout)}: NCHW or NHWC.`);
 }
 
 function checkDims(what, got, want, file) {

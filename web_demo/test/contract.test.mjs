@@ -3,6 +3,9 @@
  *
  *     WEB_DEMO_EXPORT=dist/<model> WEB_DEMO_CASES=/tmp/cases node --test web_demo/test/
  *
+ * - without either: the unit tests, on a hand-written spec (`unitSpec`, complete as core/spec.py writes
+ *   one): every required field refused when missing, thresholds and probabilities that are not numbers in
+ *   [0, 1], metadata values of the wrong type, the public names contract.js re-exports.
  * - WEB_DEMO_EXPORT: a folder `python -m export.all` wrote (golden.json, golden/*.png, .tflite / .onnx with
  *   their .spec.json sidecars). Every golden case's image tensor must be bit-identical to Python's, its
  *   meta vector equal, its decision the same; every artifact's embedded spec must equal its sidecar.
@@ -18,13 +21,17 @@ import {readFileSync, readdirSync} from 'node:fs';
 import {join} from 'node:path';
 import {describe, test} from 'node:test';
 
+import * as contract from '../src/contract.js';
 import {
   ContractError,
+  checkAge,
   checkContract,
   compositeOnWhite,
   decide,
   encodeMeta,
   imageTensor,
+  metadataLayout,
+  outputContract,
   passOrder,
   readSpec,
   resizeRgb,
@@ -115,6 +122,228 @@ describe('contract.js on its own', () => {
     assert.throws(() => readSpec(new Uint8Array(0)), (e) => e instanceof ContractError && /neither/.test(e.message));
     const junk = Uint8Array.from({length: 64}, (_, i) => (i * 91 + 7) & 255);
     assert.throws(() => readSpec(junk), ContractError);
+  });
+});
+
+// ------------------------------------------------------------- no silent defaults, no coercion (unit spec)
+
+const SITES = ['head/neck', 'upper extremity', 'lower extremity', 'torso', 'palms/soles', 'oral/genital'];
+
+/** A complete spec as core/spec.py writes one (12 metadata features, 8 px NHWC), for the unit tests. */
+function unitSpec() {
+  const names = ['age', 'age_missing', 'sex_male', 'sex_female', 'sex_missing', ...SITES.map((s) => `site_${s}`), 'site_missing'];
+  return {
+    schema: 'melanoma-model-spec',
+    schema_version: 1,
+    name: 'unit',
+    architecture: 'test',
+    image: {
+      size: 8, layout: 'NHWC', dtype: 'float32', color: 'RGB', value_range: [0.0, 1.0], resize: 'stretch',
+      interpolation: 'bilinear', antialias: true, resize_library: 'PIL', resize_library_version: '13.0.0',
+      mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225],
+    },
+    metadata: {
+      version: 1, size: names.length, dtype: 'float32',
+      features: names.map((name, index) => ({name, index, source: 'x', encoding: 'e'})),
+      age: {column: 'age_approx', unit: 'years', center: 50.0, scale: 20.0, valid_range: [0.0, 120.0]},
+      sex: {column: 'sex', categories: ['male', 'female'], aliases: {m: 'male', f: 'female'}},
+      site: {column: 'site', categories: [...SITES], aliases: {'anterior torso': 'torso', 'head and neck': 'head/neck'}},
+      missing_tokens: ['', 'nan', 'na', 'n/a', 'none', 'null', 'unknown'],
+      case_insensitive: true,
+    },
+    outputs: {
+      names: ['logit', 'probability'], shape: '[N, 1]', labels: ['benign', 'melanoma'], positive_label: 'melanoma',
+      probability: 'sigmoid(logit / temperature)', temperature: 1.0, threshold: 0.3, threshold_rule: 'test', thresholds: {},
+    },
+    precision: {},
+    provenance: {intended_use: 'Research use only.'},
+  };
+}
+
+/** unitSpec with the field at the dotted `path` set to `value` (`undefined` deletes it). */
+function edited(path, value) {
+  const spec = unitSpec();
+  const keys = path.split('.');
+  const parent = keys.slice(0, -1).reduce((o, k) => o[k], spec);
+  if (value === undefined) delete parent[keys.at(-1)];
+  else parent[keys.at(-1)] = value;
+  return spec;
+}
+
+/** Asserts that `fn` throws a ContractError of one sentence (one line) that matches every pattern. */
+function refuses(fn, ...patterns) {
+  assert.throws(fn, (e) => {
+    assert.ok(e instanceof ContractError, `expected a ContractError, got ${e && e.name}: ${e && e.message}`);
+    assert.ok(e.message.trim() !== '' && !e.message.includes('\n'), `not one sentence: ${e.message}`);
+    for (const p of patterns) assert.match(e.message, p);
+    return true;
+  });
+}
+
+// Every field that shapes the inputs or the decision: a reader must refuse a spec without it.
+const REQUIRED = [
+  'image', 'image.size', 'image.layout', 'image.dtype', 'image.color', 'image.value_range', 'image.resize',
+  'image.interpolation', 'image.antialias', 'image.resize_library', 'image.resize_library_version',
+  'metadata', 'metadata.version', 'metadata.size', 'metadata.dtype', 'metadata.case_insensitive', 'metadata.features',
+  'metadata.age', 'metadata.age.center', 'metadata.age.scale', 'metadata.age.valid_range', 'metadata.sex',
+  'metadata.sex.categories', 'metadata.sex.aliases', 'metadata.site', 'metadata.site.categories',
+  'metadata.site.aliases', 'metadata.missing_tokens',
+  'outputs', 'outputs.names', 'outputs.labels', 'outputs.positive_label', 'outputs.threshold', 'outputs.temperature',
+];
+
+describe('no silent defaults: a missing field is refused, never filled in', () => {
+  test('the unit spec is complete', () => {
+    checkContract(unitSpec());
+    assert.deepEqual(decide(unitSpec(), 0.3), {label: 'melanoma', positive: true});
+    assert.equal(encodeMeta(unitSpec(), {age: 55, sex: 'f', site: 'anterior torso'}).length, 12);
+  });
+
+  for (const path of REQUIRED) {
+    test(`checkContract refuses a spec without ${path}, naming it`, () => {
+      const named = new RegExp(`has no ${path.replaceAll('.', '\\.')}:.*python -m export\\.all`);
+      refuses(() => checkContract(edited(path, undefined)), named);
+      refuses(() => checkContract(edited(path, null)), named); // null is as absent as a missing key
+    });
+  }
+
+  test('each reader refuses on its own, without checkContract first', () => {
+    refuses(() => imageTensor(edited('image.layout', undefined), new Uint8Array(4), 1, 1), /has no image\.layout/);
+    refuses(() => imageTensor(edited('image.antialias', undefined), new Uint8Array(4), 1, 1), /has no image\.antialias/);
+    refuses(() => decide(edited('outputs.threshold', undefined), 0.9), /has no outputs\.threshold/);
+    refuses(() => decide(edited('outputs.labels', undefined), 0.9), /has no outputs\.labels/);
+    refuses(() => decide(edited('outputs.positive_label', undefined), 0.9), /has no outputs\.positive_label/);
+    refuses(() => decide(edited('outputs', undefined), 0.9), /has no outputs:/);
+    refuses(() => encodeMeta(edited('metadata.age.valid_range', undefined), {age: 130}), /has no metadata\.age\.valid_range/);
+    refuses(() => encodeMeta(edited('metadata.missing_tokens', undefined), {}), /has no metadata\.missing_tokens/);
+    refuses(() => encodeMeta(edited('metadata.site.aliases', undefined), {}), /has no metadata\.site\.aliases/);
+    refuses(() => checkAge(edited('metadata.age.center', undefined), 40), /has no metadata\.age\.center/);
+    refuses(() => checkContract(null), /not a model spec/);
+  });
+
+  test('fields of the wrong type are refused, not converted', () => {
+    refuses(() => checkContract(edited('image.size', '8')), /image size "8" is not a positive integer/);
+    refuses(() => checkContract(edited('image.layout', 5)), /gives image\.layout as 5, not a string/);
+    refuses(() => checkContract(edited('image.antialias', 'true')), /image\.antialias as "true", not true or false/);
+    refuses(() => checkContract(edited('metadata.age.center', '50')), /metadata\.age\.center as "50", not a finite number/);
+    refuses(() => checkContract(edited('metadata.age.scale', null)), /has no metadata\.age\.scale/);
+    refuses(() => checkContract(edited('metadata.age.valid_range', [0, '120'])), /valid_range/);
+    refuses(() => checkContract(edited('metadata.sex.categories', ['male', 2])), /metadata\.sex\.categories/);
+    refuses(() => checkContract(edited('metadata.site.aliases', ['torso'])), /metadata\.site\.aliases/);
+    refuses(() => checkContract(edited('metadata.size', 12.5)), /metadata\.size as 12\.5, not a whole number/);
+    refuses(() => checkContract(edited('outputs.labels', 'benign,melanoma')), /outputs\.labels/);
+    refuses(() => checkContract(edited('outputs.threshold_rule', 7)), /outputs\.threshold_rule as 7, not a string/);
+  });
+
+  test('values this page does not implement are refused', () => {
+    refuses(() => checkContract(edited('image.color', 'BGR')), /image color "BGR"; this page implements RGB/);
+    refuses(() => checkContract(edited('image.value_range', [0, 255])), /value_range \[0,255\]/);
+    refuses(() => checkContract(edited('image.dtype', 'uint8')), /uint8 image input/);
+    refuses(() => checkContract(edited('image.resize_library', 'cv2')), /resize_library "cv2"/);
+    refuses(() => checkContract(edited('image.resize_library_version', '12.1.0')), /Pillow 12\.1\.0.*Pillow 13\.x/);
+    refuses(() => checkContract(edited('image.resize_library_version', '')), /records no image\.resize_library_version/);
+    refuses(() => checkContract(edited('metadata.dtype', 'float16')), /float16 meta input/);
+    refuses(() => checkContract(edited('metadata.case_insensitive', false)), /case-sensitive/);
+    refuses(() => checkContract(edited('metadata.age.scale', 0)), /age scale of 0/);
+    refuses(() => checkContract(edited('metadata.age.valid_range', [120, 0])), /valid_range \[120,0\], not \[min, max\]/);
+    refuses(() => checkContract(edited('metadata.sex.aliases', {w: 'woman'})), /alias "w" to "woman"/);
+    refuses(() => checkContract(edited('outputs.names', ['logit'])), /do not include "probability"/);
+    refuses(() => checkContract(edited('outputs.positive_label', 'nevus')), /positive_label "nevus"/);
+    refuses(() => checkContract(edited('outputs.labels', ['melanoma'])), /another label/);
+    refuses(() => checkContract(edited('outputs.temperature', 0)), /outputs\.temperature as 0, not a positive number/);
+  });
+
+  test('fields that are only shown may be absent, and then read as absent', () => {
+    const spec = edited('outputs.threshold_rule', undefined);
+    delete spec.provenance;
+    delete spec.precision;
+    checkContract(spec);
+    assert.equal(outputContract(spec).thresholdRule, null);
+    assert.equal(outputContract(unitSpec()).thresholdRule, 'test');
+  });
+});
+
+describe('the threshold and the probability are numbers from 0 to 1', () => {
+  test('a threshold that is not a finite number in [0, 1] is refused', () => {
+    for (const bad of [NaN, Infinity, -Infinity, -0.01, 1.01, 50]) {
+      refuses(() => checkContract(edited('outputs.threshold', bad)), /outputs\.threshold/);
+      refuses(() => decide(edited('outputs.threshold', bad), 0.5), /outputs\.threshold/);
+    }
+    refuses(() => decide(edited('outputs.threshold', '0.5'), 0.9), /outputs\.threshold as "0\.5", not a finite number/);
+    refuses(() => decide(edited('outputs.threshold', true), 0.9), /outputs\.threshold as true/);
+    assert.equal(decide(edited('outputs.threshold', 0), 0).positive, true);
+    assert.equal(decide(edited('outputs.threshold', 1), 0.999999).positive, false);
+    assert.equal(decide(edited('outputs.threshold', 1), 1).positive, true);
+  });
+
+  test('decide never answers for a probability that is not a number from 0 to 1', () => {
+    const spec = unitSpec();
+    const bad = [NaN, undefined, null, '0.7', '', 1n, true, [0.5], {}, -0.001, 1.001, Infinity, -Infinity];
+    for (const p of bad) refuses(() => decide(spec, p), /^The probability .* is not a number from 0 to 1/);
+    refuses(() => decide(spec, NaN), /probability NaN/);
+    refuses(() => decide(spec, undefined), /probability undefined/);
+    refuses(() => decide(spec, '0.7'), /probability "0\.7"/);
+    assert.deepEqual(decide(spec, 0), {label: 'benign', positive: false});
+    assert.deepEqual(decide(spec, 1), {label: 'melanoma', positive: true});
+    assert.deepEqual(decide(spec, 0.2999), {label: 'benign', positive: false});
+  });
+});
+
+describe('encodeMeta takes ages as numbers and categories as text, nothing coerced', () => {
+  const spec = unitSpec();
+
+  test('an age that is a boolean, a list, an object or non-numeric text is refused, naming the age', () => {
+    refuses(() => encodeMeta(spec, {age: true}), /^age true \(a boolean\) is not a number: give years/);
+    refuses(() => encodeMeta(spec, {age: false}), /^age false \(a boolean\) is not a number/);
+    refuses(() => encodeMeta(spec, {age: [55]}), /^age \[55\] \(a list\) is not a number/);
+    refuses(() => encodeMeta(spec, {age: []}), /^age \[\] \(a list\) is not a number/);
+    refuses(() => encodeMeta(spec, {age: {years: 55}}), /^age \{"years":55\} \(an object\) is not a number/);
+    refuses(() => encodeMeta(spec, {age: 'fifty'}), /^age "fifty" is not a number: give years \(e\.g\. 55\) or leave it empty$/);
+    refuses(() => checkAge(spec, true), /age true/);
+    // Numbers and numeric text still work, and the missing values are still missing.
+    assert.equal(checkAge(spec, 55), 55);
+    assert.equal(checkAge(spec, ' 55 '), 55);
+    assert.equal(checkAge(spec, 55n), 55);
+    assert.equal(checkAge(spec, 'unknown'), null);
+    assert.equal(checkAge(spec, NaN), null);
+  });
+
+  test('a sex or body site that is not text is refused, not turned into text', () => {
+    refuses(() => encodeMeta(spec, {site: 5}), /^body site 5 \(a number\) is not text: use one of "head\/neck"/);
+    refuses(() => encodeMeta(spec, {site: ['torso']}), /^body site \["torso"\] \(a list\) is not text/);
+    refuses(() => encodeMeta(spec, {site: {toString: () => 'torso'}}), /^body site .* \(an object\) is not text/);
+    refuses(() => encodeMeta(spec, {sex: true}), /^sex true \(a boolean\) is not text: use one of "male", "female", "m", "f"/);
+    refuses(() => encodeMeta(spec, {sex: 1}), /^sex 1 \(a number\) is not text/);
+    refuses(() => encodeMeta(spec, {sex: ['f']}), /^sex \["f"\] \(a list\) is not text/);
+    const expected = new Float32Array(12);
+    expected[0] = Math.fround(0.25);
+    expected[3] = 1; // female
+    expected[5 + 3] = 1; // torso
+    assert.deepEqual(encodeMeta(spec, {age: 55, sex: 'F', site: 'anterior_torso'}), expected);
+    const missing = encodeMeta(spec, {sex: NaN, site: undefined});
+    assert.equal(missing[4], 1);
+    assert.equal(missing[11], 1);
+  });
+
+  test('metadataLayout reads the contract as written, with no defaults', () => {
+    const layout = metadataLayout(spec);
+    assert.deepEqual(layout.range, [0, 120]);
+    assert.deepEqual(layout.missing, spec.metadata.missing_tokens);
+    const custom = edited('metadata.missing_tokens', ['?']);
+    assert.equal(encodeMeta(custom, {sex: '?'})[4], 1);
+    refuses(() => encodeMeta(custom, {sex: 'unknown'}), /unknown sex "unknown"/);
+  });
+});
+
+describe('contract.js is the public entry', () => {
+  test('it re-exports every name the single-file contract.js exported, and the new ones', () => {
+    const names = [
+      'SPEC_SCHEMA', 'SPEC_SCHEMA_VERSION', 'SPEC_KEY', 'METADATA_CONTRACT_VERSION', 'SUPPORTED', 'ContractError',
+      'readSpec', 'isTflite', 'checkContract', 'passOrder', 'resampleCoefficients', 'resizeRgb', 'compositeOnWhite',
+      'toFloat', 'imageTensor', 'metadataLayout', 'formatG', 'checkAge', 'encodeMeta', 'decide',
+      'outputContract', 'checkImageContract', 'tfliteMetadata', 'onnxMetadata', 'PILLOW_MAJOR',
+    ];
+    for (const name of names) assert.notEqual(contract[name], undefined, `contract.js does not export ${name}`);
+    assert.deepEqual(Object.keys(contract).sort(), [...names].sort());
   });
 });
 

@@ -17,7 +17,11 @@ interface Classifier : Closeable {
     fun predict(image: FloatArray, meta: FloatArray): Prediction
 }
 
-/** The decision for [probability] at the spec's threshold (core/spec.py: OutputContract.decide). */
+/**
+ * The decision for [probability] at the spec's threshold (core/spec.py: OutputContract.decide).
+ *
+ * @throws ContractException when [probability] is NaN, infinite or outside [0, 1] (never "below the threshold").
+ */
 fun decide(spec: ModelSpec, probability: Double): Decision = spec.outputs.decide(probability)
 
 /** What the app shows after Assess. */
@@ -34,6 +38,8 @@ class Assessment(
  * Decoded pixels + form values -> [Assessment] through [classifier], with everything taken from its spec.
  *
  * @throws ContractException when a form value is not accepted by the spec.
+ * @throws IllegalStateException when the model returns a probability that is NaN or outside [0, 1] (a broken
+ *     runtime or artifact, not something the user can fix); no decision is made from it.
  */
 fun assess(classifier: Classifier, image: ArgbImage, age: Any?, sex: Any?, site: Any?): Assessment {
     val spec = classifier.spec

@@ -43,12 +43,24 @@ internal object Json {
             .replace("Use JsonReader.setLenient(true) to accept malformed JSON at", "malformed JSON at").trim()
 }
 
-/** Typed, path-aware access to one JSON object of the spec (e.g. path "image" for the image contract). */
+/**
+ * Typed, path-aware access to one JSON object of the spec (e.g. path "image" for the image contract). A getter
+ * returns the value the spec holds or throws a ContractException naming the field: there are no defaults, so a
+ * reader cannot fill in a field the spec lacks (only [optionalString], for fields that are merely shown).
+ */
 internal class Fields(val obj: JsonObject, private val path: String, private val owner: String) {
     private fun where(name: String) = if (path == "") name else "$path.$name"
 
+    /**
+     * The error for field [name]: absent (or null) -> "has no image.layout"; there but not [expected] -> "has no
+     * valid image.layout (a string expected)". Either way one sentence naming the field; nothing is filled in.
+     */
     private fun bad(name: String, expected: String): ContractException =
-        ContractException("$owner has no valid ${where(name)} ($expected expected): re-export the model")
+        if (!has(name)) {
+            ContractException("$owner has no ${where(name)}: re-export the model with python -m export.all")
+        } else {
+            ContractException("$owner has no valid ${where(name)} ($expected expected): re-export the model")
+        }
 
     fun has(name: String): Boolean = obj.has(name) && !obj.get(name).isJsonNull
 
@@ -72,7 +84,8 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         return p.asString
     }
 
-    fun string(name: String, default: String): String = if (has(name)) string(name) else default
+    /** A field only shown to the user (never one that shapes an input or the decision): null when absent. */
+    fun optionalString(name: String): String? = if (has(name)) string(name) else null
 
     fun double(name: String): Double {
         val p = primitive(name)
@@ -82,8 +95,6 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         return value
     }
 
-    fun double(name: String, default: Double): Double = if (has(name)) double(name) else default
-
     fun int(name: String): Int {
         val value = double(name)
         if (value != Math.floor(value) || value < Int.MIN_VALUE || value > Int.MAX_VALUE) {
@@ -92,8 +103,7 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         return value.toInt()
     }
 
-    fun bool(name: String, default: Boolean): Boolean {
-        if (!has(name)) return default
+    fun bool(name: String): Boolean {
         val p = primitive(name)
         if (p == null || !p.isBoolean) throw bad(name, "true or false")
         return p.asBoolean
@@ -104,8 +114,6 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         if (value == null || !value.isJsonObject) throw bad(name, "an object")
         return Fields(value.asJsonObject, where(name), owner)
     }
-
-    fun objOrEmpty(name: String): Fields = if (has(name)) obj(name) else Fields(JsonObject(), where(name), owner)
 
     private fun array(name: String): JsonArray {
         val value = obj.get(name)
@@ -122,8 +130,6 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         return out
     }
 
-    fun strings(name: String, default: List<String>): List<String> = if (has(name)) strings(name) else default
-
     fun doubles(name: String): List<Double> {
         val out = ArrayList<Double>()
         for (item in array(name)) {
@@ -132,8 +138,6 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         }
         return out
     }
-
-    fun doubles(name: String, default: List<Double>): List<Double> = if (has(name)) doubles(name) else default
 
     fun objects(name: String): List<Fields> {
         val out = ArrayList<Fields>()

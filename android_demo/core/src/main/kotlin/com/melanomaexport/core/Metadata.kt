@@ -11,7 +11,8 @@ import java.math.RoundingMode
  * centre, scale and valid range) comes from the spec's metadata contract.
  *
  * Values are taken as Python takes them: null, NaN or a string whose trimmed lower-case form is one of the
- * spec's missing tokens means missing; an age may be a number or a numeric string.
+ * spec's missing tokens means missing; an age may be a number or a numeric string. Nothing else is coerced: an
+ * age that is a Boolean, a list or any other object is refused, and so is a sex or site that is not a String.
  */
 class MetadataEncoder(val contract: MetadataContract) {
     /** Names of the `meta` entries, in order. */
@@ -38,19 +39,26 @@ class MetadataEncoder(val contract: MetadataContract) {
 
     private fun canonical(value: Any?, category: CategoryContract, what: String): String? {
         if (isMissing(value)) return null
-        val text = value.toString()
-        val key = pySplit(pyLower(pyStrip(text)).replace('_', ' ')).joinToString(" ")
+        val accepted = (category.categories + category.aliases.keys).joinToString(", ") { "\"$it\"" }
+        if (value !is String) {
+            // A number, Boolean, Char or list is refused, not turned into text (a Char 'm' is not "male").
+            throw ContractException(
+                "$what ${describeValue(value)} (${kindOf(value)}) is not text: use one of $accepted, " +
+                    "or leave it empty for missing"
+            )
+        }
+        val key = pySplit(pyLower(pyStrip(value)).replace('_', ' ')).joinToString(" ")
         if (key in category.categories) return key
         val alias = category.aliases[key]
         if (alias != null) return alias
-        val accepted = (category.categories + category.aliases.keys).joinToString(", ") { "\"$it\"" }
-        throw ContractException("unknown $what \"$text\": use one of $accepted, or leave it empty for missing")
+        throw ContractException("unknown $what \"$value\": use one of $accepted, or leave it empty for missing")
     }
 
     /**
      * The age in years, null when missing (core/metadata.py: `check_age`).
      *
-     * @throws ContractException when it is not a number or outside the spec's valid range.
+     * @throws ContractException when it is not a number (a Boolean, a list or another object included) or
+     *     outside the spec's valid range.
      */
     fun checkAge(age: Any?): Double? {
         if (isMissing(age)) return null
@@ -58,7 +66,9 @@ class MetadataEncoder(val contract: MetadataContract) {
             is Number -> age.toDouble()
             is String -> parsePythonFloat(age)
                 ?: throw ContractException("age \"$age\" is not a number: give years (e.g. 55) or leave it empty")
-            else -> throw ContractException("age \"$age\" is not a number: give years (e.g. 55) or leave it empty")
+            else -> throw ContractException(
+                "age ${describeValue(age)} (${kindOf(age)}) is not a number: give years (e.g. 55) or leave it empty"
+            )
         }
         if (value.isNaN()) return null
         if (!(contract.age.min <= value && value <= contract.age.max)) {
@@ -90,6 +100,31 @@ class MetadataEncoder(val contract: MetadataContract) {
         vec[offset + (if (siteValue == null) sites.size else sites.indexOf(siteValue))] = 1f
         return vec
     }
+}
+
+/** A value as a message shows it: strings quoted, lists and arrays with their items, anything else as it prints. */
+internal fun describeValue(value: Any?): String = when (value) {
+    null -> "null"
+    is String -> "\"$value\""
+    is Char -> "'$value'"
+    is Array<*> -> value.contentDeepToString()
+    is IntArray -> value.contentToString()
+    is LongArray -> value.contentToString()
+    is FloatArray -> value.contentToString()
+    is DoubleArray -> value.contentToString()
+    is BooleanArray -> value.contentToString()
+    else -> value.toString()
+}
+
+/** What kind of value [value] is, in words ("a boolean", "a list", ...), for messages. */
+internal fun kindOf(value: Any?): String = when {
+    value == null -> "null"
+    value is Boolean -> "a boolean"
+    value is Number -> "a number"
+    value is Char -> "a character"
+    value is Collection<*> || value.javaClass.isArray -> "a list"
+    value is Map<*, *> -> "a map"
+    else -> "a value of type ${value.javaClass.simpleName}"
 }
 
 /** Python's `str.lower()`, one code point at a time (no locale rules, unlike `String.toLowerCase`). */

@@ -34,14 +34,25 @@ class OutputContract(
     val positiveLabel: String,
     val temperature: Double,
     val threshold: Double,
+    /** How the threshold was chosen, only shown to the user: "" when the spec records none (nothing invented). */
     val thresholdRule: String
 ) {
     /** The label other than the positive one (the first such label, as Python picks it). */
     val negativeLabel: String
         get() = labels.first { it != positiveLabel }
 
-    /** A probability at or above the threshold is the positive label; below it, the other one. */
+    /**
+     * A probability at or above the threshold is the positive label; below it, the other one.
+     *
+     * @throws ContractException when [probability] is NaN, infinite or outside [0, 1]: such a value is never
+     *     read as "below the threshold".
+     */
     fun decide(probability: Double): Decision {
+        if (probability.isNaN() || probability < 0.0 || probability > 1.0) {
+            throw ContractException(
+                "the probability $probability is not a number from 0 to 1, so no decision can be made from it"
+            )
+        }
         val positive = probability >= threshold
         return Decision(if (positive) positiveLabel else negativeLabel, positive)
     }
@@ -85,7 +96,7 @@ class ModelSpec(
     /** The metadata encoder this spec describes. */
     fun encoder(): MetadataEncoder = MetadataEncoder(metadata)
 
-    /** The intended-use statement recorded at training time, "" when absent. */
+    /** The intended-use statement recorded at training time (only shown), "" when the spec records none. */
     val intendedUse: String
         get() {
             val provenance = json.get("provenance")
@@ -113,6 +124,11 @@ private val OUTPUT_FIELDS = setOf(
  * version, no unknown fields, the image contract, the outputs and a metadata contract whose feature list matches
  * its categories.
  *
+ * No field that shapes an input or the decision is ever filled in: a spec without `image.layout`,
+ * `outputs.threshold`, `metadata.age.valid_range`, ... is refused with a sentence naming the field. Only fields
+ * that are merely shown may be absent (`outputs.threshold_rule`, `provenance`, `precision`), and then read as ""
+ * (absent), never as an invented value.
+ *
  * @param source names the text in error messages (a file name, "the embedded spec").
  * @throws ContractException when it is not a valid spec.
  */
@@ -138,9 +154,10 @@ internal fun specFromJson(root: JsonObject, source: String): ModelSpec {
     }
     top.onlyKnown(TOP_FIELDS)
     val image = readImage(top.obj("image"))
-    val outputs = readOutputs(top.objOrEmpty("outputs"), source)
+    val outputs = readOutputs(top.obj("outputs"), source)
     val metadata = readMetadata(top.obj("metadata"), source)
-    val precision = if (top.has("precision")) top.obj("precision").string("name", "") else ""
+    // Shown only (and picks the androidTest's bound): an fp32 artifact's spec has "precision": {} (no name).
+    val precision = if (top.has("precision")) top.obj("precision").optionalString("name") ?: "" else ""
     return ModelSpec(top.string("name"), top.string("architecture"), image, metadata, outputs, precision, root)
 }
 
@@ -152,41 +169,68 @@ private fun readImage(f: Fields): ImageContract {
     }
     return ImageContract(
         size = size,
-        layout = f.string("layout", "NCHW"),
-        dtype = f.string("dtype", "float32"),
-        color = f.string("color", "RGB"),
-        valueRange = f.doubles("value_range", listOf(0.0, 1.0)),
-        resize = f.string("resize", "stretch"),
-        interpolation = f.string("interpolation", "bilinear"),
-        antialias = f.bool("antialias", true),
-        resizeLibrary = f.string("resize_library", "PIL"),
-        resizeLibraryVersion = f.string("resize_library_version", "")
+        layout = f.string("layout"),
+        dtype = f.string("dtype"),
+        color = f.string("color"),
+        valueRange = f.doubles("value_range"),
+        resize = f.string("resize"),
+        interpolation = f.string("interpolation"),
+        antialias = f.bool("antialias"),
+        resizeLibrary = f.string("resize_library"),
+        resizeLibraryVersion = f.string("resize_library_version")
     )
 }
 
 private fun readOutputs(f: Fields, source: String): OutputContract {
     f.onlyKnown(OUTPUT_FIELDS)
-    val labels = f.strings("labels", listOf("benign", "melanoma"))
-    val positive = f.string("positive_label", "melanoma")
+    val names = f.strings("names")
+    for (name in listOf("logit", "probability")) {
+        if (name !in names) {
+            throw ContractException("$source's outputs.names $names do not include \"$name\": re-export it")
+        }
+    }
+    val labels = f.strings("labels")
+    val positive = f.string("positive_label")
     if (positive !in labels || labels.none { it != positive }) {
         throw ContractException(
             "$source's outputs.labels $labels must hold positive_label \"$positive\" and another label: re-export it"
         )
     }
+    val threshold = f.double("threshold")
+    if (threshold < 0.0 || threshold > 1.0) {
+        throw ContractException("$source's outputs.threshold $threshold is not a number from 0 to 1: re-export it")
+    }
+    val temperature = f.double("temperature")
+    if (temperature <= 0.0) {
+        throw ContractException("$source's outputs.temperature $temperature is not a positive number: re-export it")
+    }
     return OutputContract(
-        names = f.strings("names", listOf("logit", "probability")),
+        names = names,
         labels = labels,
         positiveLabel = positive,
-        temperature = f.double("temperature", 1.0),
-        threshold = f.double("threshold", 0.5),
-        thresholdRule = f.string("threshold_rule", "")
+        temperature = temperature,
+        threshold = threshold,
+        thresholdRule = f.optionalString("threshold_rule") ?: "" // shown only; "" = the spec records no rule
     )
 }
 
-/** Mirrors core/metadata.py's `MetadataEncoder.from_contract`, reading the missing tokens and age range too. */
+/**
+ * Mirrors core/metadata.py's `MetadataEncoder.from_contract`, reading the missing tokens and age range too; every
+ * field is required, and the dtype and case rule must be those [MetadataEncoder] implements.
+ */
 private fun readMetadata(f: Fields, source: String): MetadataContract {
     val version = f.int("version")
     if (version != 1) throw ContractException("$source's metadata contract version $version is not 1: re-export it")
+    val dtype = f.string("dtype")
+    if (dtype != "float32") {
+        throw ContractException("$source asks for a $dtype meta input; this app encodes float32")
+    }
+    if (!f.bool("case_insensitive")) {
+        throw ContractException(
+            "$source asks for case-sensitive metadata categories; this app matches them case-insensitively, " +
+                "as core/metadata.py does"
+        )
+    }
     val age = f.obj("age")
     val range = age.doubles("valid_range")
     if (range.size != 2 || range[0] > range[1]) {
@@ -205,6 +249,16 @@ private fun readMetadata(f: Fields, source: String): MetadataContract {
         site = CategoryContract(site.strings("categories"), site.stringMap("aliases")),
         missingTokens = f.strings("missing_tokens")
     )
+    for ((what, category) in listOf("sex" to contract.sex, "site" to contract.site)) {
+        for ((alias, target) in category.aliases) {
+            if (target !in category.categories) {
+                throw ContractException(
+                    "$source's metadata.$what.aliases maps \"$alias\" to \"$target\", which is not one of its " +
+                        "categories: re-export it"
+                )
+            }
+        }
+    }
     val expected = ArrayList<String>()
     expected.add("age")
     expected.add("age_missing")

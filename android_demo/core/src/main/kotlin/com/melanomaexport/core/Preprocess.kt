@@ -28,7 +28,7 @@ const val PILLOW_MAJOR = 13
 /**
  * Refuses an image contract this port cannot honour, in one sentence naming the field
  * (core/images.py: `check_contract`; also the dtype, colour, value range and Pillow version, which the Python
- * reference takes for granted).
+ * reference takes for granted). Every field is there: [readSpec] refuses a spec that lacks one.
  */
 fun checkContract(contract: ImageContract) {
     fun refuse(what: String, value: Any, allowed: String): Nothing =
@@ -46,7 +46,14 @@ fun checkContract(contract: ImageContract) {
     if (contract.valueRange != listOf(0.0, 1.0)) refuse("value_range", contract.valueRange, "[0, 1]")
     if (contract.resizeLibrary != "PIL") refuse("resize_library", contract.resizeLibrary, "PIL")
     val version = contract.resizeLibraryVersion
-    if (version.isNotEmpty() && version.substringBefore('.') != PILLOW_MAJOR.toString()) {
+    if (version.isEmpty()) {
+        // Not assumed to be Pillow 13: the pass order, and so the pixels, depend on the version.
+        throw ContractException(
+            "the spec records no image.resize_library_version (the Pillow its resize was checked with): " +
+                "re-export the model with python -m export.all"
+        )
+    }
+    if (version.substringBefore('.') != PILLOW_MAJOR.toString()) {
         throw ContractException(
             "the spec's resize follows Pillow $version; this app reproduces Pillow $PILLOW_MAJOR.x: " +
                 "re-export the model with the project's pinned Pillow"

@@ -56,4 +56,23 @@ class ClassifierTest {
     fun aProbabilityOutsideZeroOneIsAnError() {
         assess(Recorder(spec, 1.5f), ArgbImage(1, 1, intArrayOf(-1)), null, null, null)
     }
+
+    @Test(expected = IllegalStateException::class)
+    fun aNaNProbabilityIsAnErrorNotBenign() {
+        assess(Recorder(spec, Float.NaN), ArgbImage(1, 1, intArrayOf(-1)), null, null, null)
+    }
+
+    /** decide answers only for a number from 0 to 1: NaN or infinity is never "below the threshold". */
+    @Test
+    fun decideRefusesAProbabilityThatIsNotANumberFromZeroToOne() {
+        val bad = listOf(Double.NaN, Double.POSITIVE_INFINITY, Double.NEGATIVE_INFINITY, -0.001, 1.001, 37.0)
+        for (p in bad) {
+            assertContains(expectContract { decide(spec, p) }.message, "probability $p", "not a number from 0 to 1")
+            assertContains(expectContract { spec.outputs.decide(p) }.message, "no decision")
+        }
+        assertEquals("benign", decide(spec, 0.0).label)
+        assertFalse(decide(spec, 0.0).positive)
+        assertEquals("melanoma", decide(spec, 1.0).label)
+        assertTrue(decide(spec, 1.0).positive)
+    }
 }

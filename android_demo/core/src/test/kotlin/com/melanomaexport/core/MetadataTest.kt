@@ -80,6 +80,40 @@ class MetadataTest {
         assertEquals(10.5, encoder.checkAge(" 1_0.5 ")!!, 0.0)
     }
 
+    /** An age is a number or numeric text: a Boolean, a list or another object is refused, naming the age. */
+    @Test
+    fun refusesAgesThatAreNotNumbers() {
+        fun refusal(age: Any) = expectContract { encoder.encode(age, null, null) }.message
+        assertEquals("age true (a boolean) is not a number: give years (e.g. 55) or leave it empty", refusal(true))
+        assertEquals("age false (a boolean) is not a number: give years (e.g. 55) or leave it empty", refusal(false))
+        assertContains(refusal(listOf(55)), "age [55] (a list) is not a number")
+        assertContains(refusal(arrayOf(55)), "age [55] (a list) is not a number")
+        assertContains(refusal(intArrayOf(55)), "age [55] (a list) is not a number")
+        assertContains(refusal(mapOf("years" to 55)), "age {years=55} (a map) is not a number")
+        assertContains(refusal('5'), "age '5' (a character) is not a number")
+        assertContains(refusal(Any()), "(a value of type Object) is not a number")
+        // Numbers of any type, and numeric text, are ages.
+        assertEquals(55.0, encoder.checkAge(55)!!, 0.0)
+        assertEquals(55.0, encoder.checkAge(55L)!!, 0.0)
+        assertEquals(55.5, encoder.checkAge(55.5f)!!, 0.0)
+        assertEquals(55.0, encoder.checkAge(java.math.BigDecimal("55"))!!, 0.0)
+    }
+
+    /** A sex or body site is text: a number, Boolean, Char or list is refused, not turned into text. */
+    @Test
+    fun refusesSexAndSiteThatAreNotText() {
+        val site = expectContract { encoder.encode(null, null, 5) }.message
+        assertContains(site, "body site 5 (a number) is not text: use one of \"head/neck\"", "or leave it empty")
+        val list = expectContract { encoder.encode(null, null, listOf("torso")) }.message
+        assertContains(list, "body site [torso] (a list) is not text")
+        assertContains(expectContract { encoder.encode(null, 'm', null) }.message, "sex 'm' (a character) is not text")
+        assertContains(expectContract { encoder.encode(null, true, null) }.message, "sex true (a boolean) is not text")
+        assertContains(expectContract { encoder.canonicalSite(3.0) }.message, "body site 3.0 (a number)")
+        // NaN is missing, as in Python; text still goes through the aliases.
+        assertArrayEquals(vector(1, 4, 11), encoder.encode(Double.NaN, Double.NaN, Float.NaN), 0f)
+        assertEquals("male", encoder.canonicalSex("m"))
+    }
+
     @Test
     fun formatsNumbersLikePythonG() {
         val cases = mapOf(

@@ -1,5 +1,7 @@
 package com.melanomaexport.core
 
+import com.google.gson.JsonElement
+import com.google.gson.JsonNull
 import com.google.gson.JsonObject
 import com.google.gson.JsonParser
 import com.google.gson.JsonPrimitive
@@ -40,6 +42,81 @@ class SpecTest {
         assertContains(refusal { it.remove("metadata") }, "metadata")
     }
 
+    /** [specText] with the field at the dotted [path] removed, or set to [value]. */
+    private fun edited(path: String, value: JsonElement? = null): String = specText { root ->
+        val keys = path.split('.')
+        var parent = root
+        for (key in keys.dropLast(1)) parent = parent.getAsJsonObject(key)
+        if (value == null) parent.remove(keys.last()) else parent.add(keys.last(), value)
+    }
+
+    /** Every field that shapes an input or the decision is required: a spec without it is refused, naming it. */
+    @Test
+    fun refusesASpecWithoutAFieldItNeedsNamingTheField() {
+        for (path in REQUIRED_FIELDS) {
+            for (absent in listOf<JsonElement?>(null, JsonNull.INSTANCE)) {
+                val e = expectContract { readSpec(edited(path, absent), "the model spec") }
+                assertContains(e.message, "the model spec has no $path:", "python -m export.all")
+            }
+        }
+    }
+
+    @Test
+    fun refusesThresholdsAndTemperaturesThatCannotBeUsed() {
+        for (bad in listOf(-0.01, 1.01, 50.0, -1.0)) {
+            assertContains(refusal { it.getAsJsonObject("outputs").addProperty("threshold", bad) }, "outputs.threshold")
+        }
+        assertContains(
+            refusal { it.getAsJsonObject("outputs").addProperty("threshold", "0.5") },
+            "no valid outputs.threshold (a number expected)"
+        )
+        // JSON has no NaN or infinity: the strict parser refuses them before any reader sees them.
+        for (bad in listOf(Double.NaN, Double.POSITIVE_INFINITY)) {
+            assertContains(refusal { it.getAsJsonObject("outputs").addProperty("threshold", bad) }, "not valid JSON")
+        }
+        assertEquals(0.0, readSpec(specText(threshold = 0.0)).outputs.threshold, 0.0)
+        assertEquals(1.0, readSpec(specText(threshold = 1.0)).outputs.threshold, 0.0)
+        for (bad in listOf(0.0, -2.0)) {
+            assertContains(
+                refusal { it.getAsJsonObject("outputs").addProperty("temperature", bad) },
+                "outputs.temperature", "positive"
+            )
+        }
+        val names = JsonParser.parseString("[\"logit\"]")
+        assertContains(refusal { it.getAsJsonObject("outputs").add("names", names) }, "outputs.names", "probability")
+    }
+
+    @Test
+    fun refusesMetadataContractsItCannotHonour() {
+        assertContains(refusal { it.getAsJsonObject("metadata").addProperty("dtype", "float16") }, "float16 meta input")
+        assertContains(
+            refusal { it.getAsJsonObject("metadata").addProperty("case_insensitive", false) },
+            "case-sensitive"
+        )
+        val unknownTarget = refusal {
+            it.getAsJsonObject("metadata").getAsJsonObject("sex").getAsJsonObject("aliases").addProperty("w", "woman")
+        }
+        assertContains(unknownTarget, "metadata.sex.aliases", "\"w\" to \"woman\"")
+        assertContains(
+            refusal { it.getAsJsonObject("metadata").getAsJsonObject("age").addProperty("center", "50") },
+            "no valid metadata.age.center"
+        )
+    }
+
+    /** Fields that are only shown may be absent; they then read as absent (""), never as an invented value. */
+    @Test
+    fun fieldsThatAreOnlyShownMayBeAbsent() {
+        val spec = readSpec(specText {
+            it.getAsJsonObject("outputs").remove("threshold_rule")
+            it.remove("provenance")
+            it.remove("precision")
+        })
+        assertEquals("", spec.outputs.thresholdRule)
+        assertEquals("", spec.intendedUse)
+        assertEquals("", spec.precision)
+        assertEquals("test", readSpec(specText()).outputs.thresholdRule)
+    }
+
     @Test
     fun refusesImageContractsItCannotHonour() {
         fun refused(field: String, value: Any): String? {
@@ -57,6 +134,12 @@ class SpecTest {
         assertContains(refused("resize", "crop"), "crop")
         assertContains(refused("antialias", false), "antialias")
         assertContains(refused("resize_library_version", "12.1.0"), "Pillow 12.1.0")
+        assertContains(refused("resize_library_version", ""), "records no image.resize_library_version")
+        assertContains(refused("color", "BGR"), "color", "BGR")
+        assertContains(refused("resize_library", "cv2"), "resize_library", "cv2")
+        assertContains(refused("dtype", "uint8"), "dtype", "uint8")
+        val range = readSpec(edited("image.value_range", JsonParser.parseString("[0, 255]")))
+        assertContains(expectContract { checkContract(range.image) }.message, "value_range")
         checkContract(readSpec(specText()).image)
     }
 
@@ -125,3 +208,14 @@ class SpecTest {
         assertTrue(JsonParser.parseString(wrong.toString()).isJsonObject)
     }
 }
+
+/** Every field a reader needs to build the inputs or make the decision (the same list as web_demo's tests). */
+val REQUIRED_FIELDS = listOf(
+    "image", "image.size", "image.layout", "image.dtype", "image.color", "image.value_range", "image.resize",
+    "image.interpolation", "image.antialias", "image.resize_library", "image.resize_library_version",
+    "metadata", "metadata.version", "metadata.size", "metadata.dtype", "metadata.case_insensitive",
+    "metadata.features", "metadata.age", "metadata.age.center", "metadata.age.scale", "metadata.age.valid_range",
+    "metadata.sex", "metadata.sex.categories", "metadata.sex.aliases", "metadata.site", "metadata.site.categories",
+    "metadata.site.aliases", "metadata.missing_tokens",
+    "outputs", "outputs.names", "outputs.labels", "outputs.positive_label", "outputs.threshold", "outputs.temperature"
+)
