@@ -102,7 +102,8 @@ class Judge:
                 runner = self._export(fmt, artifact, precision, options, model, path, row)
         except NotRunnable as exc:
             return row | {"status": "not-run", "reason": str(exc)}
-        except UserError as exc:
+        except UserError as exc:  # e.g. the format's checker refusing a file a full disk cut short
+            out_of_space(self.out, exc)
             return row | {"status": "fail", "reason": str(exc), "export_seconds": round(time.time() - start, 2)}
         except Exception as exc:  # noqa: BLE001 - a converter failing must not stop the others
             out_of_space(self.out, exc)
