@@ -49,6 +49,14 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB") if image.mode != "RGB" else image
 
 
+class ImageTooLarge(UserError, OSError):
+    """An image whose header claims more pixels than Pillow's decompression-bomb limit.
+
+    Both kinds of error its callers already handle: an OSError, like a truncated file (training skips it and
+    counts it as a bad image), and a UserError (a command ends in its one sentence).
+    """
+
+
 def load_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
     """Decode `path` to an RGB PIL image with its EXIF orientation applied (decodes every pixel).
 
@@ -61,13 +69,21 @@ def load_rgb(path: str | Path, draft: int | None = None) -> Image.Image:
     Raises:
         OSError / PIL.UnidentifiedImageError / ValueError: the file is missing, not an image, or damaged
         (a truncated JPEG fails here, where the pixels are decoded, not when the header is read).
+        ImageTooLarge (an OSError and a UserError): the header claims more pixels than Pillow decodes safely
+        (PIL.Image.DecompressionBombError, or its warning when warnings are errors).
     """
-    with Image.open(path) as image:
-        if draft and image.format == "JPEG":
-            image.draft("RGB", (draft, draft))
-        image = ImageOps.exif_transpose(image)
-        image.load()
-        return to_rgb(image)
+    try:
+        with Image.open(path) as image:
+            if draft and image.format == "JPEG":
+                image.draft("RGB", (draft, draft))
+            image = ImageOps.exif_transpose(image)
+            image.load()
+            return to_rgb(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageTooLarge(
+            f"{path} is too large to decode safely ({str(exc).rstrip('.')}): "
+            "no lesion photo is that large; remove it or downscale it"
+        ) from None
 
 
 def check_contract(contract) -> None:

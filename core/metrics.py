@@ -2,6 +2,7 @@
 
 m = binary_metrics(y_true, prob, threshold=0.31)
 t = choose_threshold(y_val, p_val, rule="sensitivity", target=0.95)
+T = fit_temperature(val_logits, y_val)      # then calibrated_probability(logits, T)
 """
 
 from __future__ import annotations
@@ -83,10 +84,14 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray, rule: str = "sensitiv
         "sensitivity": the highest threshold whose sensitivity is >= target (screening: few misses).
         "youden": the threshold maximising sensitivity + specificity - 1.
     A probability >= threshold is called positive.
+
+    Raises:
+        ValueError: the labels hold one class only (neither rule means anything then; no fallback value is
+            returned under a rule's name), or the rule is unknown.
     """
     y, p = _check(y_true, prob)
     if not has_both_classes(y):
-        return 0.5
+        raise ValueError(f"cannot choose a {rule!r} threshold: the labels hold only one class")
     fpr, tpr, thr = roc_curve(y, p)
     thr = np.minimum(thr, 1.0)  # sklearn puts +inf first
     if rule == "sensitivity":
@@ -95,6 +100,32 @@ def choose_threshold(y_true: np.ndarray, prob: np.ndarray, rule: str = "sensitiv
     if rule == "youden":
         return float(thr[int(np.argmax(tpr - fpr))])
     raise ValueError(f"unknown threshold rule {rule!r}: use 'sensitivity' or 'youden'")
+
+
+def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
+    """Temperature T minimising the NLL of calibrated_probability(logit, T) on validation (Guo et al. 2017).
+
+    Returns T rounded to 4 decimals; 1.0 (no scaling) when one class is absent or the fitted T falls outside
+    0.05-20, which is no calibration but the sign of a degenerate model.
+    """
+    import torch  # here: the numpy metrics stay importable without it
+
+    if not has_both_classes(targets):
+        return 1.0
+    z = torch.tensor(np.asarray(logits), dtype=torch.float64)
+    y = torch.tensor(np.asarray(targets), dtype=torch.float64)
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100)
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z / log_t.exp(), y)
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    t = float(log_t.detach().exp())
+    return round(t, 4) if 0.05 < t < 20 and np.isfinite(t) else 1.0
 
 
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:

@@ -10,15 +10,23 @@ by sex. Skin tones, hairs, dermoscope vignetting and blur vary.
 The set is written in the ISIC 2020 layout (`train.csv` + `train/<image_name>.jpg`) and read by the same
 loader as the real data:
 
-    root = ensure_synthetic()            # ~/.cache/melanoma-export/synthetic-v1-n2000-s256-seed0
+    root = ensure_synthetic()            # ~/.cache/melanoma-export/synthetic-v2-n2000-s256-seed0
+
+A cached set is checked against the manifest written with it (train.csv's hash, every image's size) each
+time it is asked for, and regenerated when damaged.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
+import json
 import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -26,9 +34,11 @@ import pandas as pd
 from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
+from core.errors import UserError
 from core.metadata import SITES
 
 VERSION = 2
+MANIFEST = "manifest.json"  # written last by generate(): train.csv's sha256 and every image's size
 DEFAULT_COUNT = 2000
 DEFAULT_SIZE = 256
 # ISIC 2020 training set site mix (Kim & Rocheteau 2020, Table 3 / train.csv counts), last = missing.
@@ -67,22 +77,86 @@ def synthetic_dir(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: in
 
 
 def ensure_synthetic(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed: int = 0) -> Path:
-    """Generate the synthetic set unless it is cached; returns its folder (ISIC 2020 layout)."""
+    """Generate the synthetic set unless an intact copy is cached; returns its folder (ISIC 2020 layout).
+
+    A cached copy is intact when its manifest (written last at generation) matches: the sha256 of train.csv,
+    and every image present with the size it was written with. A damaged one (train.csv or images deleted or
+    overwritten, an interrupted copy) is said on stderr and regenerated; one that cannot be regenerated ends
+    in a UserError saying to delete the folder.
+    """
     target = synthetic_dir(count, size, seed)
-    if (target / "train.csv").is_file():
+    damage = _damage(target)
+    if damage is None:
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with _generation_lock(target):  # a second process waits here, then finds the set the first one wrote
+            damage = _damage(target)
+            if damage is None:
+                return target
+            if target.exists():
+                print(f"the synthetic set in {target} cannot be trusted ({damage}): regenerating it", file=sys.stderr)
+            _generate_into(target, count, size, seed)
+    except OSError as exc:
+        state = f"damaged ({damage})" if target.exists() else "not generated yet"
+        raise UserError(
+            f"the synthetic set in {target} is {state} and cannot be written there ({exc.strerror or exc}): "
+            "delete that folder, or set MELANOMA_CACHE to a folder you can write, and rerun"
+        ) from None
+    return target
+
+
+def _generate_into(target: Path, count: int, size: int, seed: int) -> None:
+    """Generate beside `target`, then put the complete set in its place (a damaged copy is removed first)."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         generate(tmp, count, size, seed)
-        try:
-            os.replace(tmp, target)
-        except OSError:  # another process finished first
-            if not (target / "train.csv").is_file():
-                raise
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return target
+
+
+def _damage(folder: Path) -> str | None:
+    """What is wrong with a cached set (None when it is intact): checked against its manifest, so the cost is
+    one hash of train.csv and one stat per image."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text())
+        images = list(manifest["images"].items())
+        wanted = manifest["train_csv_sha256"]
+    except FileNotFoundError:
+        return "missing" if not folder.exists() else f"it has no {MANIFEST}: unfinished, or older than manifests"
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"its {MANIFEST} is unreadable"
+    try:
+        if _sha256(folder / "train.csv") != wanted:
+            return "its train.csv was changed"
+    except OSError:
+        return "its train.csv is missing"
+    for name, length in images:
+        try:
+            if (folder / "train" / name).stat().st_size != length:
+                return f"image {name} was changed"
+        except OSError:
+            return f"image {name} is missing"
+    return None
+
+
+@contextmanager
+def _generation_lock(target: Path) -> Iterator[None]:
+    """A blocking lock beside the cache folder: generation runs once however many processes need the set."""
+    fd = os.open(target.parent / f".{target.name}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # released when the process dies, too
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def patients_table(count: int, seed: int) -> pd.DataFrame:
@@ -135,8 +209,17 @@ def generate(folder: Path, count: int, size: int, seed: int) -> None:
         render(rng, atypia, size).save(folder / "train" / f"{row.image_name}.jpg", quality=92)
     table.to_csv(folder / "train.csv", index=False)
     (folder / "README.txt").write_text(
-        "SYNTHETIC data generated by train/synthetic.py: procedurally drawn lesions, not real patients.\n"
+        "SYNTHETIC data generated by core/synthetic.py: procedurally drawn lesions, not real patients.\n"
     )
+    manifest = {
+        "count": count,
+        "size": size,
+        "seed": seed,
+        "version": VERSION,
+        "train_csv_sha256": _sha256(folder / "train.csv"),
+        "images": {p.name: p.stat().st_size for p in sorted((folder / "train").glob("*.jpg"))},
+    }
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")  # last: its presence means "complete"
 
 
 def _smooth_noise(rng: np.random.Generator, size: int, cells: int) -> np.ndarray:

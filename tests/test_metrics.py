@@ -33,6 +33,20 @@ def test_threshold_rules() -> None:
         M.choose_threshold(y, p, "magic")
 
 
+@pytest.mark.parametrize("rule", ["sensitivity", "youden"])
+def test_a_threshold_without_both_classes_is_an_error_not_half(rule: str) -> None:
+    with pytest.raises(ValueError, match="only one class"):
+        M.choose_threshold(np.zeros(6), np.linspace(0.1, 0.6, 6), rule)
+
+
+def test_fit_temperature_recovers_a_known_temperature() -> None:
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 4, 20000)
+    y = (rng.random(20000) < M.calibrated_probability(logits, 2.0)).astype(int)  # calibrated at T = 2
+    assert M.fit_temperature(logits, y) == pytest.approx(2.0, abs=0.1)
+    assert M.fit_temperature(logits, np.zeros(20000)) == 1.0  # one class: no calibration to fit
+
+
 def test_operating_points() -> None:
     y = np.array([0] * 20 + [1] * 10)
     p = np.concatenate([np.linspace(0, 0.5, 20), np.linspace(0.45, 1, 10)])

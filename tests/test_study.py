@@ -17,7 +17,7 @@ from scipy import stats as scipy_stats
 from core.errors import UserError
 from tests.conftest import ROOT
 from train import stats
-from train.study import Run, main, parse_shard, plan, shard
+from train.study import QUICK, Run, main, parse_shard, plan, shard
 
 TINY = ["--models", "cnn,efficientnet_lite0", "--weights", "imagenet,none", "--seeds", "2", "--epochs", "1"]
 TINY += ["--image-size", "32", "--synthetic-count", "150", "--batch-size", "16"]
@@ -219,3 +219,100 @@ def test_exit_status_counts_crashed_runs_not_weights_the_machine_cannot_have(
     error = json.loads((tmp_path / "b" / "runs" / "mobilenet_v2-none-seed1" / "error.json").read_text())
     assert error["kind"] == "failed" and "CUDA out of memory" in error["error"]
     assert "0 no weights, 2 failed" in capfd.readouterr().err
+
+
+# ---- the adversarial sweep: locks, damaged files, bounds --------------------------------------------------
+
+
+def _crashing_study(monkeypatch: pytest.MonkeyPatch, error: Exception) -> None:
+    import train.loop
+
+    def crash(config) -> dict:
+        raise error
+
+    monkeypatch.setattr(train.loop, "run", crash)
+
+
+def test_a_second_study_on_the_same_out_is_refused(tmp_path: Path) -> None:
+    from core.io import exclusive
+
+    out = tmp_path / "s"
+    with exclusive(out, "study"), pytest.raises(UserError, match=r"another python -m train.study is running on"):
+        main(["--out", str(out), "--models", "cnn", "--weights", "none", "--seeds", "2"])
+    with exclusive(out / "shard-1-of-2", "study"), pytest.raises(UserError, match=r"--shard 1/2 is running on"):
+        main(["--out", str(out), "--models", "cnn", "--weights", "none", "--seeds", "2", "--shard", "1/2"])
+
+
+def test_shards_run_at_once_and_a_run_in_use_is_not_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from core.io import exclusive
+    from train.run_dir import RunInUse
+
+    out = tmp_path / "s"
+    _crashing_study(monkeypatch, RunInUse("a training run (process 1) is using it right now"))
+    with exclusive(out / "shard-1-of-2", "study"):  # shard 1 is running; shard 2 is another slice
+        assert main(["--out", str(out), "--models", "cnn", "--weights", "none", "--seeds", "2", "--shard", "2/2"]) == 0
+    assert "0 trained, 0 done earlier, 0 no weights, 0 failed, 1 running elsewhere" in capfd.readouterr().err
+    assert not list((out / "runs").glob("*/error.json"))
+
+
+def test_the_failure_message_names_only_error_files_that_exist(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "s"
+    _crashing_study(monkeypatch, RuntimeError("simulated"))
+    assert main(["--out", str(out), "--models", "cnn", "--weights", "none", "--seeds", "2", "--shard", "1/1"]) == 1
+    last = capfd.readouterr().err.strip().splitlines()[-1]
+    named = [Path(p) for p in last.split("see ", 1)[1].split(";", 1)[0].split(", ")]
+    assert last.startswith("2 run(s) failed") and len(named) == 2 and all(p.is_file() for p in named)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "is empty"), (b"{", "is not valid JSON"), (b"[1, 2]", "holds a JSON list"), (b'{"seeds": 3}', "lacks")],
+)
+def test_a_damaged_study_config_is_one_sentence(tmp_path: Path, content: bytes, message: str) -> None:
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "study_config.json").write_bytes(content)
+    with pytest.raises(UserError) as caught:
+        main(["--out", str(out)])
+    assert message in str(caught.value) and "restore it, or delete it and rerun" in str(caught.value)
+
+
+def test_aggregate_names_the_run_whose_predictions_are_gone(tmp_path: Path) -> None:
+    out = tmp_path / "s"
+    folder = out / "runs" / "standard_cnn-none-seed0"
+    folder.mkdir(parents=True)
+    config = {**QUICK, "models": ["standard_cnn"], "weights": ["none"]}
+    (out / "study_config.json").write_text(json.dumps(config))
+    test = {"auroc": 0.7, "auprc": 0.3, "accuracy": 0.5, "f1": 0.3, "sensitivity": 0.9, "specificity": 0.4}
+    (folder / "metrics.json").write_text(json.dumps({"test": test}))
+    with pytest.raises(UserError, match=r"run standard_cnn-none-seed0 is finished but its predictions.csv is missing"):
+        main(["--out", str(out), "--aggregate", "--no-explain"])
+    (folder / "metrics.json").write_text("")
+    with pytest.raises(UserError, match=r"run standard_cnn-none-seed0: its metrics.json is damaged"):
+        main(["--out", str(out), "--aggregate", "--no-explain"])
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--split-seed", "-1"], "--split-seed must be a whole number from 0 to 2**32-1"),
+        (["--split-seed", str(2**32)], "numpy's limit"),
+        (["--seeds", "100000"], "--seeds must be at most 1000"),
+        (["--image-size", "5000"], "--image-size must be between 32 and 1024 pixels"),
+        (["--batch-size", "100000"], "--batch-size must be between 2 and 4096"),
+        (["--synthetic-count", "100000000"], "--synthetic-count must be between 50 and 100000"),
+    ],
+)
+def test_the_study_bounds_its_numbers_like_train(args: list[str], message: str, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=message.replace("*", r"\*")):
+        main(["--out", str(tmp_path / "s"), *args])
+
+
+def test_a_study_out_under_a_file_is_one_sentence(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(UserError, match="which is a file, not a folder"):
+        main(["--out", str(tmp_path / "f" / "study")])

@@ -96,7 +96,7 @@ def test_list_models(capsys) -> None:
     ("args", "message"),
     [
         (["--model", "alexnet"], 'unknown model "alexnet"'),
-        (["--model", "standard_cnn", "--epochs", "-1"], "--epochs must be at least 1"),
+        (["--model", "standard_cnn", "--epochs", "-1"], "--epochs must be between 1 and 1000"),
         (["--model", "standard_cnn", "--batch-size", "0"], "--batch-size must be at least 2"),
         (["--model", "standard_cnn", "--lr", "nan"], "--lr must be a positive number"),
         (["--model", "standard_cnn", "--weights", "none", "--data", "/no/such/folder"], "does not exist"),
@@ -106,6 +106,10 @@ def test_list_models(capsys) -> None:
         (["--model", "standard_cnn", "--weights", "none", "--external", "/x"], "--external adds to ISIC 2020"),
         (["--model", "standard_cnn", "--resume"], "--resume needs --out"),
         (["--model", "standard_cnn", "--weights", "none", "--pos-weight", "-2"], "--pos-weight must be"),
+        (["--model", "standard_cnn", "--weights", "none", "--pos-weight", "inf"], "--pos-weight must be"),
+        (["--model", "standard_cnn", "--weights", "none", "--seed", str(2**32)], "numpy's limit"),
+        (["--model", "standard_cnn", "--weights", "none", "--image-size", "20000"], "between 32 and 1024 pixels"),
+        (["--model", "standard_cnn", "--weights", "none", "--out", "pyproject.toml/run"], "which is a file"),
         ([], "--model is required"),
     ],
 )

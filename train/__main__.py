@@ -5,7 +5,7 @@
     torchrun --nproc_per_node 4 -m train --model efficientnet --data ~/isic2020 --out runs/effb0-ddp
 
 The run directory (--out, default runs/<model>/<time>-seed<N>) receives checkpoint.pt, spec.json,
-metrics.json, split.csv, predictions.csv and last.pt (the state --resume continues from).
+metrics.json, split.csv, predictions.csv, skipped_images.csv and last.pt (the state --resume continues from).
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from core.errors import run_cli
 
 def build_parser() -> argparse.ArgumentParser:
     """The command-line interface (kept free of heavy imports so --help is fast)."""
-    from train.loop import TrainConfig
+    from train import config
+    from train.config import TrainConfig
 
     d = TrainConfig(model="")
     p = argparse.ArgumentParser(
@@ -43,21 +44,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="imagenet (torchvision; needs internet or the torch hub cache; "
         "efficientnet_lite0 works offline), none, or a PATH to a checkpoint / state dict",
     )
-    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping may end sooner)")
-    p.add_argument("--image-size", type=int, default=d.image_size, help="square input size in pixels")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="batch size per process")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=d.epochs,
+        help=f"maximum epochs, at most {config.MAX_EPOCHS} (early stopping may end sooner)",
+    )
+    p.add_argument(
+        "--image-size", type=int, default=d.image_size, help=f"square input size in pixels (32-{config.MAX_IMAGE_SIZE})"
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=d.batch_size, help=f"batch size per process (2-{config.MAX_BATCH_SIZE})"
+    )
     p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="Adam weight decay")
     p.add_argument(
-        "--seed", type=int, default=d.seed, help="seed of the split, the initial weights and the augmentation"
+        "--seed",
+        type=int,
+        default=d.seed,
+        help="seed of the split, the initial weights and the augmentation (0-2**32-1)",
     )
     p.add_argument(
         "--split-seed", type=int, default=None, help="seed of the patient split when it should differ from --seed"
     )
     p.add_argument("--out", default=None, help="run directory (default runs/<model>/<time>-seed<seed>)")
-    p.add_argument("--workers", type=int, default=d.workers, help="DataLoader worker processes")
     p.add_argument(
-        "--pos-weight", default=d.pos_weight, help="BCE positive-class weight: none, auto (neg/pos) or a number"
+        "--workers", type=int, default=d.workers, help=f"DataLoader worker processes (0-{config.MAX_WORKERS})"
+    )
+    p.add_argument(
+        "--pos-weight",
+        default=d.pos_weight,
+        help=f"BCE positive-class weight: none, auto (neg/pos) or a number in (0, {config.MAX_POS_WEIGHT:g}]",
     )
     p.add_argument(
         "--patience", type=int, default=d.patience, help="early stopping: epochs without validation AUROC gain"
@@ -74,9 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--threshold-target",
         type=float,
         default=d.threshold_target,
-        help="validation sensitivity for the sensitivity rule",
+        help="validation sensitivity for the sensitivity rule (its threshold is stored as sensitivity_<100 x target>)",
     )
-    p.add_argument("--synthetic-count", type=int, default=d.synthetic_count, help="images in the synthetic set")
+    p.add_argument(
+        "--synthetic-count",
+        type=int,
+        default=d.synthetic_count,
+        help=f"images in the synthetic set (50-{config.MAX_SYNTHETIC_COUNT})",
+    )
     p.add_argument(
         "--max-bad-images",
         type=float,

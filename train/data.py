@@ -22,9 +22,13 @@ from torch.utils.data import Dataset
 from core.errors import UserError
 from core.images import load_rgb
 from core.metadata import MetadataEncoder
+from train.config import DEFAULT_MAX_BAD_FRACTION
 
 SPLIT_NAMES = ("train", "val", "test")
-DEFAULT_MAX_BAD_FRACTION = 0.02
+# Pillow refuses to open an image whose header claims more than 2x Image.MAX_IMAGE_PIXELS (a decompression
+# bomb: a small file that would decode to gigabytes); the warning below that limit is raised when warnings are
+# errors (python -W error). Either way the image is bad, like a truncated one.
+TOO_LARGE = (Image.DecompressionBombError, Image.DecompressionBombWarning)
 
 
 def _say(message: str) -> None:
@@ -60,6 +64,8 @@ def check_images(
             with Image.open(path) as image:
                 image.size  # noqa: B018 - reading the header is the check
             return ""
+        except TOO_LARGE as exc:
+            return f"too large ({exc.__class__.__name__})"
         except (OSError, UnidentifiedImageError, ValueError) as exc:
             return f"unreadable ({exc.__class__.__name__})"
 
@@ -84,6 +90,8 @@ def patient_split(table: pd.DataFrame, seed: int, fractions: tuple[float, float,
     """Patient-grouped, label-stratified train/val/test split (60/20/20 by default).
 
     Rows without a patient id are their own group. Returns a Series of split names aligned with `table`.
+    Raises UserError when a split would hold no melanoma or no benign lesion (say every melanoma belongs to
+    one patient): such a split can neither select epochs nor thresholds nor measure anything.
     """
     if fractions != (0.6, 0.2, 0.2):
         raise ValueError("only the paper's 60/20/20 split is supported")
@@ -101,7 +109,25 @@ def patient_split(table: pd.DataFrame, seed: int, fractions: tuple[float, float,
             split[idx] = "test"
         elif fold == 1:
             split[idx] = "val"
+    _check_classes(table["target"].to_numpy(), split, groups, seed)
     return pd.Series(split, index=table.index, name="split")
+
+
+def _check_classes(target: np.ndarray, split: np.ndarray, groups: np.ndarray, seed: int) -> None:
+    """UserError naming the first split that lacks a class, why (patient grouping) and the fix."""
+    for label, what in ((1, "melanoma"), (0, "benign lesion")):
+        owners = len(set(groups[target == label]))
+        for name in SPLIT_NAMES:
+            if ((split == name) & (target == label)).any():
+                continue
+            fix = f"add data with {what}s from more patients"
+            # NOTE: with fewer owners than the 3 splits no seed can help, so suggest one only when it might.
+            fix += ", or try another --split-seed" if owners >= len(SPLIT_NAMES) else ""
+            raise UserError(
+                f"the patient-grouped split (seed {seed}) leaves the {name} split with no {what}: a patient's "
+                f"images are never divided between splits, and the {int((target == label).sum())} {what}s "
+                f"belong to {owners} patient(s); {fix}"
+            )
 
 
 @dataclass

@@ -120,7 +120,7 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
     from core.checkpoint import load_checkpoint
     from core.evaluation import load_test_split
     from core.io import write_json, write_with
-    from core.metrics import json_safe
+    from core.metrics import calibrated_probability, json_safe
 
     model, spec = load_checkpoint(checkpoint)
     data = load_test_split(checkpoint, spec)
@@ -132,7 +132,7 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
     image_attr, meta_attr, delta = attribute(model, data.image[pool], data.meta[pool], baseline)
     with torch.no_grad():
         logits = model(torch.from_numpy(data.image[chosen]), torch.from_numpy(data.meta[chosen])).numpy().reshape(-1)
-    prob = 1 / (1 + np.exp(-logits / spec.outputs.temperature))
+    prob = calibrated_probability(logits, spec.outputs.temperature)
     groups = metadata_groups(encoder.feature_names)
     out.mkdir(parents=True, exist_ok=True)
     png = figure(data, chosen, image_attr[: len(chosen)], meta_attr[: len(chosen)], groups, prob)

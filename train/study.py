@@ -12,8 +12,10 @@ run directory under --out/runs/. The data split is the same for every run (seed 
 the initialisation, not the data) unless --vary-split. A finished run is never redone and an interrupted one
 resumes, so the command can be rerun, or sharded over machines with no coordinator: the shards of `--shard i/n`
 partition the runs. A failed run is recorded with its error and the study goes on; the exit status is 1 when
-a run failed (a model whose ImageNet weights the machine cannot have is reported, not counted as failed). Under
-`torchrun` every run is a multi-GPU run (all processes walk the same runs).
+a run failed (a model whose ImageNet weights the machine cannot have is reported, not counted as failed). A lock
+refuses a second copy of the same study (or the same shard) on one --out; a run that another process is
+training is skipped, not failed. Under `torchrun` every run is a multi-GPU run (all processes walk the same
+runs).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ QUICK = {
     "vary_split": False,
 }
 CONFIG_FILE = "study_config.json"
+MAX_SEEDS = 1000  # runs per (model, weights): the paper did 10
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,7 @@ def run_all(config: dict[str, Any], out: Path, runs: list[Run], unavailable: dic
     own output goes to its train.log."""
     from core.io import write_json
     from train.loop import run
+    from train.run_dir import RunInUse
 
     outcomes = []
     for r in console.bar(runs, "study", total=len(runs)):
@@ -175,6 +179,10 @@ def run_all(config: dict[str, Any], out: Path, runs: list[Run], unavailable: dic
         try:
             with console.captured(folder / "train.log"):
                 metrics = run(train_config(config, r, folder))
+        except RunInUse:  # another study (or shard) is training it right now: neither done nor failed here
+            outcomes.append({"run": r.name, "status": "running elsewhere"})
+            console.say(f"{r.model} {r.weights} seed {r.seed}: skipped, another process is training it")
+            continue
         except (UserError, RuntimeError, ValueError) as exc:  # recorded; the other runs go on
             error = f"{exc.__class__.__name__}: {exc}"
         if error is not None:
@@ -193,15 +201,12 @@ def run_all(config: dict[str, Any], out: Path, runs: list[Run], unavailable: dic
 
 def collect(out: Path, runs: list[Run]) -> dict[tuple[str, str], list[dict[str, Any]]]:
     """Finished runs' test metrics and predictions, per (model, weights)."""
-    import pandas as pd
-
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in runs:
         folder = out / "runs" / r.name
         if not (folder / "metrics.json").is_file():
             continue
-        metrics = json.loads((folder / "metrics.json").read_text())
-        test = pd.read_csv(folder / "predictions.csv").query("split == 'test'")
+        metrics, test = _finished_run(folder, r)
         groups.setdefault((r.model, r.weights), []).append(
             {
                 "run": r,
@@ -212,6 +217,29 @@ def collect(out: Path, runs: list[Run]) -> dict[tuple[str, str], list[dict[str, 
             }
         )
     return groups
+
+
+def _finished_run(folder: Path, r: Run) -> tuple[dict[str, Any], Any]:
+    """A finished run's metrics.json and its test predictions; UserError naming the run and the file when
+    one is missing or damaged (Table 1 would silently lose a run otherwise)."""
+    import pandas as pd
+
+    fix = f"restore it, or delete {folder} and rerun the study to train that run again"
+    try:
+        metrics = json.loads((folder / "metrics.json").read_text())
+        lacking = [k for k in ("sensitivity", "specificity", *METRICS) if k not in metrics["test"]]
+    except (OSError, ValueError, KeyError, TypeError):
+        lacking = ["test section"]
+    if lacking:  # Table 1 and Figure 3 read these
+        raise UserError(f"run {r.name}: its metrics.json is damaged (no {lacking[0]}): {fix}")
+    path = folder / "predictions.csv"
+    if not path.is_file():
+        raise UserError(f"run {r.name} is finished but its predictions.csv is missing: {fix}")
+    try:
+        predictions = pd.read_csv(path)
+        return metrics, predictions[["split", "target", "probability"]].query("split == 'test'")
+    except (OSError, ValueError, KeyError) as exc:  # pandas' parser errors are ValueErrors
+        raise UserError(f"run {r.name}: its predictions.csv is unreadable ({exc.__class__.__name__}): {fix}") from None
 
 
 def table1(groups: dict[tuple[str, str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -422,7 +450,7 @@ def resolve_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     """The study's options: those given, else those saved by an earlier invocation, else QUICK; a change to a
     saved study's options is refused (its runs would no longer be comparable)."""
     saved_path = out / CONFIG_FILE
-    saved = json.loads(saved_path.read_text()) if saved_path.is_file() else None
+    saved = _saved_config(saved_path) if saved_path.exists() else None
     config = dict(saved or QUICK)
     given = {k: getattr(args, k) for k in QUICK if getattr(args, k) is not None}
     for key in ("models", "weights"):
@@ -436,14 +464,40 @@ def resolve_config(args: argparse.Namespace, out: Path) -> dict[str, Any]:
             f"{out} is a study with {changed[0]}={saved[changed[0]]!r}; it cannot change to {given[changed[0]]!r}: "
             "use another --out, or leave the option out"
         )
+    missing = [k for k in QUICK if k not in config]
+    if missing:
+        raise UserError(f"{saved_path} lacks {', '.join(missing)}: {_CONFIG_FIX}")
     validate(config)
     return config
 
 
-def validate(config: dict[str, Any]) -> None:
-    """One sentence per bad option."""
-    from core import zoo
+_CONFIG_FIX = (
+    "restore it, or delete it and rerun with the options the study was started with (finished runs are reused)"
+)
 
+
+def _saved_config(path: Path) -> dict[str, Any]:
+    """study_config.json as a dict; UserError when it is empty, not JSON or not an object."""
+    try:
+        saved = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        why = "empty" if path.is_file() and path.stat().st_size == 0 else f"not valid JSON ({exc.__class__.__name__})"
+        raise UserError(f"{path} is {why}: {_CONFIG_FIX}") from None
+    if not isinstance(saved, dict):
+        raise UserError(f"{path} holds a JSON {type(saved).__name__}, not the study's options: {_CONFIG_FIX}")
+    return saved
+
+
+def validate(config: dict[str, Any]) -> None:
+    """One sentence per bad option (the per-run sizes and seeds have the bounds of python -m train)."""
+    from core import zoo
+    from train.config import check_seed, check_sizes
+
+    numbers = ("seeds", "epochs", "image_size", "batch_size", "synthetic_count", "split_seed")
+    wrong = [k for k in numbers if not isinstance(config[k], int) or isinstance(config[k], bool)]
+    wrong += [k for k in ("models", "weights") if not isinstance(config[k], list)]
+    if wrong:
+        raise UserError(f"the study option {wrong[0]}={config[wrong[0]]!r} has the wrong type: {_CONFIG_FIX}")
     for model in config["models"]:
         zoo.resolve_name(model)
     unknown = [w for w in config["weights"] if w not in ("imagenet", "none")]
@@ -451,8 +505,15 @@ def validate(config: dict[str, Any]) -> None:
         raise UserError(f"--weights takes imagenet and/or none, got {','.join(unknown) or 'nothing'}")
     if config["seeds"] < 2:
         raise UserError(f"--seeds must be at least 2 for confidence intervals and t-tests (got {config['seeds']})")
-    if config["epochs"] < 1 or config["image_size"] < 32:
-        raise UserError("--epochs must be at least 1 and --image-size at least 32")
+    if config["seeds"] > MAX_SEEDS:
+        raise UserError(f"--seeds must be at most {MAX_SEEDS} runs per model and weights (got {config['seeds']})")
+    check_sizes(
+        epochs=config["epochs"],
+        image_size=config["image_size"],
+        batch_size=config["batch_size"],
+        synthetic_count=config["synthetic_count"],
+    )
+    check_seed("--split-seed", config["split_seed"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -460,7 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m train.study",
         description="Reproduce the paper's Table 1, Figure 3 and Figure 4 from fresh runs.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=f"Defaults (offline, ~20 min on 2 cores): {json.dumps(QUICK)}",
+        epilog=f"Defaults (offline; 9 min on the README's 2-core machine): {json.dumps(QUICK)}",
     )
     p.add_argument("--out", required=True, help="the study folder (runs/, tables, figures)")
     p.add_argument("--models", help="comma-separated model names or aliases")
@@ -482,16 +543,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m train.study`."""
-    from core.console import Console
-    from core.io import write_json
+    from contextlib import ExitStack
+
+    from core.io import exclusive
+    from train.config import check_out_folder
 
     args = build_parser().parse_args(argv)
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder: give a folder path")
+    check_out_folder(out)
     part = parse_shard(args.shard)
     config = resolve_config(args, out)
+    # One lock per study, or per shard: shards of one study run at once by design (a run another process is
+    # training is skipped, not failed), but a second copy of the same study or shard is refused.
+    lock, who = (out, "") if part is None or args.aggregate else (out / f"shard-{part[0]}-of-{part[1]}", args.shard)
+    with ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive(lock, "study"))
+        except UserError:  # exclusive's only UserError: the lock is held
+            shard_text = f" --shard {who}" if who else ""
+            raise UserError(
+                f"another python -m train.study{shard_text} is running on {out} right now: wait for it to finish, "
+                "or give another --out"
+            ) from None
+        return _study(args, out, part, config)
+
+
+def _study(args: argparse.Namespace, out: Path, part: tuple[int, int] | None, config: dict[str, Any]) -> int:
+    """Train this invocation's runs (unless --aggregate), then the tables and figures (unless --shard)."""
+    from core.console import Console
+    from core.io import write_json
+
     runs, not_applicable = plan(config)
+    failed: list[str] = []
     if not args.aggregate:
         if not (out / CONFIG_FILE).is_file():
             write_json(out / CONFIG_FILE, config)
@@ -503,19 +586,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         with Console() as console:
             outcomes = run_all(config, out, mine, unavailable, console)
         statuses = ("trained", "done earlier", "no weights", "failed")
-        counts = {s: sum(o["status"] == s for o in outcomes) for s in statuses}
-        print(", ".join(f"{counts[s]} {s}" for s in statuses), file=sys.stderr)
-        crashed = counts["failed"]
+        counts = {s: sum(o["status"] == s for o in outcomes) for s in (*statuses, "running elsewhere")}
+        elsewhere = f", {counts['running elsewhere']} running elsewhere" if counts["running elsewhere"] else ""
+        print(", ".join(f"{counts[s]} {s}" for s in statuses) + elsewhere, file=sys.stderr)
+        # Only the error.json files that exist: a run failed here may have been finished by another process since.
+        failed = [
+            o["run"] for o in outcomes if o["status"] == "failed" and (out / "runs" / o["run"] / "error.json").is_file()
+        ]
         if part is not None:
-            return 1 if crashed else 0
-    else:
-        crashed = 0
+            return _report_failed(out, failed)
     result = aggregate(config, out, runs, not_applicable, explain=not args.no_explain)
     print(f"Table 1: {out / 'study.md'} ({sum(r['runs'] for r in result['rows'])} runs); figures in {out}")
-    if crashed:  # a scheduler should see it; weights a machine cannot have are not a crash
-        print(f"{crashed} run(s) failed: their error.json says why; rerun the command to retry them", file=sys.stderr)
-        return 1
-    return 0
+    return _report_failed(out, failed)
+
+
+def _report_failed(out: Path, failed: list[str]) -> int:
+    """Exit status 1 when a run crashed (a scheduler should see it; weights a machine cannot have are no crash)."""
+    if not failed:
+        return 0
+    files = ", ".join(str(out / "runs" / name / "error.json") for name in failed[:3]) + (
+        " ..." if len(failed) > 3 else ""
+    )
+    print(f"{len(failed)} run(s) failed, see {files}; rerun the command to retry them", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":
