@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from PIL import Image
 
 from core.datasets import load_external, load_isic2020, merge_external
 from core.errors import UserError
@@ -35,10 +36,9 @@ def _source_table(spec: ModelSpec) -> pd.DataFrame:
     if data.get("synthetic"):
         from core.synthetic import ensure_synthetic
 
-        root = Path(data.get("path", ""))
-        if not (root / "train.csv").is_file():  # another machine's cache: regenerate the same set
-            root = ensure_synthetic(int(data.get("synthetic_count", 2000)), seed=0)
-        return load_isic2020(root)
+        # The set is deterministic: ensure_synthetic checks this machine's cache against its manifest and
+        # regenerates it when it is absent or damaged (deleted images, an overwritten train.csv).
+        return load_isic2020(ensure_synthetic(int(data.get("synthetic_count", 2000)), seed=0))
     path = data.get("path")
     if not path or not Path(path).exists():
         raise UserError(
@@ -49,6 +49,19 @@ def _source_table(spec: ModelSpec) -> pd.DataFrame:
     if data.get("external_path"):
         table = merge_external(table, load_external(Path(data["external_path"])))
     return table
+
+
+def decoded(path: str | Path, what: str) -> Image.Image:
+    """load_rgb, with a missing, damaged or truncated image as one sentence (parity needs every case)."""
+    try:
+        return load_rgb(path)
+    except UserError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise UserError(
+            f"{what} image {path} cannot be decoded ({exc.__class__.__name__}: {str(exc)[:80]}): restore it from "
+            "the data set (a synthetic set is regenerated when its cache folder is deleted)"
+        ) from None
 
 
 def check_split(split_csv: Path, frame: pd.DataFrame, spec: ModelSpec) -> None:
@@ -99,7 +112,7 @@ def load_split(
         table = select(table).reset_index(drop=True)
     if limit:
         table = table.head(limit)
-    images = np.stack([preprocess(load_rgb(p), spec.image, layout="NCHW") for p in table["path"]])
+    images = np.stack([preprocess(decoded(p, split), spec.image, layout="NCHW") for p in table["path"]])
     meta = spec.encoder().encode_many(table["age_approx"].tolist(), table["sex"].tolist(), table["site"].tolist())
     return EvalSet(table, images, meta, table["target"].to_numpy(dtype=int))
 

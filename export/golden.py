@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from core.images import PILLOW_VERSION, load_rgb, preprocess
+from core.evaluation import decoded as decoded_image
+from core.images import PILLOW_VERSION, preprocess
 from core.io import write_json, write_with
 from core.spec import ModelSpec
 from export.common import Runner
@@ -78,7 +79,7 @@ def write_golden(
     cases = []
     for i in pick_cases(table, count):
         row = table.loc[i]
-        decoded = load_rgb(row["path"])
+        decoded = decoded_image(row["path"], "golden-vector")
         pixels = np.asarray(decoded, dtype=np.uint8)
         tensor = preprocess(decoded, spec.image, layout="NCHW").astype("<f4")
         raw_meta = {"age": _missing(row["age_approx"]), "sex": _missing(row["sex"]), "site": _missing(row["site"])}

@@ -187,3 +187,28 @@ def test_a_slow_int8_artifact_is_explained_by_its_remedy() -> None:
     assert "keeps modules in float" in int8_slower(rows, vnni)[0]
     rows[1]["remedy"] = "none (per-channel int8 weights)"
     assert "no VNNI" in int8_slower(rows, {"simd": []})[0]
+
+
+@pytest.mark.slow
+def test_export_reads_a_damaged_synthetic_cache_after_repairing_it(tiny_run: Path) -> None:
+    """The run's test split is rebuilt from the synthetic cache: a deleted train.csv or an overwritten image
+    makes the cache regenerate (it is deterministic), never a traceback or a silently different split."""
+    from core.checkpoint import read_checkpoint_spec
+    from core.evaluation import load_test_split
+
+    checkpoint = tiny_run / "checkpoint.pt"
+    spec = read_checkpoint_spec(checkpoint)
+    before = load_test_split(checkpoint, spec)
+    root = Path(spec.provenance["data"]["path"])
+    (root / "train.csv").unlink()
+    next((root / "train").glob("*.jpg")).write_bytes(b"overwritten")
+    after = load_test_split(checkpoint, spec)
+    assert np.array_equal(after.image, before.image) and np.array_equal(after.meta, before.meta)
+
+
+def test_an_undecodable_evaluation_image_is_one_sentence(tmp_path: Path) -> None:
+    from core.evaluation import decoded
+
+    (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
+    with pytest.raises(UserError, match="cannot be decoded"):
+        decoded(tmp_path / "cut.jpg", "test")
