@@ -284,8 +284,8 @@ def test_onnx_fp16_passes_the_full_checker(tmp_path: Path) -> None:
 
 
 def test_a_checker_failure_is_the_rows_status(tiny_run: Path, tmp_path: Path, monkeypatch) -> None:
-    from export import pipeline as export_all_module
     from export import onnx_format
+    from export import pipeline as export_all_module
     from export.formats import BY_KEY
 
     def refuse(path: Path) -> None:
