@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
 from core.errors import UserError, run_cli
-from core.io import sha256_file
+from core.io import check_folder_path, replace, sha256_file
 from core.parity_file import ParityReport
 
 HERE = Path(__file__).resolve().parent
@@ -103,6 +102,7 @@ def collect(folder: Path, precision: str | None) -> tuple[dict[str, Path], dict[
 
 def install(files: dict[str, Path], manifest: dict[str, Any], dest: Path) -> None:
     """Write everything into a staging folder, then swap it into `dest` (old model files never half-replaced)."""
+    check_folder_path(dest, "--dest")
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assets-", dir=dest))
     try:
@@ -111,12 +111,10 @@ def install(files: dict[str, Path], manifest: dict[str, Any], dest: Path) -> Non
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         (staging / MANIFEST_ASSET).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        old_golden = dest / GOLDEN_DIR_ASSET
-        if old_golden.exists():
-            shutil.rmtree(old_golden)
-        os.replace(staging / GOLDEN_DIR_ASSET, old_golden)
-        for name in (MODEL_ASSET, SPEC_ASSET, GOLDEN_ASSET, MANIFEST_ASSET):
-            os.replace(staging / name, dest / name)
+        # Each asset replaced whole (core.io.replace swaps a folder, never merges); the assets folder may hold
+        # the app's other assets, so it is not swapped itself.
+        for name in (GOLDEN_DIR_ASSET, MODEL_ASSET, SPEC_ASSET, GOLDEN_ASSET, MANIFEST_ASSET):
+            replace(staging / name, dest / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

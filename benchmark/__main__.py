@@ -99,6 +99,10 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
         if not report.path_of(row).exists():
             skipped.append(skip | {"reason": f"{report.path_of(row)} is missing"})
             continue
+        if not row.get("sha256") and row["status"] != "pass":
+            reason = f"its export failed before it was verified ({row.get('reason') or row['status']})"
+            skipped.append(skip | {"reason": reason})
+            continue
         path = report.verified(row)
         parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb", "remedy")}
         found.append(Candidate(report.model, row["format"], row["precision"], path, parity))
@@ -182,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.artifacts and len(models) > 1:
         raise UserError("--artifacts names one model's folder: give one --model, or leave --artifacts out")
     from benchmark.phone import parse_log, parse_web
-    from core.io import exclusive
+    from core.io import check_folder_path, exclusive
 
     # Imported logs are checked before anything is timed: a bad one fails in a second, not after the run.
     phones = [parse_log(path, device) for device, path in map(_parse_phone_arg, args.import_phone)]
@@ -194,13 +198,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--artifacts-of takes MODEL=DIR for a model named in --model, got {entry!r}")
         folders[zoo.resolve_name(name)] = Path(folder)
     out = Path(args.out) if args.out else (folders[models[0]] if len(models) == 1 else Path("dist") / "benchmark")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder: give a folder path")
+    check_folder_path(out)
     with contextlib.ExitStack() as locks:
-        # An export swapping a folder in while its artifacts are timed, or a second benchmark writing the same
-        # reports, is refused: each folder is held for the whole run (export.all holds the same lock).
-        for folder in dict.fromkeys([out, *folders.values()]):
-            locks.enter_context(exclusive(folder, "benchmark"))
+        # Held for the whole run: the reports' folder alone (a second benchmark writing it is refused), the
+        # artifact folders shared (an export swapping one in while its artifacts are timed is refused; other
+        # benchmarks reading it are not). export.all takes the same locks.
+        out = out.resolve()
+        locks.enter_context(exclusive(out, "benchmark"))
+        for folder in dict.fromkeys(f.resolve() for f in folders.values()):
+            if folder != out:
+                locks.enter_context(exclusive(folder, "benchmark", shared=True))
         out.mkdir(parents=True, exist_ok=True)
         return _run(args, models, folders, out, threads, batches, phones, web)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 # Failures of the file system the person can fix: a full or read-only disk, a folder they may not write.
-FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+FIXABLE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR, errno.EEXIST}
 
 
 class UserError(Exception):
@@ -40,6 +40,8 @@ def describe_os_error(exc: OSError) -> str | None:
             f"the disk is full{free} while writing {where or 'the output'}: free some space or write elsewhere (--out)"
         )
     target = where or Path(os.getcwd())
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        return f"cannot create {target}: a file stands where a folder is needed; give another path"
     return f"cannot write {target} ({os.strerror(exc.errno)}): give a folder you may write to (--out)"
 
 

@@ -38,7 +38,12 @@ def _source_table(spec: ModelSpec) -> pd.DataFrame:
 
         # The set is deterministic: ensure_synthetic checks this machine's cache against its manifest and
         # regenerates it when it is absent or damaged (deleted images, an overwritten train.csv).
-        return load_isic2020(ensure_synthetic(int(data.get("synthetic_count", 2000)), seed=0))
+        if "synthetic_count" not in data:
+            raise UserError(
+                "the checkpoint's spec says it was trained on the synthetic set but not on how many "
+                "images (provenance.data.synthetic_count): retrain it with python -m train"
+            )
+        return load_isic2020(ensure_synthetic(int(data["synthetic_count"]), seed=0))
     path = data.get("path")
     if not path or not Path(path).exists():
         raise UserError(

@@ -88,37 +88,53 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
 
 
 @contextmanager
-def exclusive(folder: str | os.PathLike[str], what: str) -> Iterator[None]:
-    """Hold a lock on `folder` (a hidden lock file beside it) for the block; a second holder is refused.
+def exclusive(folder: str | os.PathLike[str], what: str, shared: bool = False) -> Iterator[None]:
+    """Hold a lock on `folder` (a hidden lock file beside it) for the block; a second writer is refused.
 
-    The lock is an flock, so a process that dies releases it.
+    Writers (an export, a benchmark writing its reports) hold it alone; readers (`shared`: a benchmark timing
+    an export's artifacts) hold it together and refuse only a writer, and skip the lock where the folder's
+    parent cannot be written (a read-only export). The lock is an flock, so a process that dies releases it;
+    the refusal names the holder.
     """
     folder = Path(folder)
+    if shared and not os.access(folder.parent, os.W_OK):
+        yield
+        return
+    check_folder_path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.parent / f".{folder.name}.lock"
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or f"another {what}"
+        holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
         os.close(fd)
-        raise UserError(f"{holder} is using {folder} right now: wait for it to finish, or give another --out") from None
-    os.ftruncate(fd, 0)
-    os.write(fd, f"a{'n' if what[:1] in 'aeiou' else ''} {what} (process {os.getpid()})".encode())
+        raise UserError(f"{holder} is using {folder} right now: wait for it to finish") from None
+    if not shared:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"a{'n' if what[:1] in 'aeiou' else ''} {what} (process {os.getpid()})".encode())
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)
+        if not shared:  # readers may still hold it; a writer is alone
+            lock.unlink(missing_ok=True)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
 @contextmanager
-def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
+def staged_folder(out: str | os.PathLike[str], keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
     """Yield an empty hidden folder beside `out` to build a whole result set in; when the block ends normally
     it replaces `out` (swapped whole, so nothing stale survives); if the block raises (an error, Ctrl-C,
     SIGTERM) it is removed and an earlier `out` stays exactly as it was. Call it under `exclusive(out)`:
-    staging folders a killed process left behind (SIGKILL, out of memory) are removed first."""
+    staging folders a killed process left behind (SIGKILL, out of memory) are removed first.
+
+    Args:
+        out: the folder to build.
+        keep: entries of the earlier `out` to carry into the new one at the swap (when the new one has no
+            entry of that name): a history file, or anything that appeared in the folder while it was being
+            rebuilt and is not the command's own, which the swap would otherwise delete.
+    """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out.parent.glob(f".{out.name}.staging-*"):
@@ -127,9 +143,22 @@ def staged_folder(out: str | os.PathLike[str]) -> Iterator[Path]:
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
     try:
         yield staging
+        if keep is not None and out.is_dir():
+            for entry in out.iterdir():
+                if keep(entry) and not (staging / entry.name).exists():
+                    os.replace(entry, staging / entry.name)
         replace(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def check_folder_path(folder: str | os.PathLike[str], option: str = "--out") -> None:
+    """One sentence when `folder` is a file or lies under one (mkdir would fail with a bare OSError)."""
+    folder = Path(folder).expanduser()
+    for parent in [folder, *folder.parents]:
+        if parent.exists() and not parent.is_dir():
+            where = "is a file" if parent == folder else f"lies under the file {parent}"
+            raise UserError(f"{option} {folder} {where}, not a folder: give a folder path")
 
 
 def claim_output_folder(
@@ -157,11 +186,8 @@ def claim_output_folder(
         needed_mb: the space the new result needs (an estimate; 0 skips the check).
     """
     given = Path(out)
+    check_folder_path(given)
     out = given.expanduser().resolve()
-    for parent in [out, *out.parents]:
-        if parent.exists() and not parent.is_dir():
-            where = "is a file" if parent == out else f"lies under the file {parent}"
-            raise UserError(f"--out {given} {where}, not a folder: give a folder path")
     cwd = Path.cwd().resolve()
     if out == cwd or out in cwd.parents:
         raise UserError(f"--out {given} is the current folder or holds it: give a new or empty sub-folder")
@@ -176,7 +202,7 @@ def claim_output_folder(
             )
         if entries and not overwrite:
             raise UserError(f"{out} already holds {what}: pass {flag} to replace it, or give another --out")
-    existing = next(p for p in [out, *out.parents] if p.exists())
+    existing = next(p for p in out.parents if p.exists())  # where the staging folder, the lock and the swap go
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {existing}: give a folder you may write to as --out")
     free_mb = shutil.disk_usage(existing).free / 1e6

@@ -30,6 +30,9 @@ EXPORT_FILES = frozenset(
     | {"export.log", "benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.log"}
     | {"benchmark_history.jsonl", "benchmark_web.json"}
 )
+# The benchmark's figures (benchmark/report.py: latency_t<threads>_b<batch>.png, size_vs_latency.png, ...).
+BENCHMARK_FIGURE_PREFIXES = ("latency_t", "size_vs_latency", "parity_vs_speed")
+HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 # Space an export needs per artifact, as a multiple of the checkpoint's size (fp32 artifacts are about its
 # size; the staged folder is built while an earlier export still stands), plus a margin for reports and logs.
 SPACE_PER_ARTIFACT = {"fp32": 1.2, "fp16": 0.6}
@@ -96,19 +99,28 @@ def _resolve(args: argparse.Namespace) -> tuple[Path, Path]:
 
 
 def earlier_export(folder: Path) -> Callable[[Path], bool]:
-    """Whether an entry of `folder` is something an export or a benchmark of it wrote. Anything is, in a
-    folder whose parity.json lists it or names it as a report; nothing is in a folder without a parity.json
-    (a user's own folder, a training run)."""
+    """Whether an entry of `folder` is something an export or a benchmark of it wrote: the artifacts its
+    parity.json lists (or, when that cannot be read, any file with an artifact suffix) and their sidecars, the
+    reports, the benchmark's figures, and the hidden temporary files they leave when killed. Nothing is, in a
+    folder without a parity.json (a user's own folder, a training run)."""
     from core.parity_file import ParityReport
+    from export.formats import suffixes
 
     if not (folder / "parity.json").is_file():
         return lambda entry: False
     try:
         listed = {Path(r["file"]).name for r in ParityReport.load(folder).artifact_rows()}
-    except UserError:
-        listed = set()
-    listed |= {f"{name}.spec.json" for name in listed}
-    return lambda entry: entry.name in EXPORT_FILES | listed or entry.suffix == ".png"
+    except UserError:  # damaged or older: recognise the artifacts by their suffixes
+        listed = {e.name for e in folder.iterdir() if any(e.name.endswith(s) for s in suffixes())}
+    names = EXPORT_FILES | listed | {f"{name}.spec.json" for name in listed}
+
+    def ours(entry: Path) -> bool:
+        name = entry.name.lstrip(".") if entry.name.startswith(".") else entry.name
+        if name != entry.name:  # a temporary of core.io.atomic_path (".benchmark.json.x1y2") or of a tmp write
+            return any(name.startswith(f"{known}.") for known in names) or name.startswith(BENCHMARK_FIGURE_PREFIXES)
+        return name in names or (name.endswith(".png") and name.startswith(BENCHMARK_FIGURE_PREFIXES))
+
+    return ours
 
 
 def needed_mb(checkpoint: Path, jobs: int, precisions: Sequence[str]) -> float:
@@ -140,11 +152,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError(f"--out {out} holds the checkpoint {checkpoint}: give the export a folder of its own")
     jobs = len(list(plan(formats, precisions)))
     out = claim_output_folder(
-        out, earlier_export(out), "an export", args.overwrite, needed_mb(checkpoint, jobs, precisions)
+        out, earlier_export(Path(out)), "an export", args.overwrite, needed_mb(checkpoint, jobs, precisions)
     )
+    ours = earlier_export(out)
     with (
         exclusive(out, "export"),
-        staged_folder(out) as staging,
+        # Carried over at the swap: the benchmark history, and anything not an export's that appeared meanwhile.
+        staged_folder(out, keep=lambda entry: entry.name == HISTORY or not ours(entry)) as staging,
         Console(staging / "export.log", verbose=args.verbose) as console,
     ):
         console.say(

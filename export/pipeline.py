@@ -54,11 +54,13 @@ def out_of_space(folder: Path, exc: BaseException) -> None:
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
-    full = any(isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) for e in chain)
+    full = [e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)]
     free_mb = shutil.disk_usage(folder).free / 1e6
     if full or free_mb < MIN_FREE_MB:
+        where = Path(full[0].filename).parent if full and full[0].filename else folder.parent
+        free_mb = shutil.disk_usage(where if where.exists() else folder).free / 1e6
         raise UserError(
-            f"the disk holding {folder.parent} filled up during the export ({free_mb:.0f} MB free; "
+            f"the disk holding {where} filled up during the export ({free_mb:.0f} MB free there; "
             f"{exc.__class__.__name__}): free some space or give another --out; the earlier export, if any, is "
             "unchanged"
         ) from None

@@ -120,7 +120,7 @@ def pt2e_int8(
     if cal is None:
         raise ValueError("int8 quantization needs calibration images")
     quantizer = _quantizer().set_global(get_symmetric_quantization_config(is_per_channel=True))
-    quantizer.set_filter_function(_only(only) if only else _outside([f"model.{p}" for p in options.keep_float]))
+    quantizer.set_filter_function(_only(only) if only else _outside([f"{WRAPPED}.{p}" for p in options.keep_float]))
     prepared = prepare_pt2e(graph, quantizer)
     for i in range(0, len(cal), batch):
         prepared(torch.from_numpy(cal.image[i : i + batch]), torch.from_numpy(cal.meta[i : i + batch]))

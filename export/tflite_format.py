@@ -97,7 +97,7 @@ def _scopes(tensor_name: str) -> list[list[str]]:
             cut = cls_attr.find("_", start)
             attrs.append(cls_attr[cut + 1 :] if cut > 0 else "")
         at = next((i for i, p in enumerate(parts) if p == wrapper or p.startswith(wrapper + "_")), None)
-        if at is not None and at + 1 < len(parts) and attrs[at + 1] == WRAPPED:
+        if at is not None and at + 1 < len(parts) and parts[at + 1].endswith(f"_{WRAPPED}"):
             out.append(attrs[at + 2 :])
     return out
 

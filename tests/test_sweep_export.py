@@ -69,7 +69,35 @@ def test_an_earlier_export_is_recognised_by_its_parity_json(tmp_path: Path) -> N
     (folder / "parity.json").write_text(json.dumps({"model": "m", "rows": rows, "recommended": {}}))
     ours = earlier_export(folder)
     assert ours(folder / "m.onnx") and ours(folder / "m.onnx.spec.json") and ours(folder / "benchmark.json")
-    assert not ours(folder / "holiday.jpg") and not earlier_export(tmp_path)(folder)
+    assert ours(folder / "latency_t2_b1.png") and ours(folder / ".benchmark.json.k3j2") and ours(folder / "roc.png")
+    assert not ours(folder / "holiday.jpg") and not ours(folder / "holiday.png") and not ours(folder / ".bashrc")
+    assert not earlier_export(tmp_path)(folder)
+    (folder / "parity.json").write_text("damaged")  # the artifacts are still recognised by their suffixes
+    (folder / "m.tflite").write_bytes(b"x")
+    assert earlier_export(folder)(folder / "m.tflite") and not earlier_export(folder)(folder / "thesis.pdf")
+
+
+def test_the_swap_carries_what_must_survive(tmp_path: Path) -> None:
+    from core.io import staged_folder
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    (out / "old.onnx").write_text("stale")
+    (out / "benchmark_history.jsonl").write_text("{}\n")
+    (out / "notes.txt").write_text("written while the export ran")
+    with staged_folder(out, keep=lambda e: e.name != "old.onnx") as staging:
+        (staging / "new.onnx").write_text("fresh")
+    assert sorted(p.name for p in out.iterdir()) == ["benchmark_history.jsonl", "new.onnx", "notes.txt"]
+
+
+def test_readers_share_a_folder_and_writers_do_not(tmp_path: Path) -> None:
+    folder = tmp_path / "dist"
+    readers = (exclusive(folder, "benchmark", shared=True), exclusive(folder, "benchmark", shared=True))
+    with readers[0], readers[1], pytest.raises(UserError, match="right now"), exclusive(folder, "export"):
+        pass
+    writer, reader = exclusive(folder, "export"), exclusive(folder, "benchmark", shared=True)
+    with writer, pytest.raises(UserError, match=r"an export \(process"), reader:
+        pass
 
 
 def test_os_errors_a_person_can_fix_are_one_sentence(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -77,6 +105,7 @@ def test_os_errors_a_person_can_fix_are_one_sentence(tmp_path: Path, capsys: pyt
     assert "disk is full" in describe_os_error(full) and "MB free" in describe_os_error(full)
     assert "give a folder you may write to" in describe_os_error(PermissionError(errno.EACCES, "denied", "/ro"))
     assert describe_os_error(OSError(errno.ENOENT, "gone")) is None
+    assert "a file stands where a folder is needed" in describe_os_error(NotADirectoryError(errno.ENOTDIR, "x", "/f/a"))
 
     def fails(_: object) -> int:
         raise OSError(errno.EROFS, "Read-only file system", "/mnt/ro/out")
@@ -212,3 +241,53 @@ def test_an_undecodable_evaluation_image_is_one_sentence(tmp_path: Path) -> None
     (tmp_path / "cut.jpg").write_bytes(b"\xff\xd8\xff\xe0 not a whole jpeg")
     with pytest.raises(UserError, match="cannot be decoded"):
         decoded(tmp_path / "cut.jpg", "test")
+
+
+def test_the_wrapped_attribute_names_every_scope() -> None:
+    import re
+
+    from export.common import WRAPPED, ExportModel
+    from export.tflite_format import _outside_model_regex, _scopes
+
+    assert getattr(ExportModel(torch.nn.Identity()), WRAPPED) is not None
+    inside = "export.tflite_format._NamedOutputs/export.common.ExportModel_inner/my.Res_Net_model/x.Conv2d_stem;"
+    assert _scopes(inside) == [["stem"]] and not re.match(_outside_model_regex(), inside)
+    after = "export.tflite_format._NamedOutputs/export.common.ExportModel_inner;2"
+    assert _scopes(after) == [] and re.match(_outside_model_regex(), after)
+
+
+def test_a_benchmark_skips_a_row_whose_export_failed_before_it_was_verified(tmp_path: Path) -> None:
+    from benchmark.__main__ import candidates
+
+    (tmp_path / "m.int8.onnx").write_bytes(b"half-made")
+    rows = [
+        {"format": "pytorch-eager", "precision": "fp32", "status": "reference", "file": str(tmp_path / "x.pt")},
+        {"format": "onnx", "precision": "int8", "status": "fail", "file": "m.int8.onnx", "reason": "checker"},
+    ]
+    (tmp_path / "parity.json").write_text(json.dumps({"model": "m", "rows": rows, "recommended": {}}))
+    found, skipped, _ = candidates("m", tmp_path)
+    assert not found and any("failed before it was verified" in s["reason"] for s in skipped)
+
+
+def test_a_web_build_never_replaces_a_folder_it_does_not_own(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    mine = tmp_path / "Documents"
+    mine.mkdir()
+    (mine / "cv.pdf").write_text("mine")
+    export = tmp_path / "export"
+    export.mkdir()
+    rows = [{"format": "onnx", "precision": "fp32", "status": "pass", "file": "m.onnx", "sha256": "0" * 64}]
+    (export / "parity.json").write_text(json.dumps({"model": "m", "rows": rows, "recommended": {}}))
+    (export / "m.onnx").write_bytes(b"x")
+    for out in (mine, export):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "web_demo" / "build.py"), "--artifacts", str(export), "--out", str(out)],
+            capture_output=True,
+            text=True,
+        )
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (mine / "cv.pdf").read_text() == "mine" and (export / "m.onnx").is_file()

@@ -22,7 +22,6 @@ import argparse
 import contextlib
 import datetime as _dt
 import importlib.util
-import json
 import os
 import platform
 import shutil
@@ -35,6 +34,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core
 from core.errors import run_cli
+from core.io import check_folder_path, write_json
 
 HERE = Path(__file__).resolve().parent
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -130,11 +130,8 @@ def write_rows(path: Path, rows: list[dict[str, Any]], manifest: dict[str, Any])
         "note": "headless desktop Chromium with a phone-sized viewport; single-threaded WebAssembly; not a phone",
         "rows": rows,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    check_folder_path(path.parent, "the --out file's folder")
+    return write_json(path, data)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

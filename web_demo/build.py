@@ -36,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for core.io
 from core.errors import UserError, run_cli
-from core.io import exclusive, staged_folder
+from core.io import claim_output_folder, exclusive, staged_folder
 from core.parity_file import ParityReport
 
 HERE = Path(__file__).resolve().parent
@@ -76,6 +76,7 @@ MIME_TYPES = {
 # Served folders of web_demo/ (anything else, node_modules included, is not served: the page must run from
 # its own files and dist/).
 SERVED = ("index.html", "src", "dist", "screenshot.png", "README.md")
+BUILD_ENTRIES = ("models", "runtime", "manifest.json")  # what a build folder holds (anything else is refused)
 
 
 def choose_artifacts(report: ParityReport) -> tuple[list[dict[str, Any]], list[str]]:
@@ -154,7 +155,9 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
     )
     entries, notes = choose_artifacts(report)
     check_runtimes()
-    out = out.resolve()
+    if out.resolve() == folder or folder in out.resolve().parents or out.resolve() in folder.parents:
+        raise UserError(f"--out {out} is or holds the export it reads ({folder}): build into another folder")
+    out = claim_output_folder(out, lambda entry: entry.name in BUILD_ENTRIES, "a web demo build", overwrite=True)
     with exclusive(out, "web demo build"), staged_folder(out) as staging:
         (staging / "models").mkdir()
         artifacts = []
