@@ -135,3 +135,36 @@ class ExecuTorchRunner(Runner):
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logit, prob = self.method.execute([torch.from_numpy(image), torch.from_numpy(meta)])
         return logit.numpy(), prob.numpy()
+
+
+def int8_tensors(path: Path) -> tuple[int, int]:
+    """(per-channel int8 weight tensors, int8 activation tensors) in the XNNPACK graphs a .pte delegates,
+    read from the file itself with the flatc that executorch ships (so an "int8" artifact whose quantizer
+    scope matched nothing cannot pass for one)."""
+    import json
+    import re
+    import subprocess
+    import tempfile
+
+    import executorch
+    from executorch.backends.xnnpack.serialization.xnnpack_graph_serialize import XNNHeader
+    from executorch.exir._serialize._program import deserialize_pte_binary
+
+    base = Path(next(iter(executorch.__path__)))
+    schema, flatc = base / "backends/xnnpack/serialization/schema.fbs", base / "data/bin/flatc"
+    weights = activations = 0
+    for blob in deserialize_pte_binary(path.read_bytes()).program.backend_delegate_data:
+        header = XNNHeader.from_bytes(blob.data[: XNNHeader.EXPECTED_LENGTH])
+        graph = blob.data[header.flatbuffer_offset : header.flatbuffer_offset + header.flatbuffer_size]
+        with tempfile.TemporaryDirectory() as tmp:
+            (Path(tmp) / "graph.bin").write_bytes(graph)
+            command = [str(flatc), "--json", "--strict-json", "--raw-binary", "-o", tmp, str(schema), "--"]
+            subprocess.run([*command, str(Path(tmp) / "graph.bin")], check=True, capture_output=True)
+            text = (Path(tmp) / "graph.json").read_text(encoding="utf-8")
+        # flatc writes infinite clamp bounds as bare inf / nan, which JSON has no word for.
+        values = json.loads(re.sub(r"(?<=[:\[,\s])-?(inf|nan)(?=[,\s\]}])", "null", text)).get("xvalues", [])
+        for value in values:
+            datatype = json.dumps(value.get("xvalue_union", {}))
+            weights += '"xnn_datatype_qcint8"' in datatype or '"xnn_datatype_qcint4"' in datatype
+            activations += '"xnn_datatype_qint8"' in datatype or '"xnn_datatype_qdint8"' in datatype
+    return weights, activations

@@ -231,3 +231,15 @@ class OnnxRunner(Runner):
     def _run(self, image: np.ndarray, meta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logit, prob = self.session.run(list(OUTPUT_NAMES), {"image": image, "meta": meta})
         return logit, prob
+
+
+def int8_tensors(path: Path) -> tuple[int, int]:
+    """(8-bit weight initializers with 2+ dimensions, quantize nodes of activations) of an .onnx file, so an
+    "int8" artifact whose quantizer scope matched nothing cannot pass for one."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    eight = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
+    weights = sum(1 for w in proto.graph.initializer if w.data_type in eight and len(w.dims) >= 2)
+    activations = sum(1 for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear"))
+    return weights, activations

@@ -74,32 +74,6 @@ PATHS = [
 ]
 
 
-def int8_tensors(fmt_key: str, path: Path) -> tuple[int, int]:
-    """(8-bit constant tensors with 2+ dimensions, i.e. weights; 8-bit activations / quantize nodes) of an
-    ONNX or TFLite artifact, read from the file itself."""
-    if fmt_key == "onnx":
-        import onnx
-
-        proto = onnx.load(str(path))
-        eight = (onnx.TensorProto.INT8, onnx.TensorProto.UINT8)
-        weights = sum(1 for w in proto.graph.initializer if w.data_type in eight and len(w.dims) >= 2)
-        activations = sum(1 for n in proto.graph.node if n.op_type in ("QuantizeLinear", "DynamicQuantizeLinear"))
-        return weights, activations
-    from ai_edge_litert.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
-    int8 = 9  # tflite TensorType.INT8
-    weights = activations = 0
-    for graph in model.subgraphs:
-        for tensor in graph.tensors:
-            if tensor.type != int8:
-                continue
-            constant = tensor.buffer and model.buffers[tensor.buffer].data is not None
-            weights += bool(constant and len(tensor.shape) >= 2)
-            activations += not constant
-    return weights, activations
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("fmt_key", "precision"), PATHS)
 def test_quantization_path(fmt_key: str, precision: str, trained, tmp_path: Path) -> None:
@@ -121,9 +95,9 @@ def test_quantization_path(fmt_key: str, precision: str, trained, tmp_path: Path
         return sum(f.stat().st_size for f in p.rglob("*")) if p.is_dir() else p.stat().st_size
 
     assert size(path) < size(fp32) / (1.7 if precision == "fp16" else 2.5)
-    if precision.startswith("int8") and fmt_key in ("onnx", "tflite"):
-        # The quantizer scopes (export.common.WRAPPED) matched the model: the artifact holds int8 kernels.
-        weights, activations = int8_tensors(fmt_key, path)
+    if precision.startswith("int8") and fmt_key != "coreml":
+        # The quantizer scopes (export.common.WRAPPED) matched the model: the file itself holds int8 kernels.
+        weights, activations = fmt.load_module().int8_tensors(path)
         assert weights >= 3, f"{fmt_key} {precision}: no int8 weights ({weights})"
         if precision == "int8":
             assert activations >= 3, f"{fmt_key} int8: no int8 activations ({activations})"
