@@ -32,6 +32,7 @@ import pytest
 from PIL import Image
 
 from core.images import pass_order, preprocess, resize_rgb, to_rgb
+from core.io import sha256_file
 from core.metadata import MetadataError
 from core.spec import ImageContract, ModelSpec
 from tests.conftest import ROOT
@@ -416,7 +417,7 @@ def test_build_copies_what_parity_verified(web_build: tuple[Path, dict], phone_e
     for row in rows["rows"]:
         name = Path(row.get("file") or row.get("path") or "x").name
         if (tampered / name).is_file() and name.endswith(".onnx"):
-            row["sha256"] = build.sha256_file(tampered / name)
+            row["sha256"] = sha256_file(tampered / name)
     (tampered / "parity.json").write_text(json.dumps(rows))
     fp32_onnx = next(p for p in tampered.glob("*.onnx") if p.name.count(".") == 1)
     fp32_onnx.write_bytes(fp32_onnx.read_bytes() + b"\0")
