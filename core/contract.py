@@ -12,7 +12,8 @@ image rules and the output head folded into the graph), the ModelSpec and the ph
 Schema (every field required unless marked optional; unknown fields are refused):
     contract   "melanoma-contract/1"
     name       the model's name
-    image      size (int), channels "RGB" | "BGR", mean / std (3 numbers each, or both null: the model takes
+    image      size (int), channels "RGB" | "BGR", mean / std (3 numbers each, in the order of `channels`, as the
+               model's own pipeline subtracts them; or both null: the model takes
                v / 255), resize "pillow" (antialiased bilinear) | "bilinear" (no antialias, half-pixel centres)
     metadata   a list of features, each {name, kind, field, ...}:
                number   value = (transform(x) - offset) / scale; transform "none" | "log" | "log1p"; `missing`
@@ -386,7 +387,9 @@ def _image(data: Any) -> None:
     for key in ("mean", "std"):
         if image[key] is not None:
             if not isinstance(image[key], list) or len(image[key]) != 3:
-                raise ContractError(f"image.{key} must be 3 numbers (one per channel, in RGB order) or null")
+                raise ContractError(
+                    f"image.{key} must be 3 numbers (one per channel, in the order of image.channels) or null"
+                )
             for i, v in enumerate(image[key]):
                 _number(v, f"image.{key}[{i}]", positive=key == "std")
     if image["resize"] not in ("pillow", "bilinear"):
