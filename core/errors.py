@@ -24,18 +24,26 @@ class UserError(Exception):
     """An error caused by the input; its message says what is wrong and how to fix it."""
 
 
+def free_space_mb(path: str | os.PathLike[str]) -> float | None:
+    """Free space (MB) on the disk that holds `path`, or would hold it: measured at its nearest existing
+    ancestor; None when even that cannot be measured."""
+    probe = Path(path).expanduser().absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        return shutil.disk_usage(probe).free / 1e6
+    except OSError:
+        return None
+
+
 def describe_os_error(exc: OSError) -> str | None:
     """One sentence for a file-system failure the person can fix (see FIXABLE_ERRNOS), else None."""
     if exc.errno not in FIXABLE_ERRNOS:
         return None
     where = Path(exc.filename) if exc.filename else None
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        free = ""
-        probe = where
-        while probe is not None and not probe.exists() and probe != probe.parent:
-            probe = probe.parent
-        if probe is not None:
-            free = f" ({shutil.disk_usage(probe).free / 1e6:.0f} MB free)"
+        mb = free_space_mb(where) if where is not None else None
+        free = f" ({mb:.0f} MB free)" if mb is not None else ""
         return (
             f"the disk is full{free} while writing {where or 'the output'}: free some space or write elsewhere (--out)"
         )

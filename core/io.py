@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from core.errors import UserError
+from core.errors import UserError, free_space_mb
 
 
 def replace(source: Path, target: Path) -> None:
@@ -205,7 +205,7 @@ def claim_output_folder(
     existing = next(p for p in out.parents if p.exists())  # where the staging folder, the lock and the swap go
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"cannot write to {existing}: give a folder you may write to as --out")
-    free_mb = shutil.disk_usage(existing).free / 1e6
+    free_mb = free_space_mb(existing) or 0.0
     if needed_mb and free_mb < needed_mb:
         raise UserError(
             f"{what} needs about {needed_mb:.0f} MB beside {out} but only {free_mb:.0f} MB is free there: free some "

@@ -24,7 +24,7 @@ from torch import nn
 
 from core.checkpoint import load_checkpoint
 from core.console import Console
-from core.errors import UserError
+from core.errors import UserError, free_space_mb
 from core.evaluation import EvalSet, load_test_split
 from core.io import sha256_file, write_json
 from core.metrics import json_safe
@@ -48,17 +48,15 @@ def out_of_space(folder: Path, exc: BaseException) -> None:
     no space left where the export is built): the whole export stops there, so the staged folder is dropped
     and an earlier export stays in place, instead of a row of failures being swapped in over it."""
     import errno
-    import shutil
 
     chain, seen = [], exc
     while seen is not None and len(chain) < 10:
         chain.append(seen)
         seen = seen.__cause__ or seen.__context__
     full = [e for e in chain if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)]
-    free_mb = shutil.disk_usage(folder).free / 1e6
-    if full or free_mb < MIN_FREE_MB:
+    if full or (free_space_mb(folder) or 0.0) < MIN_FREE_MB:
         where = Path(full[0].filename).parent if full and full[0].filename else folder.parent
-        free_mb = shutil.disk_usage(where if where.exists() else folder).free / 1e6
+        free_mb = free_space_mb(where) or 0.0
         raise UserError(
             f"the disk holding {where} filled up during the export ({free_mb:.0f} MB free there; "
             f"{exc.__class__.__name__}): free some space or give another --out; the earlier export, if any, is "
@@ -125,15 +123,15 @@ class Judge:
         row: Row,
     ) -> Runner:
         start = time.time()
+        module = fmt.load_module()
         fmt.exporter(artifact)(model or self.model, self.spec, self.example, path, precision, options)
-        fmt.load_module().check(path)  # the format's own strictest checker, before anything is judged
-        embedded = fmt.load_module().read_spec(path)  # the new artifact's own spec replaces any old sidecar
+        module.check(path)  # the format's own strictest checker, before anything is judged
+        embedded = module.read_spec(path)  # the new artifact's own spec replaces any old sidecar
         embedded.save(sidecar_path(path))
         row["export_seconds"] = round(time.time() - start, 2)
         row["size_mb"] = round(artifact_size_mb(path), 3)
         row["sha256"] = sha256_file(path)
         row["method"] = embedded.precision.get("method", "")
-        module = fmt.load_module()
         if precision in REMEDIABLE and hasattr(module, "int8_tensors"):
             # The quantizers find the model through export.common.WRAPPED: had a scope missed, the "int8"
             # artifact would be float. The file itself must hold int8 weights (and activations, when static).

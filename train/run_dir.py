@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import errno
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -27,7 +26,7 @@ from torch import nn
 
 from core import zoo
 from core.checkpoint import save_checkpoint
-from core.errors import UserError
+from core.errors import UserError, free_space_mb
 from core.images import PILLOW_VERSION
 from core.io import atomic_path, exclusive, write_json
 from core.metrics import (
@@ -131,14 +130,10 @@ def write_failure(folder: Path, what: str, code: int | None, reason: str | None)
 
 
 def _free_space(folder: Path) -> str:
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    try:
-        free = shutil.disk_usage(probe).free
-    except OSError:
+    mb = free_space_mb(folder)
+    if mb is None:
         return "unknown space"
-    return f"{free / 1e9:.1f} GB" if free >= 1e9 else f"{free / 1e6:.0f} MB"
+    return f"{mb / 1e3:.1f} GB" if mb >= 1e3 else f"{mb:.0f} MB"
 
 
 def finish(
