@@ -25,14 +25,14 @@ from core.errors import UserError, run_cli
 DEFAULT_RUNS = Path("runs")
 DEFAULT_DIST = Path("dist")
 # What an export (and the benchmark run on it) writes into its folder, besides the artifacts parity.json lists.
+HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 EXPORT_FILES = frozenset(
     {"parity.json", "golden.json", "golden", "export_report.md", "export_report.html", "roc.png", "spec.json"}
     | {"export.log", "benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.log"}
-    | {"benchmark_history.jsonl", "benchmark_web.json"}
+    | {HISTORY, "benchmark_web.json"}
 )
 # The benchmark's figures (benchmark/report.py: latency_t<threads>_b<batch>.png, size_vs_latency.png, ...).
 BENCHMARK_FIGURE_PREFIXES = ("latency_t", "size_vs_latency", "parity_vs_speed")
-HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 # Space an export needs per artifact, as a multiple of the checkpoint's size (fp32 artifacts are about its
 # size; the staged folder is built while an earlier export still stands), plus a margin for reports and logs.
 SPACE_PER_ARTIFACT = {"fp32": 1.2, "fp16": 0.6}
@@ -151,10 +151,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if checkpoint.resolve().parent == out.resolve() or out.resolve() in checkpoint.resolve().parents:
         raise UserError(f"--out {out} holds the checkpoint {checkpoint}: give the export a folder of its own")
     jobs = len(list(plan(formats, precisions)))
-    out = claim_output_folder(
-        out, earlier_export(Path(out)), "an export", args.overwrite, needed_mb(checkpoint, jobs, precisions)
-    )
-    ours = earlier_export(out)
+    ours = earlier_export(out)  # read once: the claim and the swap judge the same earlier export
+    out = claim_output_folder(out, ours, "an export", args.overwrite, needed_mb(checkpoint, jobs, precisions))
     with (
         exclusive(out, "export"),
         # Carried over at the swap: the benchmark history, and anything not an export's that appeared meanwhile.
