@@ -7,6 +7,7 @@ T = fit_temperature(val_logits, y_val)      # then calibrated_probability(logits
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import numpy as np
@@ -19,10 +20,7 @@ def calibrated_probability(logit: Any, temperature: float = 1.0) -> Any:
     Takes a torch tensor (the exported graph, the study's attributions) or anything numpy reads (training's
     predictions); returns the same kind. The numpy path clips the scaled logit to +-80 so exp cannot overflow.
     """
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a dependency; this keeps the numpy path importable alone
-        torch = None
+    torch = sys.modules.get("torch")  # a tensor exists only once torch is imported; numpy callers need not import it
     if torch is not None and isinstance(logit, torch.Tensor):
         return torch.sigmoid(logit / temperature)
     scaled = np.asarray(logit, dtype=np.float64) / temperature

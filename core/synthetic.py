@@ -19,12 +19,9 @@ time it is asked for, and regenerated when damaged.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
-import shutil
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -35,6 +32,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from tqdm import tqdm
 
 from core.errors import UserError
+from core.io import atomic_path, sha256_file
 from core.metadata import SITES
 
 VERSION = 2
@@ -107,15 +105,9 @@ def ensure_synthetic(count: int = DEFAULT_COUNT, size: int = DEFAULT_SIZE, seed:
 
 
 def _generate_into(target: Path, count: int, size: int, seed: int) -> None:
-    """Generate beside `target`, then put the complete set in its place (a damaged copy is removed first)."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    """Generate beside `target`, then put the complete set in its place (a damaged copy is swapped out whole)."""
+    with atomic_path(target) as tmp:
         generate(tmp, count, size, seed)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _damage(folder: Path) -> str | None:
@@ -130,7 +122,7 @@ def _damage(folder: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return f"its {MANIFEST} is unreadable"
     try:
-        if _sha256(folder / "train.csv") != wanted:
+        if sha256_file(folder / "train.csv") != wanted:
             return "its train.csv was changed"
     except OSError:
         return "its train.csv is missing"
@@ -153,10 +145,6 @@ def _generation_lock(target: Path) -> Iterator[None]:
     finally:
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def patients_table(count: int, seed: int) -> pd.DataFrame:
@@ -216,7 +204,7 @@ def generate(folder: Path, count: int, size: int, seed: int) -> None:
         "size": size,
         "seed": seed,
         "version": VERSION,
-        "train_csv_sha256": _sha256(folder / "train.csv"),
+        "train_csv_sha256": sha256_file(folder / "train.csv"),
         "images": {p.name: p.stat().st_size for p in sorted((folder / "train").glob("*.jpg"))},
     }
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")  # last: its presence means "complete"
