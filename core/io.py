@@ -157,7 +157,7 @@ def check_folder_path(folder: str | os.PathLike[str], option: str = "--out") -> 
     folder = Path(folder).expanduser()
     for parent in [folder, *folder.parents]:
         if parent.exists() and not parent.is_dir():
-            where = "is a file" if parent == folder else f"lies under the file {parent}"
+            where = "is a file" if parent == folder else f"lies under {parent}, which is a file"
             raise UserError(f"{option} {folder} {where}, not a folder: give a folder path")
 
 

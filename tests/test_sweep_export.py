@@ -33,7 +33,7 @@ def test_a_folder_of_the_users_own_files_is_never_replaced(tmp_path: Path) -> No
 
 def test_the_output_folder_rule(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "file.txt").write_text("x")
-    with pytest.raises(UserError, match="lies under the file"):
+    with pytest.raises(UserError, match=r"lies under .*file\.txt, which is a file, not a folder"):
         claim_output_folder(tmp_path / "file.txt" / "out", never, "an export", False)
     with pytest.raises(UserError, match="is a file"):
         claim_output_folder(tmp_path / "file.txt", never, "an export", False)

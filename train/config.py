@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import UserError
+from core.io import check_folder_path
 from core.synthetic import DEFAULT_COUNT
 
 DEFAULT_MAX_BAD_FRACTION = 0.02
@@ -57,13 +58,8 @@ def check_out_folder(out: Path) -> None:
     """Refuse an output folder that cannot be created or written, before any work: one that is a file, lies
     under a file, or whose nearest existing folder this user may not write into. (Writes are still guarded:
     os.access can be wrong, e.g. for root or on network file systems.)"""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file, not a folder: give a folder path")
-    existing = out
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UserError(f"--out {out} lies under {existing}, which is a file, not a folder: give a folder path")
+    check_folder_path(out)
+    existing = next(p for p in [out, *out.parents] if p.exists())
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"--out {out}: this user may not write into {existing}: give a folder you can write to")
 
