@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.artifacts and len(models) > 1:
         raise UserError("--artifacts names one model's folder: give one --model, or leave --artifacts out")
     from benchmark.phone import parse_log, parse_web
-    from core.io import check_folder_path, exclusive
+    from core.io import exclusive
 
     # Imported logs are checked before anything is timed: a bad one fails in a second, not after the run.
     phones = [parse_log(path, device) for device, path in map(_parse_phone_arg, args.import_phone)]
@@ -198,11 +198,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise UserError(f"--artifacts-of takes MODEL=DIR for a model named in --model, got {entry!r}")
         folders[zoo.resolve_name(name)] = Path(folder)
     out = Path(args.out) if args.out else (folders[models[0]] if len(models) == 1 else Path("dist") / "benchmark")
-    check_folder_path(out)
     with contextlib.ExitStack() as locks:
         # Held for the whole run: the reports' folder alone (a second benchmark writing it is refused), the
         # artifact folders shared (an export swapping one in while its artifacts are timed is refused; other
-        # benchmarks reading it are not). export.all takes the same locks.
+        # benchmarks reading it are not). export.all takes the same locks; exclusive() refuses an --out under a file.
         out = out.resolve()
         locks.enter_context(exclusive(out, "benchmark"))
         for folder in dict.fromkeys(f.resolve() for f in folders.values()):
