@@ -30,6 +30,7 @@ Schema (every field required unless marked optional; unknown fields are refused)
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -40,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from core.errors import UserError
-from core.metadata import MISSING_TOKENS, MetadataEncoder, MetadataError
+from core.metadata import AGE_COLUMN, AGE_RANGE, MISSING_TOKENS, SEX_COLUMN, SITE_COLUMN, MetadataEncoder, MetadataError
 
 SCHEMA = "melanoma-contract/1"
 KINDS = ("number", "one_hot", "code")
@@ -103,6 +104,37 @@ class Feature:
     categories: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)
     codes: dict[str, float] = field(default_factory=dict)
+    range: tuple[float, float] | None = None  # number: the raw values accepted (inclusive)
+    bands: tuple[float, ...] = ()  # number: cut points of the subgroups parity compares
+    unit: str = ""  # number: shown in forms and messages ("years")
+    description: str = ""  # what a form asks for
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind in ("one_hot", "code")
+
+    def group_of(self, value: Any) -> str:
+        """The subgroup a raw value falls in: its category or code ("missing" when empty), or its band of a
+        number ("<40", "40-<60", "60+"); "" for a number without bands or a value this feature refuses."""
+        if _is_missing(value) or (self.kind == "number" and _as_float(value) is None):
+            return "missing" if self.categorical or self.bands else ""
+        try:
+            if self.kind == "one_hot":
+                return self._category(value) or "missing"
+            if self.kind == "code":
+                return self._code_key(value)
+        except MetadataError:
+            return ""
+        x = _as_float(value)
+        if not self.bands or x is None:
+            return ""
+        edges = self.bands
+        if x < edges[0]:
+            return f"<{edges[0]:g}"
+        for low, high in itertools.pairwise(edges):
+            if low <= x < high:
+                return f"{low:g}-<{high:g}"
+        return f"{edges[-1]:g}+"
 
     @property
     def entries(self) -> list[str]:
@@ -129,12 +161,17 @@ class Feature:
             return vector
         if _is_missing(value):
             return [float(self.missing)]
+        return [float(self.codes[self._code_key(value)])]
+
+    def _code_key(self, value: Any) -> str:
+        accepted = ", ".join(f'"{c}"' for c in (*self.codes, *self.aliases))
+        if not isinstance(value, str):
+            raise MetadataError(f"{self.name} {value!r} is not text: use one of {accepted}, or leave it empty")
         key = _key(value)
-        key = key if key in self.codes else self.aliases.get(key, key)
+        key = key if key in self.codes else self.aliases.get(key, key)  # an explicit code wins over an alias
         if key not in self.codes:
-            accepted = ", ".join(f'"{c}"' for c in self.codes)
             raise MetadataError(f'unknown {self.name} "{value}": use one of {accepted}, or leave it empty')
-        return [float(self.codes[key])]
+        return key
 
     def _number(self, value: Any) -> list[float]:
         if _is_missing(value):
@@ -147,6 +184,11 @@ class Feature:
             raise MetadataError(f'{self.name} "{value}" is not a number: give a number or leave it empty') from None
         if math.isnan(x):
             return [float(self.missing)] + ([1.0] if self.missing_flag else [])
+        if self.range is not None and not self.range[0] <= x <= self.range[1]:
+            unit = f" {self.unit}" if self.unit else ""
+            raise MetadataError(
+                f"{self.name} {x:g} is outside {self.range[0]:g}-{self.range[1]:g}{unit}: fix or blank it"
+            )
         try:
             y = TRANSFORMS[self.transform](x)
         except ValueError:
@@ -167,14 +209,85 @@ class Feature:
         raise MetadataError(f'unknown {self.name} "{value}": use one of {accepted}, or leave it empty for missing')
 
 
+def _as_float(value: Any) -> float | None:
+    if isinstance(value, bool | bytes) or not isinstance(value, str | int | float | np.number):
+        return None
+    try:
+        x = float(value)
+    except ValueError:
+        return None
+    return None if math.isnan(x) else x
+
+
+def _numbers(value: Any, where: str, count: int | None = None) -> tuple[float, ...]:
+    if not isinstance(value, list) or (count is not None and len(value) != count) or not value:
+        raise ContractError(f"{where} must be a list of {count or 'one or more'} numbers, got {value!r}")
+    numbers = tuple(_number(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if any(b <= a for a, b in itertools.pairwise(numbers)):
+        raise ContractError(f"{where} must increase, got {value!r}")
+    return numbers
+
+
+def _first(bad: np.ndarray) -> int | None:
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _check_block(f: Feature, block: np.ndarray) -> str | None:
+    """check_encoded for one feature's entries [N, len(f.entries)] (not in a normalize group)."""
+    if f.kind == "one_hot":
+        ones = block.sum(axis=1)
+        bad = ~np.isin(block, (0.0, 1.0)).all(axis=1) | ((ones != 1) if f.missing == "column" else (ones > 1))
+        row = _first(bad)
+        if row is not None:
+            return f"row {row}: the {f.name} entries {block[row].tolist()} are not one-hot (one 1, the rest 0)"
+        return None
+    value = block[:, 0]
+    if f.kind == "code":
+        allowed = np.array([*f.codes.values(), f.missing], dtype=np.float32).astype(np.float64)
+        row = _first(~np.isin(value, allowed))
+        if row is not None:
+            codes = ", ".join(f"{v:g}" for v in allowed)
+            return f"row {row}: the {f.name} entry {value[row]:g} is none of its codes ({codes})"
+        return None
+    flag = block[:, 1] if f.missing_flag else np.zeros(len(block))
+    missing = np.float64(np.float32(f.missing))
+    row = _first(~np.isin(flag, (0.0, 1.0)) | ((flag == 1) & (value != missing)))
+    if row is not None:
+        return (
+            f"row {row}: {f.name}_missing is {flag[row]:g} with {f.name} entry {value[row]:g} (a missing {f.name} "
+            f"encodes as {f.missing:g}, 1)"
+        )
+    if f.range is None:
+        return None
+    inverse = {"none": lambda y: y, "log": np.exp, "log1p": np.expm1}[f.transform]
+    with np.errstate(over="ignore", invalid="ignore"):
+        raw = inverse(value * f.scale + f.offset)
+    slack = 0.005 * (f.range[1] - f.range[0])
+    known = flag == 0
+    if f.missing_flag is False:  # without a flag, the missing value itself is a valid entry
+        known &= value != missing
+    row = _first(known & ~((raw >= f.range[0] - slack) & (raw <= f.range[1] + slack)))
+    if row is not None:
+        return f"row {row}: the {f.name} entry {value[row]:g} decodes to {raw[row]:.4g}, outside {list(f.range)}"
+    return None
+
+
 def _feature(data: Any, where: str) -> Feature:
     base = ("name", "kind", "field", "missing")
     if not isinstance(data, Mapping) or data.get("kind") not in KINDS:
         kind = data.get("kind") if isinstance(data, Mapping) else data
         raise ContractError(f"{where}.kind is {kind!r}: use one of {', '.join(KINDS)}")
     name, kind = _text(data.get("name"), f"{where}.name"), data["kind"]
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise ContractError(f"{where}.description must be text, got {description!r}")
     if kind == "number":
-        _require(data, base, where, ("transform", "offset", "scale", "missing_flag"))
+        _require(
+            data, base, where, ("transform", "offset", "scale", "missing_flag", "range", "bands", "unit", "description")
+        )
+        unit = data.get("unit", "")
+        if not isinstance(unit, str):
+            raise ContractError(f"{where}.unit must be text, got {unit!r}")
         transform = data.get("transform", "none")
         if transform not in TRANSFORMS:
             raise ContractError(f"{where}.transform is {transform!r}: use one of {', '.join(TRANSFORMS)}")
@@ -190,17 +303,27 @@ def _feature(data: Any, where: str) -> Feature:
             offset=_number(data.get("offset", 0.0), f"{where}.offset"),
             scale=_number(data.get("scale", 1.0), f"{where}.scale", positive=True),
             missing_flag=flag,
+            range=_numbers(data["range"], f"{where}.range", 2) if "range" in data else None,
+            bands=_numbers(data["bands"], f"{where}.bands") if "bands" in data else (),
+            unit=unit,
+            description=description,
         )
     if kind == "one_hot":
-        _require(data, (*base, "categories"), where, ("aliases",))
+        _require(data, (*base, "categories"), where, ("aliases", "description"))
         categories = _categories(data["categories"], f"{where}.categories")
         if data["missing"] not in ("column", "zeros"):
             raise ContractError(f'{where}.missing is {data["missing"]!r}: use "column" or "zeros"')
         aliases = _aliases(data.get("aliases", {}), categories, f"{where}.aliases")
         return Feature(
-            name, kind, _text(data["field"], f"{where}.field"), data["missing"], categories=categories, aliases=aliases
+            name,
+            kind,
+            _text(data["field"], f"{where}.field"),
+            data["missing"],
+            categories=categories,
+            aliases=aliases,
+            description=description,
         )
-    _require(data, (*base, "codes"), where, ("aliases",))
+    _require(data, (*base, "codes"), where, ("aliases", "description"))
     codes = data["codes"]
     if not isinstance(codes, Mapping) or not codes:
         raise ContractError(f"{where}.codes must be a non-empty object of value -> number")
@@ -213,6 +336,7 @@ def _feature(data: Any, where: str) -> Feature:
         _number(data["missing"], f"{where}.missing"),
         codes=table,
         aliases=aliases,
+        description=description,
     )
 
 
@@ -268,6 +392,33 @@ class ContractEncoder:
         for i, case in enumerate(cases):
             out[i] = self.encode(case)
         return out
+
+    @property
+    def fields(self) -> list[str]:
+        """The case fields the features read, each once, in order."""
+        return list(dict.fromkeys(f.field for f in self.features))
+
+    def check_encoded(self, meta: np.ndarray) -> str | None:
+        """Why `meta` [N, K] cannot have come from `encode` (the first problem found), or None when it could.
+
+        A one-hot block holds one 1 (or, with missing "zeros", at most one) and otherwise 0; a code is one of
+        its codes or its missing number; a missing flag is 0 or 1, with the value the missing one when it is
+        1; a number with a `range` decodes to a value inside it (0.5% of the range of slack for float error).
+        Features in an L2 `normalize` group are scaled per case, so only their length is checked.
+        """
+        meta = np.asarray(meta, dtype=np.float64)
+        if meta.ndim != 2 or meta.shape[1] != self.size:
+            return f"expected [N, {self.size}], got {list(meta.shape)}"
+        scaled = {name for group in self.groups for name in group}
+        start = 0
+        for f in self.features:
+            block, start = meta[:, start : start + len(f.entries)], start + len(f.entries)
+            if f.name in scaled:
+                continue
+            problem = _check_block(f, block)
+            if problem:
+                return problem
+        return None
 
 
 @dataclass(frozen=True)
@@ -329,50 +480,61 @@ class Contract:
         return ContractEncoder(self.features, groups)
 
     @classmethod
-    def from_metadata_encoder(cls, encoder: MetadataEncoder, name: str, size: int) -> Contract:
-        """Today's age / sex / site encoding (core.metadata) stated in this schema."""
+    def from_metadata_encoder(
+        cls, encoder: MetadataEncoder, name: str, size: int, decision: Mapping[str, Any] | None = None
+    ) -> Contract:
+        """Today's age / sex / site encoding (core.metadata) stated in this schema. The models `python -m train`
+        makes take RGB in [0, 1] and normalise inside themselves, so mean and std are null here."""
         return cls.from_dict(
             {
                 "contract": SCHEMA,
                 "name": name,
-                "image": {
-                    "size": size,
-                    "channels": "RGB",
-                    "mean": [0.485, 0.456, 0.406],
-                    "std": [0.229, 0.224, 0.225],
-                    "resize": "pillow",
-                },
+                "image": {"size": size, "channels": "RGB", "mean": None, "std": None, "resize": "pillow"},
                 "metadata": [
                     {
                         "name": "age",
                         "kind": "number",
-                        "field": "age_approx",
+                        "field": AGE_COLUMN,
                         "offset": encoder.age_center,
                         "scale": encoder.age_scale,
                         "missing": 0,
                         "missing_flag": True,
+                        "range": list(AGE_RANGE),
+                        "bands": [40, 60],
+                        "unit": "years",
+                        "description": "age in years",
                     },
                     {
                         "name": "sex",
                         "kind": "one_hot",
-                        "field": "sex",
+                        "field": SEX_COLUMN,
                         "categories": list(encoder.sexes),
                         "aliases": dict(encoder.sex_aliases),
                         "missing": "column",
+                        "description": "sex",
                     },
                     {
                         "name": "site",
                         "kind": "one_hot",
-                        "field": "anatom_site_general_challenge",
+                        "field": SITE_COLUMN,
                         "categories": list(encoder.sites),
                         "aliases": dict(encoder.site_aliases),
                         "missing": "column",
+                        "description": "body site of the lesion",
                     },
                 ],
                 "output": {"kind": "sigmoid"},
-                "decision": {"rule": "sensitivity", "target": 0.95},
+                "decision": dict(decision or {"rule": "sensitivity", "target": 0.95}),
             }
         )
+
+    @property
+    def name(self) -> str:
+        return str(self.data["name"])
+
+    @property
+    def image(self) -> dict[str, Any]:
+        return self.data["image"]
 
 
 def _image(data: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ from core.datasets import load_external, load_isic2020, merge_external
 from core.errors import UserError
 from core.images import load_rgb, preprocess
 from core.io import sha256_file
+from core.metadata import SITE_COLUMN
 from core.spec import ModelSpec
 
 
@@ -22,7 +24,7 @@ from core.spec import ModelSpec
 class EvalSet:
     """Preprocessed cases of one split (image NCHW, meta, target) with their table (for subgroups)."""
 
-    table: pd.DataFrame  # image_name, patient_id, sex, age_approx, site, target, path, source
+    table: pd.DataFrame  # image_name, target, path and the contract's fields (+ patient_id, ...)
     image: np.ndarray  # float32 [N, 3, S, S]
     meta: np.ndarray  # float32 [N, K]
     target: np.ndarray  # int [N]
@@ -117,9 +119,24 @@ def load_split(
         table = select(table).reset_index(drop=True)
     if limit:
         table = table.head(limit)
-    images = np.stack([preprocess(decoded(p, split), spec.image, layout="NCHW") for p in table["path"]])
-    meta = spec.encoder().encode_many(table["age_approx"].tolist(), table["sex"].tolist(), table["site"].tolist())
-    return EvalSet(table, images, meta, table["target"].to_numpy(dtype=int))
+    return prepared(table.assign(**{SITE_COLUMN: table["site"]}), spec, split)
+
+
+def cases(table: pd.DataFrame, fields: list[str]) -> list[dict[str, Any]]:
+    """Each row as the case the contract's encoder reads (field -> raw value, NaN read as missing)."""
+    columns = table[fields].astype(object).where(table[fields].notna(), None)
+    return columns.to_dict("records")
+
+
+def prepared(table: pd.DataFrame, spec: ModelSpec, what: str) -> EvalSet:
+    """Decode, resize and encode every row of `table` (a `path`, `target` and the contract's fields each) as
+    `spec` says: the images by its resize rule, the metadata by its contract's features."""
+    images = [preprocess(decoded(p, what), spec.image, layout="NCHW") for p in table["path"]]
+    size = spec.image.size
+    image = np.stack(images) if images else np.zeros((0, 3, size, size), np.float32)
+    encoder = spec.encoder()
+    meta = encoder.encode_many(cases(table, encoder.fields))
+    return EvalSet(table, image, meta, table["target"].to_numpy(dtype=int))
 
 
 def load_test_split(checkpoint: Path, spec: ModelSpec, limit: int | None = None) -> EvalSet:

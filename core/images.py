@@ -15,9 +15,12 @@ The steps, each written down in the spec's `ImageContract`:
    vertical pass first when the height shrinks by more than twice as many pixels as the width (see
    `pass_order`); earlier versions always ran the horizontal pass first. The Pillow version is pinned
    in pyproject.toml and recorded in the spec (`resize_library_version`);
+   A contract with `"resize": "bilinear"` (ImageContract.antialias false) asks instead for `resize_bilinear`:
+   OpenCV's cv2.resize INTER_LINEAR (no antialias, half-pixel centres), in its own fixed point, bit-exact
+   with opencv-python 5.0 (a test checks it on random sizes and photos);
 3. scale (`to_float`): each 8-bit value v becomes v / 255 in float32 (a correctly rounded division, so
    every language gets the same bits), laid out as the spec says.
-ImageNet mean / std are applied inside the exported graph, never here.
+Mean / std and the channel order a model wants are applied inside the exported graph, never here.
 """
 
 from __future__ import annotations
@@ -92,8 +95,39 @@ def check_contract(contract) -> None:
         value = getattr(contract, name)
         if value not in allowed:
             raise UserError(f"the spec asks for image {name} {value!r}; this toolkit implements {', '.join(allowed)}")
-    if not contract.antialias:
-        raise UserError("the spec asks for a resize without antialiasing; this toolkit implements the antialiased one")
+    if not isinstance(contract.antialias, bool):
+        raise UserError(f"the spec's image antialias is {contract.antialias!r}, not true or false")
+
+
+# OpenCV's INTER_LINEAR for 8-bit images: 11-bit coefficients, then its vectorised vertical pass, whose shifts
+# (each product of the horizontal sum >> 4 and a coefficient, >> 16, summed, + 2, >> 2) differ from an exact
+# rounding by one level now and then. OpenCV runs that vector code on every row, clamped ones included.
+COEF_BITS = 11
+
+
+def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
+    """For each output index: the two source indices and their 11-bit weights, as cv2.resize computes them
+    (source position in float32 from a double, floor, the fraction's weights rounded half to even; indices
+    clamped to the image, the weights not)."""
+    scale = 1.0 / (dst / src)
+    position = ((np.arange(dst, dtype=np.float64) + 0.5) * scale - 0.5).astype(np.float32)
+    first = np.floor(position)
+    fraction = (position - first).astype(np.float32)
+    one = np.float32(1 << COEF_BITS)
+    weights = np.stack([np.rint((np.float32(1) - fraction) * one), np.rint(fraction * one)], axis=1)
+    index = np.stack([first, first + 1], axis=1).astype(np.int64).clip(0, src - 1)
+    return index, weights.astype(np.int64)
+
+
+def resize_bilinear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 [H, W, C] -> uint8 [height, width, C], as cv2.resize(pixels, (width, height), INTER_LINEAR)."""
+    x_index, x_weight = _linear_taps(pixels.shape[1], width)
+    y_index, y_weight = _linear_taps(pixels.shape[0], height)
+    source = np.asarray(pixels, dtype=np.int64)
+    rows = source[:, x_index[:, 0]] * x_weight[:, 0, None] + source[:, x_index[:, 1]] * x_weight[:, 1, None]
+    top, bottom = rows[y_index[:, 0]] >> 4, rows[y_index[:, 1]] >> 4
+    out = ((top * y_weight[:, 0, None, None]) >> 16) + ((bottom * y_weight[:, 1, None, None]) >> 16)
+    return ((out + 2) >> 2).astype(np.uint8)
 
 
 def pass_order(in_width: int, in_height: int, out_width: int, out_height: int) -> str:
@@ -133,7 +167,11 @@ def preprocess(image: Image.Image, contract, layout: str | None = None) -> np.nd
         layout: override the contract's layout (runners take NCHW whatever the artifact's layout).
     """
     check_contract(contract)
-    return to_float(np.asarray(resize_rgb(image, contract.size)), layout or contract.layout)
+    if contract.antialias:
+        pixels = np.asarray(resize_rgb(image, contract.size))
+    else:
+        pixels = resize_bilinear(np.asarray(image.convert("RGB")), contract.size, contract.size)
+    return to_float(pixels, layout or contract.layout)
 
 
 def eval_transform(contract):

@@ -5,7 +5,13 @@ as `<artifact>.spec.json`. Runners read it back from the artifact; nothing about
 metadata vector comes from command-line defaults.
 
     spec = ModelSpec.from_dict(json.load(open("spec.json")))
-    spec.image.size, spec.image.mean, spec.metadata["features"], spec.outputs.threshold
+    spec.image.size, spec.contract["metadata"], spec.metadata["entries"], spec.outputs.threshold
+
+`contract` is the model's own `melanoma-contract/1` (core.contract: its image rules, typed metadata features,
+output head and decision rule), for a model `python -m train` made as for one trained elsewhere. `image` is the
+exported graph's input (always RGB in [0, 1]: channel order and mean / std are folded into the graph) and
+`metadata` the `meta` input's layout, both derived from the contract and checked against it when read.
+Schema version 1 (before contracts) is read by upgrading its age / sex / site encoding to a contract.
 """
 
 from __future__ import annotations
@@ -24,10 +30,13 @@ from typing import Any
 import numpy as np
 
 import core
-from core.metadata import MetadataEncoder
+from core.contract import Contract, ContractEncoder, ContractError
+from core.metadata import MISSING_TOKENS, MetadataEncoder
 
 SCHEMA = "melanoma-model-spec"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+PILLOW_RESIZE = "PIL"
+BILINEAR_RESIZE = "OpenCV cv2.resize INTER_LINEAR (bit-exact port: core.images.resize_bilinear)"
 INTENDED_USE = (
     "Research and engineering use only: ranking dermoscopic images of skin lesions by estimated risk of "
     "melanoma, to study model export and on-device inference. Not a medical device; not for diagnosis or "
@@ -92,7 +101,8 @@ class ModelSpec:
     name: str
     architecture: str
     image: ImageContract
-    metadata: dict[str, Any]
+    metadata: dict[str, Any]  # the `meta` input's layout (metadata_layout of the contract)
+    contract: dict[str, Any]  # the model's melanoma-contract/1 (core.contract)
     outputs: OutputContract = field(default_factory=OutputContract)
     model_config: dict[str, Any] = field(default_factory=dict)
     version: str = "1"
@@ -113,9 +123,28 @@ class ModelSpec:
         """Length K of the `meta` input."""
         return int(self.metadata["size"])
 
-    def encoder(self) -> MetadataEncoder:
-        """The metadata encoder this spec describes."""
-        return MetadataEncoder.from_contract(self.metadata)
+    def model_contract(self) -> Contract:
+        """The contract this spec carries, validated."""
+        return Contract.from_dict(self.contract)
+
+    def encoder(self) -> ContractEncoder:
+        """The metadata encoder the contract describes: a case (field -> raw value) -> `meta`."""
+        return self.model_contract().encoder()
+
+    @classmethod
+    def for_contract(cls, contract: Contract, architecture: str, outputs: OutputContract, **fields: Any) -> ModelSpec:
+        """The spec of a model that `contract` describes; `image` and `metadata` are derived from it (an
+        `image` given in `fields` must agree with it)."""
+        image = fields.pop("image", None) or image_contract(contract)
+        return cls(
+            name=contract.name,
+            architecture=architecture,
+            image=image,
+            metadata=metadata_layout(contract),
+            contract=contract.data,
+            outputs=outputs,
+            **fields,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able data (tuples become lists)."""
@@ -130,6 +159,8 @@ class ModelSpec:
         """Rebuild a spec from plain data; raises ValueError when it is not a valid spec."""
         if not isinstance(data, Mapping) or data.get("schema") != SCHEMA:
             raise ValueError(f'not a model spec (expected "schema": "{SCHEMA}")')
+        if data.get("schema_version") == 1:
+            data = upgrade_v1(data)
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"model spec version {data.get('schema_version')} is not supported ({SCHEMA_VERSION})")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -145,7 +176,7 @@ class ModelSpec:
         except TypeError as exc:
             raise ValueError(f"model spec is malformed: {exc}") from None
         _check_decision(spec.outputs)
-        spec.encoder()  # validates the metadata contract
+        _check_against_contract(spec)
         return spec
 
     @classmethod
@@ -177,6 +208,76 @@ def _require(data: Any, names: set[str], where: str) -> None:
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
         raise ValueError(f"{where} has no {missing[0]!r}{more}: re-export the model so its spec is complete")
+
+
+def image_contract(contract: Contract) -> ImageContract:
+    """The exported graph's `image` input for a model `contract` describes: RGB in [0, 1], resized by the
+    contract's rule; the channel order and mean / std go into the graph (export.adapter.ContractModel)."""
+    from core.images import PILLOW_VERSION
+
+    image = contract.image
+    pillow = image["resize"] == "pillow"
+    if image["mean"] is None:
+        mean, std, how = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "none: the model takes v / 255"
+    else:
+        order = slice(None, None, -1) if image["channels"] == "BGR" else slice(None)
+        mean, std = tuple(image["mean"][order]), tuple(image["std"][order])
+        how = "inside the exported graph: (x - mean) / std (given here in RGB order); feed RGB in [0, 1]"
+    if image["channels"] == "BGR":
+        how += "; the graph reorders RGB to the model's BGR"
+    return ImageContract(
+        size=int(image["size"]),
+        antialias=pillow,
+        resize_library=PILLOW_RESIZE if pillow else BILINEAR_RESIZE,
+        resize_library_version=PILLOW_VERSION if pillow else "",
+        mean=mean,
+        std=std,
+        normalization=how,
+    )
+
+
+def metadata_layout(contract: Contract) -> dict[str, Any]:
+    """The `meta` input's layout: its size, the name of each entry, the case fields it is built from and the
+    text that counts as missing (matched after trimming and lower-casing)."""
+    encoder = contract.encoder()
+    return {
+        "size": encoder.size,
+        "dtype": "float32",
+        "entries": encoder.entries,
+        "fields": encoder.fields,
+        "missing_tokens": list(MISSING_TOKENS),
+        "case_insensitive": True,
+    }
+
+
+def upgrade_v1(data: Mapping[str, Any]) -> dict[str, Any]:
+    """A schema-1 spec (an age / sex / site metadata contract, no model contract) in schema 2."""
+    data = dict(data)
+    try:
+        encoder = MetadataEncoder.from_contract(data["metadata"])
+        contract = Contract.from_metadata_encoder(
+            encoder, str(data["name"]), int(data["image"]["size"]), {"threshold": data["outputs"]["threshold"]}
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"model spec version 1 cannot be upgraded: {exc}") from None
+    data["contract"] = contract.data
+    data["metadata"] = metadata_layout(contract)
+    data["schema_version"] = SCHEMA_VERSION
+    return data
+
+
+def _check_against_contract(spec: ModelSpec) -> None:
+    """The derived parts (image size and resize rule, the `meta` layout) must agree with the contract."""
+    try:
+        contract = spec.model_contract()
+    except ContractError as exc:
+        raise ValueError(f"the spec's contract is not valid: {exc}") from None
+    if spec.metadata != metadata_layout(contract):
+        raise ValueError("the spec's metadata layout does not match its contract's features")
+    if spec.image.size != contract.image["size"]:
+        raise ValueError(f"image.size {spec.image.size} differs from the contract's {contract.image['size']}")
+    if spec.image.antialias != (contract.image["resize"] == "pillow"):
+        raise ValueError(f"image.antialias {spec.image.antialias} contradicts the contract's resize rule")
 
 
 def _check_decision(outputs: OutputContract) -> None:

@@ -4,7 +4,8 @@
 - `png`: the decoded RGB pixels as a lossless PNG under `golden/` (path relative to golden.json), so an
   app's own PNG decoder reads exactly the pixels Python resized; `decoded_rgb` holds the same pixels
   (uint8, H x W x 3, row-major, base64) for Python;
-- `metadata` (raw age, sex, site; null = missing) and the encoded `meta`;
+- `metadata` (the case as the contract's features read it: field -> raw value, null = missing) and the
+  encoded `meta`;
 - `image`: the expected `image` tensor after the spec's resize (float32 little-endian, [3, S, S], base64);
   an NHWC artifact takes its transpose;
 - `expected`: the PyTorch model's logit and probability, and the decision at the spec's threshold;
@@ -23,6 +24,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from core.evaluation import cases as case_rows
 from core.evaluation import decoded as decoded_image
 from core.images import PILLOW_VERSION, preprocess
 from core.io import write_json, write_with
@@ -45,6 +47,8 @@ def decode(field: dict[str, Any]) -> np.ndarray:
 
 
 def _missing(value: Any) -> Any:
+    """A raw case value as JSON: None when missing (NaN, empty text), numpy scalars as plain numbers."""
+    value = value.item() if isinstance(value, np.generic) else value
     return None if value is None or (isinstance(value, float) and np.isnan(value)) or value == "" else value
 
 
@@ -70,20 +74,21 @@ def write_golden(
     Args:
         folder: the export folder.
         spec: the checkpoint's spec (metadata contract, threshold, image contract).
-        table: test cases (image_name, target, path, age_approx, sex, site).
+        table: test cases (image_name, target, path and the contract's fields).
         reference: the PyTorch runner whose outputs are the expected ones.
         count: how many cases.
         artifacts: file name -> runner of each artifact that runs here; its outputs are recorded per case.
     """
     encoder = spec.encoder()
+    raw_cases = dict(zip(table.index, case_rows(table, encoder.fields), strict=True))
     cases = []
     for i in pick_cases(table, count):
         row = table.loc[i]
         decoded = decoded_image(row["path"], "golden-vector")
         pixels = np.asarray(decoded, dtype=np.uint8)
         tensor = preprocess(decoded, spec.image, layout="NCHW").astype("<f4")
-        raw_meta = {"age": _missing(row["age_approx"]), "sex": _missing(row["sex"]), "site": _missing(row["site"])}
-        meta = encoder.encode(raw_meta["age"], raw_meta["sex"], raw_meta["site"])
+        raw_meta = {k: _missing(v) for k, v in raw_cases[i].items()}
+        meta = encoder.encode(raw_meta)
         png = f"{GOLDEN_DIR}/{row['image_name']}.png"
         write_with(folder / png, lambda tmp, p=pixels: Image.fromarray(p).save(tmp, format="PNG"))
         out = reference.predict(tensor[None], meta[None])
@@ -118,6 +123,7 @@ def write_golden(
             "weights_sha256": spec.weights_sha256,
             "threshold": spec.outputs.threshold,
             "preprocessing": {
+                "rule": spec.contract["image"]["resize"],
                 "resize": spec.image.resize,
                 "interpolation": spec.image.interpolation,
                 "antialias": spec.image.antialias,

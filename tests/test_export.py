@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from core import zoo
+from core.contract import Contract
 from core.errors import UserError
 from core.metadata import MetadataEncoder
-from core.spec import ImageContract, ModelSpec
+from core.spec import ImageContract, ModelSpec, OutputContract
 from export import parity, runners
 from export.common import ExportModel, NotRunnable, example_inputs, sidecar_path
 from export.formats import BY_KEY, FORMATS, markdown_table, parse_formats
@@ -30,11 +31,11 @@ def small_model(name: str) -> tuple[torch.nn.Module, ModelSpec]:
     enc = MetadataEncoder.fit([30, 50, 70])
     model, backbone = zoo.create_model(name, enc.size, "none", SIZE)
     model.eval()
-    spec = ModelSpec(
-        name=zoo.resolve_name(name),
+    spec = ModelSpec.for_contract(
+        Contract.from_metadata_encoder(enc, zoo.resolve_name(name), SIZE),
         architecture=name,
+        outputs=OutputContract(),
         image=ImageContract(size=SIZE, mean=backbone.mean, std=backbone.std),
-        metadata=enc.contract(),
         model_config=zoo.model_config(name, enc.size, SIZE),
     )
     spec.outputs.temperature = 1.5

@@ -6,18 +6,19 @@ import torch
 
 from core import zoo
 from core.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from core.contract import Contract
 from core.errors import UserError
 from core.metadata import MetadataEncoder
-from core.spec import ImageContract, ModelSpec, state_dict_sha256
+from core.spec import ImageContract, ModelSpec, OutputContract, state_dict_sha256
 
 
 def make_spec(size: int = 32, name: str = "standard_cnn") -> ModelSpec:
     enc = MetadataEncoder.fit([30, 50, 70])
-    return ModelSpec(
-        name=name,
+    return ModelSpec.for_contract(
+        Contract.from_metadata_encoder(enc, name, size),
         architecture=name,
+        outputs=OutputContract(),
         image=ImageContract(size=size),
-        metadata=enc.contract(),
         model_config=zoo.model_config(name, enc.size, size),
     )
 

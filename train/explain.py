@@ -125,7 +125,7 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
     model, spec = load_checkpoint(checkpoint)
     data = load_test_split(checkpoint, spec)
     encoder = spec.encoder()
-    baseline = encoder.encode(None, None, None)
+    baseline = encoder.encode({})  # every field missing
     chosen = pick(data.target, cases)
     pool = chosen + [i for i in range(len(data)) if i not in chosen][: max(mean_cases - len(chosen), 0)]
     say(f"integrated gradients ({STEPS} steps) for {len(pool)} test cases of {spec.name} ...")

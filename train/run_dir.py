@@ -26,6 +26,7 @@ from torch import nn
 
 from core import zoo
 from core.checkpoint import save_checkpoint
+from core.contract import Contract
 from core.errors import UserError, free_space_mb
 from core.images import PILLOW_VERSION
 from core.io import atomic_path, exclusive, write_json
@@ -233,13 +234,16 @@ def _spec(
     primary: str,
 ) -> ModelSpec:
     backbone = training.backbone
-    return ModelSpec(
-        name=name,
+    decision = {"rule": cfg.threshold_rule} | (
+        {"target": cfg.threshold_target} if cfg.threshold_rule == "sensitivity" else {}
+    )
+    return ModelSpec.for_contract(
+        Contract.from_metadata_encoder(prepared.encoder, name, cfg.image_size, decision),
         architecture=f"{name} + metadata MLP fusion (Kim & Rocheteau 2020)",
+        # The fusion model normalises inside itself: the graph's input is RGB in [0, 1] like the contract's.
         image=ImageContract(
             size=cfg.image_size, mean=backbone.mean, std=backbone.std, resize_library_version=PILLOW_VERSION
         ),
-        metadata=prepared.encoder.contract(),
         outputs=OutputContract(
             temperature=metrics["temperature"],
             threshold=float(thresholds[primary]["value"]),
