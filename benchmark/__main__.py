@@ -93,6 +93,10 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
     found, skipped = [], []
     for row in report.rows:
         skip = {"model": report.model, "format": row["format"], "precision": row["precision"]}
+        if row["status"] == "reference" and not row.get("file"):
+            reason = "the model was exported from memory (export.api.export_model): no file to rebuild PyTorch from"
+            skipped.append(skip | {"reason": reason})
+            continue
         if not row.get("file") or row["status"] == "unsupported":
             skipped.append(skip | {"reason": row.get("reason") or "no artifact was written"})
             continue
@@ -128,16 +132,32 @@ def benchmark_model(
     from benchmark import measure
     from benchmark.env import fingerprint, peak_gflops
     from benchmark.stats import speedup
-    from core.checkpoint import load_checkpoint
+    from core.spec import ModelSpec
+    from export import runners
     from export.common import sample_meta
+    from export.sources import model_from_origin
 
     env = fingerprint(threads)
     rows, (listed, skipped, summary) = [], candidates(model, folder)
-    eager_model, spec = load_checkpoint(Path(summary["checkpoint"]))
-    if compiled:
+    spec = ModelSpec.load(folder / "spec.json")
+    origin = summary.get("source") or {"kind": "checkpoint", "checkpoint": summary["checkpoint"]}
+    try:  # the PyTorch reference, rebuilt as it was exported (a checkpoint, or the user's own module)
+        eager_model = model_from_origin(origin, spec)
+    except UserError as exc:
+        eager_model = None
+        for c in [c for c in listed if c.format == "pytorch-eager"]:
+            listed.remove(c)
+            skipped.append({"model": model, "format": c.format, "precision": c.precision, "reason": str(exc)})
+    if eager_model is not None and origin.get("kind") != "checkpoint":
+        for c in listed:
+            if c.format == "pytorch-eager":
+                c.factory = lambda threads, path=c.path: runners.TorchEagerRunner(path, eager_model, spec)
+    if compiled and eager_model is not None:
         reference = measure.Candidate(
             summary["model"], "pytorch-compiled", "fp32", Path(summary["checkpoint"]), {"status": "reference"}
         )
+        if origin.get("kind") != "checkpoint":
+            reference.factory = lambda threads: runners.TorchCompiledRunner(reference.path, eager_model, spec)
         listed.insert(1, reference)
     for t in threads:
         measure.set_threads(t)
@@ -145,7 +165,9 @@ def benchmark_model(
             # NOTE: content does not change latency; valid inputs (RGB in [0, 1], an encoded patient) do.
             image = np.random.default_rng(0).random((b, 3, spec.image.size, spec.image.size), dtype=np.float32)
             meta = sample_meta(spec, b)
-            fresh = [measure.Candidate(c.model, c.format, c.precision, c.path, c.parity) for c in listed]
+            fresh = [
+                measure.Candidate(c.model, c.format, c.precision, c.path, c.parity, factory=c.factory) for c in listed
+            ]
             console.say(f"[{model}] threads {t}, batch {b}: loading {len(fresh)} artifacts ...")
             with console.captured():
                 for c in fresh:
@@ -154,7 +176,11 @@ def benchmark_model(
             with console.captured():
                 measure.measure(fresh, image, meta, runs, warmup)
             console.say(f"[{model}] threads {t}, batch {b}: timed in {time.time() - start:.0f} s")
-            flops = measure.count_flops(eager_model, torch.from_numpy(image), torch.from_numpy(meta))
+            flops = (
+                measure.count_flops(eager_model, torch.from_numpy(image), torch.from_numpy(meta))
+                if eager_model is not None
+                else None
+            )
             eager = next((c for c in fresh if c.format == "pytorch-eager" and c.times), None)
             eager_p50 = float(np.median(eager.times)) if eager else None
             for c in fresh:
@@ -165,7 +191,7 @@ def benchmark_model(
                     continue
                 row = measure.row(c, t, b, flops, peak_gflops(env, t, c.precision))
                 row["speedup_vs_eager"] = speedup(eager_p50, row["p50_ms"]) if eager_p50 else None
-                if memory and t == threads[0]:
+                if memory and t == threads[0] and c.factory is None:
                     with console.captured():
                         row["peak_mb"] = measure.peak_memory_mb(c.path, t, b)
                 rows.append(row)

@@ -11,6 +11,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class Candidate:
     first_ms: float = float("nan")
     times: list[float] = field(default_factory=list)
     skipped: str = ""
+    factory: Callable[[int], Runner] | None = None  # builds the runner (threads -> Runner) instead of loading path
 
 
 def set_threads(threads: int) -> None:
@@ -48,7 +50,9 @@ def load(candidate: Candidate, threads: int) -> None:
     """Create the runner, timing the load; a format that cannot run here is marked skipped."""
     start = time.perf_counter()
     try:
-        if candidate.format == runners.TorchCompiledRunner.format:
+        if candidate.factory is not None:
+            candidate.runner = candidate.factory(threads)
+        elif candidate.format == runners.TorchCompiledRunner.format:
             candidate.runner = runners.TorchCompiledRunner(candidate.path, threads=threads)
         else:
             candidate.runner = runners.load(candidate.path, threads=threads)
@@ -79,11 +83,11 @@ def measure(
             c.times.append((time.perf_counter() - start) * 1000)
 
 
-def row(c: Candidate, threads: int, batch: int, flops: int, peak_gflops: float | None) -> dict[str, Any]:
+def row(c: Candidate, threads: int, batch: int, flops: int | None, peak_gflops: float | None) -> dict[str, Any]:
     """One report row: the timing statistics, their stability, size, FLOPs and share of the CPU's peak for
-    the row's precision (None where that peak is unknown)."""
+    the row's precision (None where that peak or the FLOPs are unknown)."""
     stats = summarize(c.times, batch)
-    gflops_per_s = flops / 1e9 / (stats["p50_ms"] / 1000)
+    gflops_per_s = flops / 1e9 / (stats["p50_ms"] / 1000) if flops else None
     return {
         "model": c.model,
         "format": c.format,
@@ -95,9 +99,9 @@ def row(c: Candidate, threads: int, batch: int, flops: int, peak_gflops: float |
         "load_ms": c.load_ms,
         "first_ms": c.first_ms,
         "size_mb": round(artifact_size_mb(c.path), 3),
-        "gflops": flops / 1e9,
+        "gflops": flops / 1e9 if flops else None,
         "gflops_per_s": gflops_per_s,
-        "peak_share": gflops_per_s / peak_gflops if peak_gflops else None,
+        "peak_share": gflops_per_s / peak_gflops if peak_gflops and gflops_per_s else None,
         "parity_status": c.parity.get("status"),
         "auroc_delta": c.parity.get("auroc_delta"),
         "flips": c.parity.get("flips"),

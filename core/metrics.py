@@ -75,6 +75,15 @@ def specificity_at_sensitivity(y_true: np.ndarray, prob: np.ndarray, sensitivity
     return float((1 - fpr[ok]).max()) if ok.any() else 0.0
 
 
+def threshold_name(rule: str, target: float) -> str:
+    """The key a threshold is stored under: "sensitivity_95" for target 0.95, "sensitivity_90" for 0.9,
+    "sensitivity_97_5" for 0.975; "youden" for the Youden rule."""
+    if rule == "youden":
+        return "youden"
+    percent = f"{round(target * 100, 2):g}".replace(".", "_")
+    return f"sensitivity_{percent}"
+
+
 def choose_threshold(y_true: np.ndarray, prob: np.ndarray, rule: str = "sensitivity", target: float = 0.95) -> float:
     """Pick a decision threshold on validation data.
 

@@ -4,6 +4,9 @@ PyTorch original.
     python -m export.all --model efficientnet_lite0                 # newest run of that model under runs/
     python -m export.all --model mobilenet --checkpoint runs/.../checkpoint.pt --formats onnx,tflite --out dist/m
     python -m export.all --model efficientnet --precision fp32,fp16,int8    # quantized artifacts, same gates
+    python -m export.all --module theirs.py:build --weights theirs.pth --contract theirs.contract.json \
+        --eval-csv eval.csv --eval-images images/                             # a model trained elsewhere
+    python -m export.all --program theirs.pt2 --contract theirs.contract.json --eval-csv ... --eval-images ...
 
 Writes, in --out (default dist/<model>/): one artifact per format with the ModelSpec embedded and beside it
 as <artifact>.spec.json, parity.json, export_report.md / .html, roc.png, golden.json + golden/, spec.json and
@@ -18,7 +21,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.errors import UserError, run_cli
 
@@ -50,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--model", help="model name or alias, as given to python -m train")
     p.add_argument("--checkpoint", default=None, help="checkpoint.pt (default: the newest run of --model under --runs)")
+    theirs = p.add_argument_group("a model trained elsewhere (instead of --model / --checkpoint)")
+    theirs.add_argument(
+        "--module", default=None, help="FILE.py:FACTORY or package.module:FACTORY returning the nn.Module"
+    )
+    theirs.add_argument("--weights", default=None, help="its state dict (torch.save(model.state_dict()), weights only)")
+    theirs.add_argument("--program", default=None, help="a torch.export program saved with torch.export.save (.pt2)")
+    theirs.add_argument("--contract", default=None, help="the model's contract JSON (melanoma-contract/1, see README)")
+    theirs.add_argument("--eval-csv", default=None, help="evaluation cases: image_name, target, the contract's fields")
+    theirs.add_argument("--eval-images", default=None, help="the folder holding the evaluation images")
     p.add_argument("--formats", default="all", help=f"comma-separated: {', '.join(BY_KEY)} (or all)")
     p.add_argument(
         "--precision",
@@ -123,49 +137,151 @@ def earlier_export(folder: Path) -> Callable[[Path], bool]:
     return ours
 
 
-def needed_mb(checkpoint: Path, jobs: int, precisions: Sequence[str]) -> float:
-    """About how much space the staged export needs (see SPACE_PER_ARTIFACT)."""
-    size = checkpoint.stat().st_size / 1e6
+def needed_mb(model_mb: float, jobs: int, precisions: Sequence[str]) -> float:
+    """About how much space the staged export needs for a model of `model_mb` (see SPACE_PER_ARTIFACT)."""
     per = max(SPACE_PER_ARTIFACT.get(p, 0.4) for p in precisions)
-    return SPACE_MARGIN_MB + size * per * jobs
+    return SPACE_MARGIN_MB + model_mb * per * jobs
+
+
+@dataclass
+class Job:
+    """What to export and where: `build(console)` makes the export.sources.Source inside the export's lock."""
+
+    build: Callable[[Any], Any]
+    out: Path
+    model_mb: float  # the model's size, for the free-space estimate
+    protected: Path | None = None  # a file of the source the output folder must not hold
+
+
+def _checkpoint_job(args: argparse.Namespace) -> Job:
+    from export.sources import checkpoint_source
+
+    checkpoint, out = _resolve(args)
+    return Job(
+        lambda console: checkpoint_source(checkpoint, args.limit), out, checkpoint.stat().st_size / 1e6, checkpoint
+    )
+
+
+def _foreign_job(args: argparse.Namespace) -> Job:
+    """--module / --program with --contract, --eval-csv and --eval-images; each missing one named."""
+    from core.contract import Contract
+    from core.eval_csv import read_evaluation_csv
+
+    if args.model or args.checkpoint:
+        raise UserError("give either --model / --checkpoint (a python -m train run) or --module / --program, not both")
+    if args.module and args.program:
+        raise UserError("give --module (with --weights) or --program, not both")
+    if args.program and args.weights:
+        raise UserError("--weights goes with --module; a --program carries its own weights")
+    for flag in ("contract", "eval_csv", "eval_images"):
+        if not getattr(args, flag):
+            raise UserError(
+                f"--{flag.replace('_', '-')} is required with --{'module' if args.module else 'program'}: "
+                "a model trained elsewhere needs its contract and an evaluation set (see the README)"
+            )
+    contract = Contract.load(args.contract)
+    csv, images = Path(args.eval_csv), Path(args.eval_images)
+    table = read_evaluation_csv(csv, images, contract)
+    files = [Path(f) for f in (args.weights, args.program) if f]
+    origin = {
+        "kind": "module" if args.module else "program",
+        "contract": str(Path(args.contract).resolve()),
+        "evaluation": f"{csv.name} ({len(table)} cases)",
+        "eval_csv": str(csv.resolve()),
+        "eval_images": str(images.resolve()),
+    }
+    if args.module:
+        origin |= {"module": _absolute_module(args.module), "weights": str(files[0].resolve()) if files else None}
+    else:
+        origin["program"] = str(files[0].resolve())
+
+    def build(console: Any) -> Any:
+        from core.io import sha256_file
+        from export.sources import contract_source, load_module_model, load_program
+
+        console.say(f"loading {args.module or args.program} ...")
+        with console.captured():
+            model = load_module_model(args.module, args.weights) if args.module else load_program(args.program)
+        origin["eval_csv_sha256"] = sha256_file(csv)
+        reference = files[0] if files else None
+        return contract_source(model, contract, table, origin, reference, args.limit, console.say)
+
+    out = Path(args.out) if args.out else DEFAULT_DIST / contract.name
+    size = sum(f.stat().st_size for f in files if f.is_file()) / 1e6 if files else 100.0
+    return Job(build, out, size, files[0] if files else None)
+
+
+def _absolute_module(reference: str) -> str:
+    """FILE.py:FACTORY with the file made absolute (the benchmark rebuilds the reference from it)."""
+    location, _, name = reference.rpartition(":")
+    return f"{Path(location).resolve()}:{name}" if location.endswith(".py") else reference
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m export.all`."""
     args = build_parser().parse_args(argv)
-    from core.console import Console
-    from core.io import claim_output_folder, exclusive, staged_folder
     from export.formats import markdown_table, parse_formats
-    from export.pipeline import export_all, plan, unmet
     from export.precision import parse_precisions
 
     if args.formats_table:
         print(markdown_table())
         return 0
-    if not args.model and not args.checkpoint:
-        raise UserError("--model is required (or --checkpoint PATH): e.g. --model efficientnet_lite0")
+    foreign = bool(args.module or args.program)
+    if not foreign and not args.model and not args.checkpoint:
+        raise UserError(
+            "--model is required (or --checkpoint PATH, or --module / --program for a model trained elsewhere): "
+            "e.g. --model efficientnet_lite0"
+        )
+    if not foreign and (args.weights or args.contract or args.eval_csv or args.eval_images):
+        raise UserError("--weights, --contract, --eval-csv and --eval-images go with --module or --program")
     formats, precisions = parse_formats(args.formats), parse_precisions(args.precision)
     if args.golden < 0 or (args.limit is not None and args.limit < 1) or args.calibration_size < 1:
         raise UserError("--golden must be >= 0, --limit >= 1 and --calibration-size >= 1")
-    checkpoint, out = _resolve(args)
-    if checkpoint.resolve().parent == out.resolve() or out.resolve() in checkpoint.resolve().parents:
-        raise UserError(f"--out {out} holds the checkpoint {checkpoint}: give the export a folder of its own")
+    job = _foreign_job(args) if foreign else _checkpoint_job(args)
+    return run_job(
+        job, formats, precisions, args.golden, args.calibration_size, args.overwrite, args.strict, args.verbose
+    )
+
+
+def run_job(
+    job: Job,
+    formats: Sequence[Any],
+    precisions: Sequence[str],
+    golden: int = 4,
+    calibration_size: int = 128,
+    overwrite: bool = False,
+    strict: bool = False,
+    verbose: bool = False,
+    overwrite_flag: str = "--overwrite",
+) -> int:
+    """Claim the output folder, build the source and export it in a staged folder swapped in at the end;
+    print the counts; the exit status main returns."""
+    from core.console import Console
+    from core.io import claim_output_folder, exclusive, staged_folder
+    from export.pipeline import export_source, plan, unmet
+
+    out = job.out
+    if job.protected and (
+        job.protected.resolve().parent == out.resolve() or out.resolve() in job.protected.resolve().parents
+    ):
+        raise UserError(f"--out {out} holds {job.protected}: give the export a folder of its own")
     jobs = len(list(plan(formats, precisions)))
     ours = earlier_export(out)  # read once: the claim and the swap judge the same earlier export
-    out = claim_output_folder(out, ours, "an export", args.overwrite, needed_mb(checkpoint, jobs, precisions))
+    out = claim_output_folder(
+        out, ours, "an export", overwrite, needed_mb(job.model_mb, jobs, precisions), flag=overwrite_flag
+    )
     with (
         exclusive(out, "export"),
         # Carried over at the swap: the benchmark history, and anything not an export's that appeared meanwhile.
         staged_folder(out, keep=lambda entry: entry.name == HISTORY or not ours(entry)) as staging,
-        Console(staging / "export.log", verbose=args.verbose) as console,
+        Console(staging / "export.log", verbose=verbose) as console,
     ):
+        source = job.build(console)
         console.say(
-            f"exporting {checkpoint} -> {out}/ ({', '.join(f.key for f in formats)}; "
+            f"exporting {source.spec.name} -> {out}/ ({', '.join(f.key for f in formats)}; "
             f"{', '.join(precisions)}); converter output: {out / 'export.log'}"
         )
-        summary = export_all(
-            checkpoint, staging, formats, precisions, args.golden, args.limit, args.calibration_size, console
-        )
+        summary = export_source(source, staging, formats, precisions, golden, calibration_size, console)
     counts = {s: sum(r["status"] == s for r in summary["rows"]) for s in ("pass", "fail", "not-run", "unsupported")}
     missing = unmet(summary["rows"])
     print(
@@ -175,7 +291,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if missing:
         print(f"no passing artifact for: {', '.join(missing)}", file=sys.stderr)
-    return 1 if missing or (args.strict and counts["fail"]) else 0
+    return 1 if missing or (strict and counts["fail"]) else 0
 
 
 if __name__ == "__main__":

@@ -8,12 +8,14 @@ gates are the numbers in GATES, nowhere else.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.contract import Feature
 from core.metrics import auprc, auroc, bootstrap_values, json_safe
 
 
@@ -49,7 +51,6 @@ def gate_for(precision: str) -> str:
 NOISE = 1e-6
 MIN_SUBGROUP_CLASS = 5  # positives and negatives a subgroup needs before its AUROC is compared
 BOOTSTRAP = 1000
-AGE_BANDS = ((0, 40, "<40"), (40, 60, "40-59"), (60, 200, "60+"))
 
 
 def paired_bootstrap_delta(
@@ -63,19 +64,16 @@ def paired_bootstrap_delta(
     return (float(lo), float(hi))
 
 
-def subgroups(table: pd.DataFrame) -> dict[str, np.ndarray]:
-    """Boolean masks per subgroup: sex, age band, body site (missing values form their own group)."""
+def subgroups(table: pd.DataFrame, features: Sequence[Feature]) -> dict[str, np.ndarray]:
+    """Boolean masks per subgroup of the contract's categorical features (each category or code, "missing"
+    its own group) and of its numbers with `bands` ("age=<40", "age=40-<60", "age=60+", "age=missing")."""
     groups: dict[str, np.ndarray] = {}
-    sex = table["sex"].fillna("missing").replace("", "missing").to_numpy()
-    for value in sorted(set(sex)):
-        groups[f"sex={value}"] = sex == value
-    age = pd.to_numeric(table["age_approx"], errors="coerce").to_numpy(dtype=float)
-    for lo, hi, label in AGE_BANDS:
-        groups[f"age={label}"] = (age >= lo) & (age < hi)
-    groups["age=missing"] = np.isnan(age)
-    site = table["site"].fillna("missing").replace("", "missing").to_numpy()
-    for value in sorted(set(site)):
-        groups[f"site={value}"] = site == value
+    for feature in features:
+        if not (feature.categorical or feature.bands) or feature.field not in table:
+            continue
+        labels = np.array([feature.group_of(v) for v in table[feature.field].astype(object)], dtype=object)
+        for label in sorted({str(v) for v in labels} - {""}):
+            groups[f"{feature.name}={label}"] = labels == label
     return groups
 
 

@@ -22,15 +22,13 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from core.checkpoint import load_checkpoint
 from core.console import Console
 from core.errors import UserError, free_space_mb
-from core.evaluation import EvalSet, load_test_split
+from core.evaluation import EvalSet
 from core.io import sha256_file, write_json
 from core.metrics import json_safe
 from core.spec import ModelSpec
 from export import parity, runners
-from export.calibration import training_split
 from export.common import NotRunnable, Runner, artifact_size_mb, example_inputs, sidecar_path
 from export.formats import Artifact, Format, artifact_name
 from export.golden import write_golden
@@ -38,6 +36,7 @@ from export.precision import CALIBRATED, REMEDIABLE, QuantOptions, family
 from export.quantize import RungInputs, ladder, quantize_with_remedies
 from export.report import write_reports
 from export.runners import TorchEagerRunner
+from export.sources import Source, checkpoint_source
 
 Row = dict[str, Any]  # one parity.json row (see README: format, precision, file, sha256, status, ...)
 MIN_FREE_MB = 20.0  # below this, a converter's failure is taken for a full disk, not for the converter's own
@@ -64,28 +63,41 @@ def out_of_space(folder: Path, exc: BaseException) -> None:
         ) from None
 
 
+class ConverterRefused(Exception):
+    """A format's converter raised on a model trained elsewhere: that format is unsupported for it."""
+
+
 class Judge:
     """Exports one artifact at a time into `out` and judges it against the checkpoint's PyTorch model on the
     test split; keeps each artifact's probabilities (for the ROC plot) and runner (for the golden vectors)."""
 
     def __init__(
-        self, model: nn.Module, spec: ModelSpec, data: EvalSet, reference: Runner, out: Path, console: Console
+        self,
+        model: nn.Module,
+        spec: ModelSpec,
+        data: EvalSet,
+        reference: Runner,
+        out: Path,
+        console: Console,
+        foreign: bool = False,
     ):
         self.model, self.spec, self.data, self.out, self.console = model, spec, data, out, console
+        self.foreign = foreign  # a converter that cannot take a foreign model makes its format unsupported
+        self.unsupported: dict[str, str] = {}  # format label -> why its converter cannot take the model
         self.reference = reference.predict(data.image, data.meta).probability.reshape(-1)
-        self.groups = parity.subgroups(data.table)
+        self.groups = parity.subgroups(data.table, spec.model_contract().features)
         self.example = example_inputs(spec, batch=2)
         self.curves: dict[str, np.ndarray] = {"pytorch-eager": self.reference}
         self.runners: dict[str, Runner] = {}
 
-    def reference_row(self, checkpoint: Path) -> Row:
+    def reference_row(self, file: Path | None) -> Row:
         return {
             "format": "pytorch-eager",
             "precision": "fp32",
-            "file": str(checkpoint),
-            "sha256": sha256_file(checkpoint),
+            "file": str(file) if file else None,
+            "sha256": sha256_file(file) if file else None,
             "status": "reference",
-            "size_mb": artifact_size_mb(checkpoint),
+            "size_mb": artifact_size_mb(file) if file else None,
             "auroc": parity.auroc(self.data.target, self.reference),
             "auprc": parity.auprc(self.data.target, self.reference),
         }
@@ -96,12 +108,20 @@ class Judge:
         """Export, run the format's checker, read the spec back, predict and judge; failures become the row."""
         path = self.out / artifact_name(self.spec.name, artifact, precision)
         row: Row = {"format": fmt.label(artifact), "precision": precision, "file": path.name}
+        if row["format"] in self.unsupported:  # its fp32 conversion already could not take the model
+            return {**row, "file": None, "status": "unsupported", "reason": self.unsupported[row["format"]]}
         start = time.time()
         try:
             with self.console.captured():
                 runner = self._export(fmt, artifact, precision, options, model, path, row)
         except NotRunnable as exc:
             return row | {"status": "not-run", "reason": str(exc)}
+        except ConverterRefused as exc:
+            out_of_space(self.out, exc.__cause__ or exc)
+            path.unlink(missing_ok=True)
+            if precision == "fp32":
+                self.unsupported[row["format"]] = str(exc)
+            return {**row, "file": None, "status": "unsupported", "reason": str(exc)}
         except UserError as exc:  # e.g. the format's checker refusing a file a full disk cut short
             out_of_space(self.out, exc)
             return row | {"status": "fail", "reason": str(exc), "export_seconds": round(time.time() - start, 2)}
@@ -124,7 +144,17 @@ class Judge:
     ) -> Runner:
         start = time.time()
         module = fmt.load_module()
-        fmt.exporter(artifact)(model or self.model, self.spec, self.example, path, precision, options)
+        try:
+            fmt.exporter(artifact)(model or self.model, self.spec, self.example, path, precision, options)
+        except (NotRunnable, UserError):
+            raise
+        except Exception as exc:
+            if not self.foreign:
+                raise
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise ConverterRefused(
+                f"{fmt.title}'s converter cannot take this model ({exc.__class__.__name__}: {first})"
+            ) from exc
         module.check(path)  # the format's own strictest checker, before anything is judged
         embedded = module.read_spec(path)  # the new artifact's own spec replaces any old sidecar
         embedded.save(sidecar_path(path))
@@ -193,26 +223,39 @@ def export_all(
     calibration_size: int = 128,
     console: Console | None = None,
 ) -> dict[str, Any]:
-    """Export `checkpoint` to `formats` x `precisions` in the folder `out`, judge each, write the reports."""
+    """Export a `python -m train` checkpoint (see export_source)."""
+    console = console or Console()
+    console.say("loading the checkpoint and its test split for parity ...")
+    source = checkpoint_source(checkpoint, limit)
+    return export_source(source, out, formats, precisions, golden_count, calibration_size, console)
+
+
+def export_source(
+    source: Source,
+    out: Path,
+    formats: Sequence[Format],
+    precisions: Sequence[str] = ("fp32",),
+    golden_count: int = 4,
+    calibration_size: int = 128,
+    console: Console | None = None,
+) -> dict[str, Any]:
+    """Export `source` (export.sources: a model, its spec, an evaluation set) to `formats` x `precisions` in
+    the folder `out`, judge each artifact against the model on the judge cases, write the reports."""
     started, console = time.time(), console or Console()
-    model, spec = load_checkpoint(checkpoint)
+    model, spec, data = source.model, source.spec, source.judge
     spec.save(out / "spec.json")
-    console.say(f"loading the test split of {spec.provenance.get('data', {}).get('name', '?')} for parity ...")
-    data = load_test_split(checkpoint, spec, limit=limit)
-    reference = TorchEagerRunner(checkpoint, model, spec)
-    judge = Judge(model, spec, data, reference, out, console)
-    inputs = RungInputs(
-        model, partial(training_split, checkpoint, spec), calibration_size, console.say, console.captured
-    )
-    rows = [judge.reference_row(checkpoint)]
-    console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} test cases")
+    reference = TorchEagerRunner(source.reference_file or out / "spec.json", model, spec)
+    judge = Judge(model, spec, data, reference, out, console, foreign=source.foreign)
+    inputs = RungInputs(model, source.training_split, calibration_size, console.say, console.captured)
+    rows = [judge.reference_row(source.reference_file)]
+    console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} judge cases")
     jobs = list(plan(formats, precisions))
     for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
         rows.append(export_one(judge, inputs, fmt, artifact, precision))
         console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
         if "traceback" in rows[-1]:
             console.say("\n".join(f"    | {line}" for line in console.tail()))
-    summary = summarize(checkpoint, spec, data, rows, inputs.seconds, time.time() - started)
+    summary = summarize(source, rows, inputs.seconds, time.time() - started)
     write_json(out / "parity.json", summary)
     write_reports(out, summary, data.target, judge.curves)
     if golden_count > 0:
@@ -233,10 +276,9 @@ def describe(row: Row) -> str:
     )
 
 
-def summarize(
-    checkpoint: Path, spec: ModelSpec, data: EvalSet, rows: list[Row], int8_seconds: dict[str, float], seconds: float
-) -> dict[str, Any]:
+def summarize(source: Source, rows: list[Row], int8_seconds: dict[str, float], seconds: float) -> dict[str, Any]:
     """parity.json: the rows with their size reduction, the gates, the recommendation per format."""
+    spec, data = source.spec, source.judge
     ladders = round(sum(r.get("ladder_seconds", 0.0) for r in rows), 1)  # the int8 ladders' rungs not kept
     fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
     for r in rows:
@@ -245,7 +287,8 @@ def summarize(
     return json_safe(
         {
             "model": spec.name,
-            "checkpoint": str(checkpoint),
+            "checkpoint": str(source.reference_file) if source.reference_file else None,
+            "source": source.origin,
             "weights_sha256": spec.weights_sha256,
             "data": spec.provenance.get("data", {}).get("name", "?"),
             "n": len(data),

@@ -65,8 +65,14 @@ class Remedy:
 
 
 def sensitive_modules(model: nn.Module) -> list[str]:
-    """The modules every later rung keeps in float (and the sensitivity ranking leaves out)."""
-    return [first_conv(model), "head", "meta_mlp"]
+    """The modules every later rung keeps in float (and the sensitivity ranking leaves out): the first
+    convolution, and the head and metadata MLP of a model `python -m train` made, or the last linear layer
+    (the classifier) of one trained elsewhere."""
+    names = dict(model.named_modules())
+    fixed = [name for name in ("head", "meta_mlp") if name in names]
+    if not fixed:
+        fixed = [name for name, module in names.items() if isinstance(module, nn.Linear)][-1:]
+    return [first_conv(model), *fixed]
 
 
 SENSITIVE_BLOCKS = 2

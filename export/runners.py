@@ -56,8 +56,14 @@ class TorchCompiledRunner(TorchEagerRunner):
 
     format = "pytorch-compiled"
 
-    def __init__(self, path: Path, threads: int | None = None):
-        super().__init__(path)
+    def __init__(
+        self,
+        path: Path,
+        model: torch.nn.Module | None = None,
+        spec: ModelSpec | None = None,
+        threads: int | None = None,
+    ):
+        super().__init__(path, model, spec)
         self.module = torch.compile(self.module, backend="inductor", dynamic=False)
 
 

@@ -56,14 +56,19 @@ def candidate_blocks(model: nn.Module, exclude: tuple[str, ...] = ()) -> list[st
         count = _layers(module)
         if count == 0:
             return
-        if count <= MAX_LAYERS_PER_BLOCK:
+        bearing = [child for child in module.children() if _layers(child)]
+        # A Sequential of several layer-bearing parts is a container, not a block (a plain CNN's layers).
+        container = isinstance(module, nn.Sequential) and len(bearing) > 1
+        if count <= MAX_LAYERS_PER_BLOCK and path and not container:
             if _layers(module, path, exclude):
                 found.append(path)
             return
         for name, child in module.named_children():
-            visit(f"{path}.{name}", child)
+            visit(f"{path}.{name}" if path else name, child)
 
-    visit("backbone", model.backbone)
+    # A model `python -m train` made has its blocks in `backbone`; one trained elsewhere is searched whole.
+    backbone = getattr(model, "backbone", None)
+    visit(*(("backbone", backbone) if isinstance(backbone, nn.Module) else ("", model)))
     return found
 
 

@@ -10,17 +10,27 @@ Issue 20 groundwork: `export.all --module ... --weights ... --contract ...` will
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
+from core.contract import Contract
 from core.errors import UserError
+from core.evaluation import EvalSet
 from core.io import load_tensors
+from core.metrics import calibrated_probability, choose_threshold, threshold_name
+from core.spec import INTENDED_USE, ModelSpec, OutputContract, state_dict_sha256
 
 MAX_KEYS_SHOWN = 3
 
@@ -118,3 +128,178 @@ def load_program(path: str | Path) -> nn.Module:
             f"{path} is not a torch.export program ({exc.__class__.__name__}): save one with torch.export.save"
         ) from None
     return program.module()
+
+
+# --- What an export works from -------------------------------------------------------------------------------
+
+
+@dataclass
+class Source:
+    """The three things an export needs: the model, its spec (which carries its contract) and an evaluation set.
+
+    model: (image RGB in [0, 1] NCHW, meta) -> logit [N, 1] (a foreign model behind export.adapter.ContractModel).
+    judge: the cases parity is judged on (never used to calibrate or to choose the threshold).
+    training_split: `(size, seed=0, stratified=False) -> EvalSet`, the images int8 calibrates, ranks and
+        fine-tunes on: the checkpoint's training split, or the calibrate half of a user's evaluation set.
+    origin: how to rebuild the reference (parity.json's "source"): {"kind": "checkpoint" | "module" | "program" |
+        "memory", ...paths}.
+    reference_file: the file the reference row names and hashes (checkpoint, weights, program), if any.
+    foreign: made by someone else's code: a converter that cannot take it makes its format "unsupported".
+    """
+
+    model: nn.Module
+    spec: ModelSpec
+    judge: EvalSet
+    training_split: Callable[..., EvalSet]
+    origin: dict[str, Any]
+    reference_file: Path | None = None
+    foreign: bool = False
+
+
+def checkpoint_source(checkpoint: Path, limit: int | None = None) -> Source:
+    """A `python -m train` run: its checkpoint, its test split, its training split."""
+    from core.checkpoint import load_checkpoint
+    from core.evaluation import load_test_split
+    from export.calibration import training_split
+
+    model, spec = load_checkpoint(checkpoint)
+    judge = load_test_split(checkpoint, spec, limit=limit)
+    origin = {"kind": "checkpoint", "checkpoint": str(checkpoint)}
+    return Source(model, spec, judge, partial(training_split, checkpoint, spec), origin, checkpoint)
+
+
+def probe(model: nn.Module, contract: Contract) -> None:
+    """Run the model once as its contract says (2 cases); UserError naming the field when it refuses the
+    image size or the meta length, or returns other than the contract's output says."""
+    size, k = contract.image["size"], contract.encoder().size
+    image, meta = torch.rand(2, 3, size, size), torch.zeros(2, k)
+    try:
+        with torch.no_grad():
+            out = model(image, meta)
+    except Exception as exc:  # noqa: BLE001 - the user's model refusing the contract's inputs
+        first = str(exc).splitlines()[0][:160] if str(exc) else ""
+        raise UserError(
+            f"the model refuses a [2, 3, {size}, {size}] image with a [2, {k}] meta ({exc.__class__.__name__}: "
+            f"{first}): check the contract's image.size and metadata features against what the model was trained on"
+        ) from None
+    out = out[0] if isinstance(out, tuple | list) else out
+    if not isinstance(out, torch.Tensor):
+        raise UserError(f"the model returns a {type(out).__name__}, not a tensor of logits")
+    output = contract.data["output"]
+    width = int(out.numel() // 2) if out.numel() % 2 == 0 else -1
+    expected = 1 if output["kind"] == "sigmoid" else output["classes"]
+    if out.shape[0] != 2 or width != expected:
+        says = "one logit (sigmoid)" if expected == 1 else f"softmax over {expected} classes"
+        raise UserError(
+            f"the model returns {list(out.shape)} for 2 cases but the contract's output says {says}: fix output in the "
+            "contract"
+        )
+    if not torch.isfinite(out).all():
+        raise UserError("the model returns NaN or infinite logits on a random image: check its weights")
+
+
+def contract_source(
+    model: nn.Module,
+    contract: Contract,
+    table: pd.DataFrame,
+    origin: dict[str, Any],
+    reference_file: Path | None = None,
+    limit: int | None = None,
+    say: Callable[[str], None] = lambda _: None,
+) -> Source:
+    """A model trained elsewhere, its contract and the user's evaluation set (core.eval_csv's table).
+
+    The set is split without leakage (patient-grouped) into a calibrate half (int8 calibration, the decision
+    threshold by the contract's rule) and a judge half (parity); the spec records both.
+    """
+    from core.eval_csv import split_evaluation
+    from core.evaluation import prepared
+    from export.adapter import ContractModel
+    from export.calibration import stratified_pick
+    from export.common import ExportModel
+
+    probe(model.eval(), contract)
+    wrapped = ContractModel(model, contract).eval()
+    table = table.assign(part=split_evaluation(table)).reset_index(drop=True)
+    halves = {name: table[table["part"] == name].reset_index(drop=True) for name in ("calibrate", "judge")}
+    draft = ModelSpec.for_contract(contract, architecture=type(model).__name__, outputs=OutputContract())
+    say(f"preprocessing {len(halves['calibrate'])} calibrate cases to choose the threshold ...")
+    calibrate = prepared(halves["calibrate"], draft, "evaluation")
+    with torch.no_grad():
+        logit, _ = ExportModel(wrapped)(torch.from_numpy(calibrate.image), torch.from_numpy(calibrate.meta))
+    probability = calibrated_probability(logit.numpy().reshape(-1), 1.0)
+    outputs = _decision(contract, calibrate.target, probability)
+    parts = {name: _part_summary(half) for name, half in halves.items()}
+    spec = ModelSpec.for_contract(
+        contract,
+        architecture=f"{type(model).__name__} (trained elsewhere; {origin['kind']} source)",
+        outputs=outputs,
+        weights_sha256=state_dict_sha256(model.state_dict()),
+        provenance={
+            "data": {"name": origin.get("evaluation", "evaluation set"), "parts": parts}
+            | {k: origin[k] for k in ("eval_csv", "eval_csv_sha256") if k in origin},
+            "intended_use": INTENDED_USE.format(data="data outside this toolkit (see the model's own documentation)"),
+            "source": origin,
+        },
+    )
+    judge_table = halves["judge"].head(limit) if limit else halves["judge"]
+    say(f"preprocessing {len(judge_table)} judge cases for parity ...")
+    judge = prepared(judge_table, spec, "evaluation")
+
+    def training_split(size: int, seed: int = 0, stratified: bool = False) -> EvalSet:
+        rows = halves["calibrate"]
+        if stratified:
+            rows = stratified_pick(rows, size, seed)
+        elif len(rows) > size:
+            rows = rows.loc[np.sort(np.random.default_rng(seed).choice(rows.index.to_numpy(), size, replace=False))]
+        return prepared(rows.reset_index(drop=True), spec, "calibration")
+
+    return Source(wrapped, spec, judge, training_split, origin, reference_file, foreign=True)
+
+
+def _decision(contract: Contract, target: np.ndarray, probability: np.ndarray) -> OutputContract:
+    """The output contract: the contract's fixed threshold, or one chosen on the calibrate half by its rule."""
+    decision = contract.data["decision"]
+    if "threshold" in decision:
+        value, rule, key = float(decision["threshold"]), "fixed by the contract", "contract"
+    else:
+        target_value = float(decision.get("target", 0.0))
+        value = choose_threshold(target, probability, decision["rule"], target_value)
+        key = threshold_name(decision["rule"], target_value)
+        rule = (
+            f"calibrate-half threshold reaching sensitivity >= {target_value:g}"
+            if decision["rule"] == "sensitivity"
+            else "calibrate-half threshold maximising sensitivity + specificity - 1"
+        )
+    return OutputContract(
+        temperature=1.0, threshold=value, threshold_rule=rule, thresholds={key: {"value": value, "rule": rule}}
+    )
+
+
+def _part_summary(table: pd.DataFrame) -> dict[str, Any]:
+    names = "\n".join(sorted(table["image_name"])).encode()
+    return {
+        "images": len(table),
+        "melanomas": int(table["target"].sum()),
+        "patients": int(table.loc[table["patient_id"] != "", "patient_id"].nunique()),
+        "image_names_sha256": hashlib.sha256(names).hexdigest(),
+    }
+
+
+def model_from_origin(origin: dict[str, Any], spec: ModelSpec) -> nn.Module:
+    """Rebuild the reference model, wrapped as it was exported, from parity.json's "source" (for the
+    benchmark's PyTorch rows); UserError when that is not possible here (a model that was only in memory,
+    files moved since)."""
+    from core.checkpoint import load_checkpoint
+    from export.adapter import ContractModel
+
+    kind = origin.get("kind")
+    if kind == "checkpoint":
+        return load_checkpoint(Path(origin["checkpoint"]))[0]
+    if kind == "module":
+        model = load_module_model(origin["module"], origin.get("weights"))
+    elif kind == "program":
+        model = load_program(origin["program"])
+    else:
+        raise UserError("the export was made from a model in memory (export_model): no PyTorch reference to rebuild")
+    return ContractModel(model, spec.model_contract()).eval()

@@ -1,9 +1,11 @@
 """The Kotlin port (android_demo/core) held against the Python reference, on the JVM.
 
 Builds :core and its JUnit tests once per session with Debian's kotlinc (android_demo/build-core.sh), writes
-what the JUnit cross-checks read (PIL resize and decoding outputs on odd sizes, Python's metadata encodings,
-.tflite variants), runs the JUnit suite once against them and against `phone_export` (golden.json, the golden
-PNGs, the real .tflite / .onnx files), and reports one pytest test per JUnit class. Then runs
+what the JUnit cross-checks read (PIL resize, cv2-rule resize and decoding outputs on odd sizes, Python's
+metadata encodings and refusals under the export's contract and under a foreign contract with every feature
+kind, Python's refusals of broken contracts, .tflite variants), runs the JUnit suite once against them and
+against `phone_export` (golden.json, the golden PNGs, the real .tflite / .onnx files), and reports one pytest
+test per JUnit class. Then runs
 `android_demo/bin/preprocess` on images it has never seen and on bad input. The JUnit counts and the golden
 result appear in pytest's terminal summary.
 
@@ -13,6 +15,7 @@ What this cannot prove (LiteRT on a phone) is the instrumented test in android_d
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import os
@@ -30,10 +33,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import load_rgb, pass_order, preprocess, resize_rgb
+from core.contract import Contract, ContractError
+from core.images import load_rgb, pass_order, preprocess, resize_bilinear, resize_rgb, to_float
 from core.io import sha256_file
 from core.metadata import MetadataError
-from core.spec import ImageContract, ModelSpec
+from core.spec import BILINEAR_RESIZE, ImageContract, ModelSpec, OutputContract
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "android_demo"
@@ -143,6 +147,59 @@ def write_resize_cases(out: Path, rng: np.random.Generator) -> list[dict[str, An
     return cases
 
 
+# (input width, input height, [(output width, output height), ...]) for the cv2 INTER_LINEAR rule; random sizes
+# (upscaling, downscaling, non-square sources, one axis up and the other down) are added per session.
+BILINEAR_SIZES = [
+    (1, 1, [(16, 16), (1, 1)]),
+    (3, 500, [(64, 64), (7, 3)]),
+    (500, 3, [(64, 64)]),
+    (4000, 3000, [(224, 224)]),
+    (641, 480, [(64, 64), (33, 90)]),
+    (20, 30, [(64, 64), (224, 224)]),
+    (64, 64, [(64, 64), (32, 32)]),
+    (2, 2, [(5, 7)]),
+]
+
+
+def bilinear_image(size: int, layout: str) -> ImageContract:
+    """The image contract of a spec whose contract asks for `"resize": "bilinear"` (core/spec.py: image_contract)."""
+    return ImageContract(
+        size=size, layout=layout, antialias=False, resize_library=BILINEAR_RESIZE, resize_library_version=""
+    )
+
+
+def write_bilinear_cases(out: Path, rng: np.random.Generator) -> list[dict[str, Any]]:
+    """PNG inputs and core.images.resize_bilinear outputs (uint8 RGB; float32 tensors of `preprocess` with antialias
+    false for square outputs) for BILINEAR_SIZES and random sizes."""
+    sizes = list(BILINEAR_SIZES)
+    for _ in range(8):
+        w, h = (int(v) for v in rng.integers(1, 700, 2))
+        outputs = [(int(rng.integers(1, 300)), int(rng.integers(1, 300)))]
+        square = int(rng.integers(16, 260))
+        sizes.append((w, h, [*outputs, (square, square)]))
+    cases = []
+    (out / "bilinear").mkdir()
+    for i, (w, h, outputs) in enumerate(sizes):
+        png = f"bilinear/in{i}_{w}x{h}.png"
+        Image.fromarray(_noise(rng, w, h)).save(out / png, compress_level=1)
+        image = load_rgb(out / png)
+        for j, (ow, oh) in enumerate(outputs):
+            resized = resize_bilinear(np.asarray(image), ow, oh)
+            rgb = f"bilinear/out{i}_{j}.rgb"
+            (out / rgb).write_bytes(resized.tobytes())
+            case = {"name": f"{w}x{h}->{ow}x{oh}", "png": png, "in_w": w, "in_h": h, "out_w": ow, "out_h": oh}
+            case.update({"rgb": rgb, "float": None, "layout": None})
+            if ow == oh:
+                layout = ("NHWC", "NCHW")[j % 2]
+                tensor = preprocess(image, bilinear_image(ow, layout))
+                assert np.array_equal(tensor, to_float(resized, layout))
+                case["float"] = f"bilinear/out{i}_{j}.f32"
+                case["layout"] = layout
+                (out / case["float"]).write_bytes(tensor.astype("<f4").tobytes())
+            cases.append(case)
+    return cases
+
+
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
@@ -228,26 +285,293 @@ def write_decode_cases(out: Path, rng: np.random.Generator) -> list[dict[str, An
 
 AGES: list[Any] = [None, "", " ", "nan", "NaN", "unknown", "N/A", "55", " 55 ", "55.5", "1e1", "1_0", "-1", "121"]
 AGES += ["120", "0", "abc", "55f", "0x10", "inf", "-inf", "-nan", 0, 0.5, 37.25, 120, 120.0001, -0.0, 1000, 45.1234567]
-SEXES: list[Any] = [None, "", "male", "FEMALE", " m ", "F", "unknown", "other", "N/A", "ma le", "female\t"]
+AGES += [True, [55], {"years": 55}]
+SEXES: list[Any] = [None, "", "male", "FEMALE", " m ", "F", "unknown", "other", "N/A", "ma le", "female\t", 1, False]
 SITES: list[Any] = [None, "", "torso", "anterior_torso", "Head  Neck", "head/neck", "palms/soles", "PALMS SOLES"]
 SITES += ["UPPER EXTREMITY", "mouth", "oral genital", "oral_genital", "lateral torso", "posterior torso ", "null"]
-SITES += ["lower\textremity", "head and neck", "scalp"]
+SITES += ["lower\textremity", "head and neck", "scalp", 3.5, ["torso"]]
+
+# A model trained elsewhere, as its contract states it: every feature kind (number with log1p + missing flag +
+# range, log, plain; one-hot with aliases and missing "zeros", where an alias shares a category's name; code with
+# aliases, where an alias shares a code's name; one field read by a one-hot and a code), two L2 groups (one of them
+# all zeros for some cases), a BGR model with its own mean / std, the cv2 resize rule and a softmax head.
+FOREIGN_CONTRACT: dict[str, Any] = {
+    "contract": "melanoma-contract/1",
+    "name": "foreign_every_kind",
+    "image": {"size": 24, "channels": "BGR", "mean": [0.5, 0.4, 0.3], "std": [0.25, 0.2, 0.2], "resize": "bilinear"},
+    "metadata": [
+        {
+            "name": "lesions",
+            "kind": "number",
+            "field": "n_lesions",
+            "transform": "log1p",
+            "offset": 1.5,
+            "scale": 0.75,
+            "missing": -1,
+            "missing_flag": True,
+            "range": [0, 500],
+            "unit": "naevi",
+            "description": "number of naevi",
+        },
+        {
+            "name": "dose",
+            "kind": "number",
+            "field": "uv_dose",
+            "transform": "log",
+            "missing": 0.0,
+            "description": "UV dose",
+        },
+        {"name": "count", "kind": "number", "field": "n_images", "missing": 0},
+        {
+            "name": "skin",
+            "kind": "one_hot",
+            "field": "fitzpatrick",
+            "categories": ["I", "II", "III", "IV", "V", "VI", "Pale"],
+            "aliases": {"1": "I", "2": "ii", "type_3": "III", "pale": "iii", "light": "Pale"},
+            "missing": "zeros",
+        },
+        {
+            "name": "history",
+            "kind": "code",
+            "field": "family_history",
+            "codes": {"no": 0, "yes": 1, "Unsure": 0.5, "y": 0.75},
+            "aliases": {"n": "no", "y": "yes", "dont know": "unsure"},
+            "missing": -0.5,
+            "description": "melanoma in the family",
+        },
+        {
+            "name": "sex",
+            "kind": "one_hot",
+            "field": "sex",
+            "categories": ["male", "female"],
+            "aliases": {"m": "male"},
+            "missing": "column",
+        },
+        {"name": "sex_code", "kind": "code", "field": "sex", "codes": {"male": 1, "female": 2}, "missing": 0},
+    ],
+    "normalize": [
+        {"kind": "l2", "features": ["count", "history", "skin"]},
+        {"kind": "l2", "features": ["dose", "sex_code"]},
+    ],
+    "output": {"kind": "softmax", "classes": 3, "positive": [1, 2]},
+    "decision": {"rule": "youden"},
+    "tta": ["hflip", "vflip"],
+}
+FOREIGN_VALUES: dict[str, list[Any]] = {
+    "n_lesions": [
+        None,
+        "",
+        "nan",
+        "unknown",
+        0,
+        "0",
+        3,
+        "3.5",
+        499.9,
+        500,
+        501,
+        -1,
+        "-0.5",
+        "1e2",
+        " 12 ",
+        True,
+        False,
+        "abc",
+        "3,5",
+        [3],
+        {"n": 3},
+        "inf",
+        "1_000",
+        0.25,
+    ],
+    "uv_dose": [None, 1, "2.5", 1e-300, 0, "0", -1, "-inf", 1e300, 7.25, "NaN", "x", False, "0.001"],
+    "n_images": [None, 0, 1, 2.5, -3, "1e308", "7", [1], "seven", 1e-5],
+    "fitzpatrick": [
+        None,
+        "",
+        "I",
+        "i",
+        " iv ",
+        "VI",
+        "1",
+        "2",
+        "Type_3",
+        "type 3",
+        "pale",
+        "PALE ",
+        "light",
+        "VII",
+        "ii i",
+        3,
+        True,
+        "None",
+        "n/a",
+    ],
+    "family_history": [None, "no", "Yes", "y", "Y ", "n", "unsure", "Dont_Know", "maybe", 1, 0.5, "NULL"],
+    "sex": [None, "male", "F", "M", "female", "x", 2],
+}
+
+
+def _outcome(encoder: Any, case: dict[str, Any]) -> dict[str, Any]:
+    """A case with Python's encoding, or its error sentence when it refuses the case."""
+    item: dict[str, Any] = {"case": case, "meta": None, "error": None}
+    try:
+        item["meta"] = [float(v) for v in encoder.encode(case)]
+    except MetadataError as exc:
+        item["error"] = str(exc)
+    return item
 
 
 def write_metadata_cases(spec: ModelSpec, rng: np.random.Generator, count: int = 400) -> list[dict[str, Any]]:
-    """(age, sex, site) combinations with Python's encoding, or its error message when it refuses them."""
+    """(age, sex, site) combinations as cases of the spec's contract fields, with Python's encoding or refusal."""
     encoder = spec.encoder()
+    field = {f["name"]: f["field"] for f in spec.contract["metadata"]}
     combos = [(a, "male", "torso") for a in AGES] + [(40, s, None) for s in SEXES] + [(None, None, t) for t in SITES]
     for _ in range(count):
         combos.append((AGES[rng.integers(len(AGES))], SEXES[rng.integers(len(SEXES))], SITES[rng.integers(len(SITES))]))
+    return [_outcome(encoder, {field["age"]: a, field["sex"]: s, field["site"]: t}) for a, s, t in combos]
+
+
+def foreign_spec() -> ModelSpec:
+    """The spec Python derives for FOREIGN_CONTRACT (as `ModelSpec.for_contract` makes it for any model), read back
+    from its JSON as every reader of an artifact gets it. NOTE: `to_json` sorts keys, so the embedded contract lists
+    aliases and codes alphabetically, and the accepted values in a refusal follow that order on both sides."""
+    spec = ModelSpec.for_contract(Contract.from_dict(FOREIGN_CONTRACT), architecture="x", outputs=OutputContract())
+    return ModelSpec.from_json(spec.to_json())
+
+
+def write_foreign_cases(spec: ModelSpec, rng: np.random.Generator, count: int = 300) -> list[dict[str, Any]]:
+    """Each FOREIGN_VALUES value alone (the other fields absent), then random combinations of any values (most of
+    them refused) and of the values Python accepts (each field present with probability 0.85)."""
+    encoder = spec.encoder()
+    alone = [_outcome(encoder, {f: v}) for f, values in FOREIGN_VALUES.items() for v in values]
+    accepted: dict[str, list[Any]] = {f: [] for f in FOREIGN_VALUES}
+    for item in alone:
+        if item["error"] is None:
+            ((field, value),) = item["case"].items()
+            accepted[field].append(value)
     cases = []
-    for age, sex, site in combos:
-        case: dict[str, Any] = {"age": age, "sex": sex, "site": site, "meta": None, "error": None}
-        try:
-            case["meta"] = [float(v) for v in encoder.encode(age, sex, site)]
-        except MetadataError as exc:
-            case["error"] = str(exc)
-        cases.append(case)
+    for pool in (FOREIGN_VALUES, accepted):
+        for _ in range(count):
+            cases.append({f: values[rng.integers(len(values))] for f, values in pool.items() if rng.random() < 0.85})
+    return alone + [_outcome(encoder, case) for case in cases]
+
+
+def _broken(edit: Any) -> dict[str, Any]:
+    contract = copy.deepcopy(FOREIGN_CONTRACT)
+    edit(contract)
+    return contract
+
+
+def _set(path: str, value: Any) -> Any:
+    """An edit that sets (value given) or removes (value DELETE) the field at the dotted path; [i] indexes lists."""
+
+    def edit(contract: dict[str, Any]) -> None:
+        keys = [int(k) if k.isdigit() else k for k in re.split(r"[.\[\]]+", path.strip("]")) if k]
+        parent: Any = contract
+        for key in keys[:-1]:
+            parent = parent[key]
+        if value is DELETE:
+            del parent[keys[-1]]
+        else:
+            parent[keys[-1]] = value
+
+    return edit
+
+
+DELETE = object()
+BROKEN_CONTRACTS: list[Any] = [
+    lambda c: c.clear(),
+    _set("name", DELETE),
+    _set("colour", "red"),
+    _set("contract", "melanoma-contract/2"),
+    _set("name", ""),
+    _set("name", 5),
+    _set("image", "x"),
+    _set("image.size", 15),
+    _set("image.size", 16.0),
+    _set("image.size", True),
+    _set("image.size", 3000),
+    _set("image.channels", "rgb"),
+    _set("image.mean", None),
+    _set("image.mean", [0.5, 0.4]),
+    _set("image.std", [0.2, 0, 0.2]),
+    _set("image.mean", ["a", 0.4, 0.3]),
+    _set("image.resize", "nearest"),
+    _set("image.crop", 0.9),
+    _set("metadata", {}),
+    _set("metadata[0]", 5),
+    _set("metadata[0].kind", "text"),
+    _set("metadata[0].kind", DELETE),
+    _set("metadata[0].name", DELETE),
+    _set("metadata[0].description", 5),
+    _set("metadata[0].unit", 3),
+    _set("metadata[0].transform", "sqrt"),
+    _set("metadata[0].missing_flag", "yes"),
+    _set("metadata[0].field", ""),
+    _set("metadata[0].missing", "x"),
+    _set("metadata[0].missing", DELETE),
+    _set("metadata[0].offset", None),
+    _set("metadata[0].scale", -1),
+    _set("metadata[0].range", [1]),
+    _set("metadata[0].range", [1, "a"]),
+    _set("metadata[0].range", [5, 5]),
+    _set("metadata[0].bands", []),
+    _set("metadata[0].colour", 1),
+    _set("metadata[0].categories", ["a"]),
+    _set("metadata[3].categories", []),
+    _set("metadata[3].categories", ["a", " A"]),
+    _set("metadata[3].categories", [1]),
+    _set("metadata[3].missing", "none"),
+    _set("metadata[3].aliases", []),
+    _set("metadata[3].aliases", {"x": "nope"}),
+    _set("metadata[3].aliases", {"x": 5}),
+    _set("metadata[3].offset", 1),
+    _set("metadata[4].codes", {}),
+    _set("metadata[4].codes", {"a": "1"}),
+    _set("metadata[4].codes", []),
+    _set("metadata[4].missing", "column"),
+    _set("metadata[4].aliases", {"maybe": "perhaps"}),
+    _set("metadata[4].transform", "log"),
+    _set("metadata[6].name", "sex"),
+    _set("normalize[0].kind", "l1"),
+    _set("normalize[0].features", []),
+    _set("normalize[0].features", ["nope"]),
+    _set("normalize[0].features", "count"),
+    _set("normalize[1]", "group"),
+    _set("normalize[0].features", DELETE),
+    _set("normalize", {"a": 1}),
+    _set("normalize", "ab"),
+    _set("output", "sigmoid"),
+    _set("output", {"kind": "sigmoid", "classes": 2}),
+    _set("output.classes", 1),
+    _set("output.classes", 2.0),
+    _set("output.positive", []),
+    _set("output.positive", [3]),
+    _set("output.positive", [0, 1, 2]),
+    _set("output.positive", [True]),
+    _set("output.kind", "logits"),
+    _set("decision", {"threshold": 1.5}),
+    _set("decision", {"threshold": "0.5"}),
+    _set("decision", {"threshold": 0.5, "rule": "youden"}),
+    _set("decision", {"rule": "f1"}),
+    _set("decision", {"rule": "sensitivity"}),
+    _set("decision", {"rule": "sensitivity", "target": 1.0}),
+    _set("decision", {"rule": "youden", "target": 0.9}),
+    _set("decision", []),
+    _set("tta", ["rotate"]),
+    _set("tta", "hflip"),
+]
+
+
+def write_broken_contracts() -> list[dict[str, Any]]:
+    """Broken variants of FOREIGN_CONTRACT, each with the sentence Python's parser refuses it with."""
+    cases = []
+    for edit in BROKEN_CONTRACTS:
+        contract = _broken(edit)
+        with pytest.raises(ContractError) as refused:
+            Contract.from_dict(contract)
+        cases.append({"contract": contract, "error": str(refused.value)})
     return cases
 
 
@@ -291,13 +615,20 @@ def write_cases(out: Path, export: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     tflite = fp32_tflite(export)
     spec_file = tflite.with_name(tflite.name + ".spec.json")
+    shutil.copyfile(spec_file, out / "metadata_spec.json")
+    foreign = foreign_spec()
+    (out / "foreign_spec.json").write_text(foreign.to_json(), encoding="utf-8")
     manifest = {
         "resize": write_resize_cases(out, rng),
+        "bilinear": write_bilinear_cases(out, rng),
         "decode": write_decode_cases(out, rng),
-        "metadata": {"spec": "metadata_spec.json", "cases": write_metadata_cases(ModelSpec.load(spec_file), rng)},
+        "metadata": [
+            {"spec": "metadata_spec.json", "cases": write_metadata_cases(ModelSpec.load(spec_file), rng)},
+            {"spec": "foreign_spec.json", "cases": write_foreign_cases(foreign, rng)},
+        ],
+        "contracts": write_broken_contracts(),
         "tflite": write_tflite_variants(out, tflite),
     }
-    shutil.copyfile(spec_file, out / "metadata_spec.json")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
     return out
 
@@ -378,7 +709,8 @@ def test_every_junit_class_is_reported() -> None:
 @pytest.mark.slow
 def test_golden_cases_bit_identical(junit_report: dict[str, Any], phone_export: Path, record_property: Any) -> None:
     """Every golden case's image tensor is bit-identical to Python's (the bound is 1/255; with lossless PNG input
-    and an exact port there is no legitimate cause for any difference)."""
+    and an exact port there is no legitimate cause for any difference), and its `meta`, encoded from golden.json's
+    case (field -> raw value) by the spec's contract, within 1e-6 of Python's."""
     golden = junit_report["golden"]
     assert golden, "GoldenTest wrote no report (see test_junit_class[GoldenTest])"
     expected_cases = len(json.loads((phone_export / "golden.json").read_text())["cases"])
@@ -386,7 +718,9 @@ def test_golden_cases_bit_identical(junit_report: dict[str, Any], phone_export: 
     record_property("golden_cases", golden["cases"])
     record_property("golden_max_abs_diff", golden["max_abs_diff"])
     assert golden["max_abs_diff"] <= IMAGE_BOUND
-    assert all(c["max_abs_diff"] == 0 and c["meta_equal"] for c in golden["per_case"]), golden["per_case"]
+    assert all(c["max_abs_diff"] == 0 and c["meta_max_abs_diff"] <= 1e-6 for c in golden["per_case"]), golden[
+        "per_case"
+    ]
 
 
 # ----------------------------------------------------------------------------------------- the preprocess CLI
@@ -401,21 +735,25 @@ def _preprocess(build: Path, *args: str | Path) -> subprocess.CompletedProcess[s
 def test_preprocess_matches_python_on_unseen_images(
     core_build: Path, phone_export: Path, tmp_path: Path, record_property: Any
 ) -> None:
-    """Random sizes, aspect ratios and modes, three specs (the .tflite's NHWC one, the .onnx sidecar's NCHW one,
-    and a 224 px variant): `image` and `meta` equal Python's preprocess and encode."""
+    """Random sizes, aspect ratios and modes, four specs (the .tflite's NHWC one, the .onnx sidecar's NCHW one, a
+    224 px variant, and the foreign every-kind contract's, resized by the cv2 rule): `image` bit-identical to
+    Python's preprocess, `meta` (from --meta FIELD=VALUE) within 1e-6 of the contract's encoder."""
     rng = np.random.default_rng(2024)
     tflite = fp32_tflite(phone_export)
     onnx_sidecar = next(phone_export.glob("*.onnx.spec.json"))
     big = json.loads(onnx_sidecar.read_text())
-    big["image"]["size"] = 224
+    big["image"]["size"] = big["contract"]["image"]["size"] = 224
     big_spec = tmp_path / "size224.spec.json"
     big_spec.write_text(json.dumps(big))
+    foreign = tmp_path / "foreign.spec.json"
+    foreign.write_text(foreign_spec().to_json())
     specs: list[tuple[Path, ModelSpec]] = [
         (tflite, ModelSpec.load(tflite.with_name(tflite.name + ".spec.json"))),
         (onnx_sidecar, ModelSpec.load(onnx_sidecar)),
         (big_spec, ModelSpec.load(big_spec)),
+        (foreign, ModelSpec.load(foreign)),
     ]
-    sizes = [(1, 1), (2, 999), (999, 2), (4, 4)] + [tuple(int(v) for v in rng.integers(1, 1500, 2)) for _ in range(5)]
+    sizes = [(1, 1), (2, 999), (999, 2), (4, 4)] + [tuple(int(v) for v in rng.integers(1, 1500, 2)) for _ in range(8)]
     modes = ["RGB", "RGBA", "L", "P", "LA"]
     worst = 0.0
     for i, (w, h) in enumerate(sizes):
@@ -427,13 +765,10 @@ def test_preprocess_matches_python_on_unseen_images(
         png = tmp_path / f"unseen{i}.png"
         image.save(png)
         spec_path, spec = specs[i % len(specs)]
-        age = [None, "63", "7.5", "0"][i % 4]
-        sex = [None, "female", "M", "unknown"][i % 4]
-        site = [None, "torso", "anterior torso", "Palms_Soles", "head/neck"][i % 5]
+        case = _cli_case(spec, i)
         flags: list[str | Path] = ["--spec", spec_path, "--image", png, "--out", tmp_path / f"out{i}.json"]
-        for flag, value in (("--age", age), ("--sex", sex), ("--site", site)):
-            if value is not None:
-                flags += [flag, value]
+        for field, value in case.items():
+            flags += ["--meta", f"{field}={value}"]
         result = _preprocess(core_build, *flags)
         assert result.returncode == 0, f"{w}x{h} {mode}: {result.stderr}"
         out = json.loads((tmp_path / f"out{i}.json").read_text())
@@ -445,22 +780,47 @@ def test_preprocess_matches_python_on_unseen_images(
         worst = max(worst, diff)
         assert diff <= IMAGE_BOUND, f"{w}x{h} {mode}: max |d| {diff}"
         assert np.array_equal(got, expected), f"{w}x{h} {mode} -> {spec.image.size}: not bit-identical (max {diff})"
-        meta = np.asarray(out["meta"], dtype=np.float64).astype(np.float32)
-        assert np.array_equal(meta, spec.encoder().encode(age, sex, site)), (age, sex, site)
-        assert out["meta_features"] == spec.encoder().feature_names
+        meta = np.asarray(out["meta"], dtype=np.float64)
+        reference = spec.encoder().encode(case).astype(np.float64)
+        assert meta.shape == reference.shape and np.abs(meta - reference).max() <= 1e-6, (case, meta, reference)
+        assert out["meta_entries"] == spec.metadata["entries"]
     record_property("preprocess_cases", len(sizes))
     record_property("preprocess_max_abs_diff", worst)
 
 
+def _cli_case(spec: ModelSpec, i: int) -> dict[str, str]:
+    """Case i for the command line: text values for some of the spec's fields (the others left out = missing)."""
+    choices = {
+        "age_approx": ["63", "7.5", "0", " 41 "],
+        "sex": ["female", "M", "unknown", ""],
+        "anatom_site_general_challenge": ["torso", "anterior torso", "Palms_Soles", "head/neck", "n/a"],
+        "n_lesions": ["3", "0", "499.5"],
+        "uv_dose": ["2.5", "1e-3"],
+        "n_images": ["0", "12"],
+        "fitzpatrick": ["1", "PALE", "v"],
+        "family_history": ["y", "Dont know", "no"],
+    }
+    case = {}
+    for k, field in enumerate(spec.metadata["fields"]):
+        values = choices[field]
+        if (i + k) % 4:  # every fourth field left out
+            case[field] = values[(i + k) % len(values)]
+    return case
+
+
 @pytest.fixture(scope="module")
 def bad_inputs(phone_export: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """Files for the refusals: a malformed spec, a non-spec, a model without spec, a text file named .png."""
+    """Files for the refusals: a malformed spec, a non-spec, a spec of schema 1, a model without spec, a text file
+    named .png."""
     folder = tmp_path_factory.mktemp("bad_inputs")
     (folder / "malformed.spec.json").write_text('{"schema": "melanoma-model-spec", ')
     (folder / "other.json").write_text(json.dumps({"schema": "something-else"}))
     (folder / "notes.png").write_text("not an image")
     (folder / "notes.tflite").write_text("not a model")
     write_tflite_variants(folder, fp32_tflite(phone_export))
+    tflite = fp32_tflite(phone_export)
+    old = json.loads(tflite.with_name(tflite.name + ".spec.json").read_text())
+    (folder / "v1.spec.json").write_text(json.dumps({**old, "schema_version": 1}))
     Image.fromarray(np.zeros((5, 5, 3), np.uint8)).save(folder / "ok.png")
     return {"folder": folder, "export": phone_export, "tflite": fp32_tflite(phone_export)}
 
@@ -480,13 +840,35 @@ BAD_CASES = {  # name: (arguments, with {folder}/{tflite}/{onnx_sidecar} filled 
         "differs from",
     ),
     "unknown site": (
-        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--site", "elbow"],
-        'unknown body site "elbow"',
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "anatom_site_general_challenge=elbow"],
+        'unknown site "elbow": use one of "head/neck"',
     ),
-    "unknown sex": (["--spec", "{tflite}", "--image", "{folder}/ok.png", "--sex", "x"], 'unknown sex "x"'),
-    "negative age": (["--spec", "{tflite}", "--image", "{folder}/ok.png", "--age", "-4"], "age -4 is outside 0-120"),
-    "absurd age": (["--spec", "{tflite}", "--image", "{folder}/ok.png", "--age", "430"], "age 430 is outside"),
-    "age not a number": (["--spec", "{tflite}", "--image", "{folder}/ok.png", "--age", "fifty"], "not a number"),
+    "unknown sex": (["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "sex=x"], 'unknown sex "x"'),
+    "negative age": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "age_approx=-4"],
+        "age -4 is outside 0-120 years: fix or blank it",
+    ),
+    "absurd age": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "age_approx=430"],
+        "age 430 is outside",
+    ),
+    "age not a number": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "age_approx=fifty"],
+        'age "fifty" is not a number: give a number or leave it empty',
+    ),
+    "unknown field": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "age=50"],
+        'the model reads no field "age" (its fields are age_approx, sex, anatom_site_general_challenge)',
+    ),
+    "meta without a field": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "50"],
+        "is not FIELD=VALUE",
+    ),
+    "field given twice": (
+        ["--spec", "{tflite}", "--image", "{folder}/ok.png", "--meta", "sex=male", "--meta", "sex=female"],
+        'gives the field "sex" twice',
+    ),
+    "old spec version": (["--spec", "{folder}/v1.spec.json", "--image", "{folder}/ok.png"], "this app reads version 2"),
     "missing image": (["--spec", "{tflite}", "--image", "{folder}/absent.png"], "does not exist"),
     "image not an image": (["--spec", "{tflite}", "--image", "{folder}/notes.png"], "not an image"),
     "image flag left out": (["--spec", "{tflite}"], "--image is required"),

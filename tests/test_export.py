@@ -213,20 +213,21 @@ def test_parity_subgroups() -> None:
         {
             "sex": rng.choice(["male", "female"], n),
             "age_approx": rng.choice([30.0, 50.0, 70.0, np.nan], n),
-            "site": rng.choice(["torso", "head/neck"], n),
+            "anatom_site_general_challenge": rng.choice(["torso", "head/neck"], n),
         }
     )
+    features = Contract.from_metadata_encoder(MetadataEncoder(), "m", 32).features
     y = rng.integers(0, 2, n)
     ref = np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, n), 0, 1)
     other = ref.copy()
     male = (table["sex"] == "male").to_numpy()
     other[male] = 1 - other[male]  # destroy the ranking for men only
-    figures = parity.compare(y, ref, other, 0.5, parity.subgroups(table))
+    figures = parity.compare(y, ref, other, 0.5, parity.subgroups(table, features))
     groups = {g["group"]: g for g in figures["subgroups"]}
     assert groups["sex=male"]["auroc_delta"] < -0.5
     assert groups["sex=female"]["auroc_delta"] == 0
     assert figures["worst_subgroup_delta"] == groups["sex=male"]["auroc_delta"]
-    assert {"age=<40", "age=40-59", "age=60+", "site=torso"} <= set(groups)
+    assert {"age=<40", "age=40-<60", "age=60+", "site=torso"} <= set(groups)
 
 
 # ---- the command, on a trained run -------------------------------------------------------------------

@@ -1,11 +1,16 @@
 """web_demo: contract.js against the Python reference in Node, and the page end to end in headless Chromium.
 
 - Node (`node --test web_demo/test/`): every golden case of an export written in this session (image tensor
-  bit-identical, meta equal, decision), PIL resizes of odd sizes and random images this file writes, metadata
-  inputs encoded by core.metadata, artifacts whose spec entry was removed.
+  bit-identical, meta within 1e-6, decision); odd and random sizes this file writes through both resize rules
+  (Pillow's antialiased bilinear against PIL, the "bilinear" rule against core.images.resize_bilinear, square
+  and non-square outputs, up and down); cases of the export's contract and of foreign contracts written here
+  (every feature kind: number with log / log1p, offset, scale, missing flag and range; one-hot with aliases
+  and a missing column or zeros; code tables; L2 groups; several features reading one field) encoded by
+  core.contract, its refusal sentences included; artifacts whose spec entry was removed.
 - Chromium (Debian's, driven by Playwright; nothing downloads a browser): every golden case through the real
-  page (file input, form, Assess) with LiteRT.js and onnxruntime-web, fp32 and the recommended int8; the clear
-  error for an artifact without a spec; no request leaving localhost; a screenshot; load and p50 latency.
+  page (file input, form, Assess) with LiteRT.js and onnxruntime-web, fp32 and the recommended int8; the form
+  a foreign contract generates (one control per feature) and a prediction through it; the clear error for an
+  artifact without a spec; no request leaving localhost; a screenshot; load and p50 latency.
 
 Skips with the install line when node, the npm packages or chromium are missing, and fails instead when CI=true.
 """
@@ -31,10 +36,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import pass_order, preprocess, resize_rgb, to_rgb
+from core.contract import Contract, ContractEncoder, Feature
+from core.images import pass_order, preprocess, resize_bilinear, resize_rgb, to_rgb
 from core.io import sha256_file
 from core.metadata import MetadataError
-from core.spec import ImageContract, ModelSpec
+from core.spec import ImageContract, ModelSpec, OutputContract
 from tests.conftest import ROOT
 
 WEB = ROOT / "web_demo"
@@ -155,6 +161,7 @@ FIXED_RESIZES = [
     ("45x300-translucent", 45, 300, 128, True),
 ]
 RANDOM_SIZES = (16, 32, 64, 96, 128, 224, 299)
+RANDOM_RESIZES = 16  # random image sizes, each through both resize rules
 
 
 def _pixels(rng: np.random.Generator, width: int, height: int, alpha: bool) -> np.ndarray:
@@ -171,95 +178,415 @@ def _pixels(rng: np.random.Generator, width: int, height: int, alpha: bool) -> n
     return np.concatenate([rgb, a], axis=-1)
 
 
-def _resize_case(folder: Path, name: str, pixels: np.ndarray, size: int, layout: str) -> dict[str, Any]:
+def _resize_case(
+    folder: Path, name: str, pixels: np.ndarray, size: int, layout: str, rect: tuple[int, int]
+) -> list[dict[str, Any]]:
+    """One image through both resize rules: Pillow's antialiased bilinear (resize_rgb, and PIL's resize to the
+    non-square `rect`) and the "bilinear" rule (core.images.resize_bilinear), each to S x S, its image tensor
+    (core.images.preprocess) and to `rect` (width, height)."""
     height, width = pixels.shape[:2]
     png = f"{name}.png"
     Image.fromarray(pixels, mode="RGBA" if pixels.shape[2] == 4 else "RGB").save(folder / png, compress_level=1)
     with Image.open(folder / png) as image:
         image.load()
         rgb = to_rgb(image)
-    resized = np.asarray(resize_rgb(rgb, size), dtype=np.uint8)
-    tensor = preprocess(rgb, ImageContract(size=size, layout=layout)).astype("<f4")
-    (folder / f"{name}.rgb").write_bytes(resized.tobytes())
-    (folder / f"{name}.f32").write_bytes(tensor.tobytes())
-    return {
-        "name": name,
-        "png": png,
-        "width": width,
-        "height": height,
-        "alpha": pixels.shape[2] == 4,
-        "size": size,
-        "layout": layout,
-        "order": pass_order(width, height, size, size),
-        "rgb": f"{name}.rgb",
-        "tensor": f"{name}.f32",
-    }
+    cases = []
+    for rule in ("pillow", "bilinear"):
+        antialias = rule == "pillow"
+        if antialias:
+            resized = np.asarray(resize_rgb(rgb, size), dtype=np.uint8)
+            other = np.asarray(rgb.resize(rect, Image.Resampling.BILINEAR), dtype=np.uint8)
+        else:
+            resized = resize_bilinear(np.asarray(rgb), size, size)
+            other = resize_bilinear(np.asarray(rgb), *rect)
+        tensor = preprocess(rgb, ImageContract(size=size, layout=layout, antialias=antialias)).astype("<f4")
+        stem = f"{name}.{rule}"
+        (folder / f"{stem}.rgb").write_bytes(resized.tobytes())
+        (folder / f"{stem}.rect.rgb").write_bytes(other.tobytes())
+        (folder / f"{stem}.f32").write_bytes(tensor.tobytes())
+        cases.append(
+            {
+                "name": name,
+                "rule": rule,
+                "png": png,
+                "width": width,
+                "height": height,
+                "alpha": pixels.shape[2] == 4,
+                "size": size,
+                "layout": layout,
+                "order": pass_order(width, height, size, size),
+                "rgb": f"{stem}.rgb",
+                "tensor": f"{stem}.f32",
+                "rect": {"width": rect[0], "height": rect[1], "rgb": f"{stem}.rect.rgb"},
+            }
+        )
+    return cases
 
 
-def _meta_inputs(spec: ModelSpec) -> list[dict[str, Any]]:
-    """Patients covering every category, alias, missing token and error path of the spec's contract."""
-    m = spec.metadata
+def _side(rng: np.random.Generator, high: int) -> int:
+    """A side length nobody chose: log-uniform from 1 to `high` px."""
+    return round(math.exp(rng.uniform(0, math.log(high))))
+
+
+# A contract written as a model trained elsewhere might state it: every feature kind and option the schema has.
+# BGR with its own mean / std (folded into the graph, so the page still feeds RGB in [0, 1]) and the
+# "bilinear" resize rule.
+FOREIGN_CONTRACT: dict[str, Any] = {
+    "contract": "melanoma-contract/1",
+    "name": "foreign-test",
+    "image": {"size": 40, "channels": "BGR", "mean": [0.5, 0.45, 0.4], "std": [0.25, 0.25, 0.3], "resize": "bilinear"},
+    "metadata": [
+        {
+            "name": "age",
+            "kind": "number",
+            "field": "age",
+            "offset": 50,
+            "scale": 20,
+            "missing": 0,
+            "missing_flag": True,
+            "range": [0, 110],
+            "unit": "years",
+            "description": "age at the visit",
+        },
+        {
+            "name": "nevi",
+            "kind": "number",
+            "field": "nevus_count",
+            "transform": "log1p",
+            "offset": 2.0,
+            "scale": 1.5,
+            "missing": -1.0,
+            "missing_flag": True,
+            "range": [0, 500],
+            "description": "number of nevi",
+        },
+        {
+            "name": "diameter",
+            "kind": "number",
+            "field": "diameter_mm",
+            "transform": "log",
+            "missing": 0.5,
+            "unit": "mm",
+            "description": "lesion diameter",
+        },
+        {
+            "name": "sex",
+            "kind": "one_hot",
+            "field": "sex",
+            "categories": ["female", "male"],
+            "aliases": {"F": "female", "M": "male", "Woman": "female"},
+            "missing": "zeros",
+        },
+        {
+            "name": "site",
+            "kind": "one_hot",
+            "field": "body_site",
+            "categories": ["trunk", "back", "Head_Neck", "extremity"],
+            # "back" is a category and an alias: the category wins
+            "aliases": {"back": "trunk", "posterior torso": "back", "arm": "extremity", "head and neck": "head neck"},
+            "missing": "column",
+            "description": "where the lesion is",
+        },
+        {
+            "name": "skin",
+            "kind": "code",
+            "field": "fitzpatrick",
+            "codes": {"I": 1, "II": 2, "III": 3, "IV": 4, "V": 5, "VI": 6},
+            "aliases": {"1": "I", "2": "II", "3": "III", "4": "IV", "5": "V", "6": "VI"},
+            "missing": 0,
+            "description": "Fitzpatrick skin type",
+        },
+        {
+            "name": "smoking",
+            "kind": "code",
+            "field": "smoking",
+            # "ex" is a code and an alias: the code wins
+            "codes": {"never": 0, "former": 0.5, "current": 1, "ex": 0.25},
+            "aliases": {"ex": "former", "ex_smoker": "former", "yes": "current", "no": "never"},
+            "missing": -0.5,
+        },
+    ],
+    "normalize": [
+        {"kind": "l2", "features": ["age", "nevi"]},
+        {"kind": "l2", "features": ["skin", "smoking", "diameter"]},
+    ],
+    "output": {"kind": "sigmoid"},
+    "decision": {"threshold": 0.4},
+}
+
+# Several features reading one field (a number two ways, a category one-hot and as a code), a feature in two
+# L2 groups, Pillow's resize.
+SHARED_CONTRACT: dict[str, Any] = {
+    "contract": "melanoma-contract/1",
+    "name": "shared-fields-test",
+    "image": {"size": 16, "channels": "RGB", "mean": None, "std": None, "resize": "pillow"},
+    "metadata": [
+        {"name": "age", "kind": "number", "field": "age", "missing": 0, "scale": 100},
+        {"name": "age_log", "kind": "number", "field": "age", "transform": "log1p", "missing": 0, "missing_flag": True},
+        {"name": "grade", "kind": "one_hot", "field": "grade", "categories": ["low", "high"], "missing": "column"},
+        {
+            "name": "grade_code",
+            "kind": "code",
+            "field": "grade",
+            "codes": {"low": -1, "high": 1},
+            "aliases": {"lo": "low"},
+            "missing": 0,
+        },
+    ],
+    "normalize": [
+        {"kind": "l2", "features": ["grade", "grade_code"]},
+        {"kind": "l2", "features": ["grade_code", "age"]},
+    ],
+    "output": {"kind": "softmax", "classes": 3, "positive": [2]},
+    "decision": {"rule": "youden"},
+}
+
+
+def _contract_spec(data: dict[str, Any]) -> ModelSpec:
+    """The ModelSpec an export of a model with contract `data` carries (image and meta layout derived)."""
+    spec = ModelSpec.for_contract(Contract.from_dict(data), architecture="x", outputs=OutputContract())
+    return ModelSpec.from_json(spec.to_json())  # the round trip an artifact makes
+
+
+def _by_field(features: tuple[Feature, ...], **values: Any) -> dict[str, Any]:
+    """A case from feature names (age=55): keyed by the case field each feature reads."""
+    fields = {f.name: f.field for f in features}
+    return {fields[name]: value for name, value in values.items()}
+
+
+def _export_inputs(spec: ModelSpec) -> list[dict[str, Any]]:
+    """Cases covering every category, alias, missing token and error path of the export's own contract."""
+    features = spec.model_contract().features
+    by_name = {f.name: f for f in features}
+    case = lambda **values: _by_field(features, **values)  # noqa: E731
     inputs: list[dict[str, Any]] = []
-    for site in m["site"]["categories"]:
-        inputs.append({"age": 55, "sex": "female", "site": site})
-        inputs.append({"age": "  40 ", "sex": "MALE", "site": f" {site.upper().replace(' ', '_')} "})
-    for alias in m["site"]["aliases"]:
-        inputs.append({"age": 70.5, "sex": "m", "site": alias.title().replace(" ", "  ")})
-    for sex in (*m["sex"]["categories"], *m["sex"]["aliases"]):
-        inputs.append({"age": 0, "sex": sex.upper(), "site": None})
-    for token in m["missing_tokens"]:
-        inputs.append({"age": token, "sex": f" {token.upper()} ", "site": token})
+    for site in by_name["site"].categories:
+        inputs.append(case(age=55, sex="female", site=site))
+        inputs.append(case(age="  40 ", sex="MALE", site=f" {site.upper().replace(' ', '_')} "))
+    for alias in by_name["site"].aliases:
+        inputs.append(case(age=70.5, sex="m", site=alias.title().replace(" ", "  ")))
+    for sex in (*by_name["sex"].categories, *by_name["sex"].aliases):
+        inputs.append(case(age=0, sex=sex.upper(), site=None))
+    for token in spec.metadata["missing_tokens"]:
+        inputs.append(case(age=token, sex=f" {token.upper()} ", site=token))
     inputs += [
-        {"age": 120, "sex": None, "site": None},
-        {"age": "1e1", "sex": None, "site": None},
-        {"age": "3_5", "sex": None, "site": None},
-        {"age": "nan", "sex": None, "site": None},
-        {"age": 33.333333, "sex": "f", "site": "palms soles"},
+        case(age=120, sex=None, site=None),
+        case(age="1e1"),
+        case(age="3_5"),
+        case(age="nan"),
+        case(age=33.333333, sex="f", site="palms soles"),
         {},
-        {"age": 120.5},
-        {"age": -1},
-        {"age": 1e6},
-        {"age": "inf"},
-        {"age": "abc"},
-        {"age": "5 5"},
-        {"sex": "x"},
-        {"sex": "other"},
-        {"site": "elbow"},
-        {"site": "torso/back"},
+        {"unrelated_field": "ignored"},
+        case(age=120.5),
+        case(age=-1),
+        case(age=1e6),
+        case(age="inf"),
+        case(age="abc"),
+        case(age="5 5"),
+        case(age=True),
+        case(age=[55]),
+        case(age={"years": 55}),
+        case(sex="x"),
+        case(sex="other"),
+        case(sex=1),
+        case(site="elbow"),
+        case(site="torso/back"),
+        case(site=["torso"]),
     ]
     return inputs
 
 
+def _spelled(rng: np.random.Generator, name: str) -> str:
+    """`name` as a person or a CSV might spell it: case, underscores for spaces, padding."""
+    text = [name, name.upper(), name.title(), name.replace(" ", "_"), f"  {name}  ", name.replace(" ", "   ")]
+    return str(rng.choice(text))
+
+
+def _foreign_inputs(rng: np.random.Generator, count: int = 60) -> list[dict[str, Any]]:
+    """FOREIGN_CONTRACT cases: chosen edge cases and refusals, then `count` random ones."""
+    features = Contract.from_dict(FOREIGN_CONTRACT).features
+    case = lambda **values: _by_field(features, **values)  # noqa: E731
+    inputs: list[dict[str, Any]] = [
+        {},
+        {"unrelated_field": 5},
+        case(age=0, nevi=0, diameter=1, sex="female", site="trunk", skin="I", smoking="never"),
+        case(age=110, nevi=500, diameter="0.01", sex="M", site="Back", skin=" iv ", smoking="EX"),
+        case(
+            age=" 3_5 ", nevi="1e1", diameter=".5", sex="woman", site="posterior_torso", skin="4", smoking="ex smoker"
+        ),
+        case(age="+5", nevi="5.", site="HEAD_AND_NECK", smoking="Yes"),
+        case(age="nan", nevi="NaN", diameter="-nan", sex="NA", site="n/a", skin="unknown", smoking="None"),
+        case(skin=None, smoking="never", diameter=1),  # an L2 group whose norm is 0 stays as it is
+        case(age=0, nevi=None),
+        # refusals, each with core.contract's sentence
+        case(age=111),
+        case(age=-0.5),
+        case(age="1e6"),
+        case(age="abc"),
+        case(age="5 years"),
+        case(age=True),
+        case(age=False),
+        case(age=[5]),
+        case(age={"years": 5}),
+        case(age=[1e-05, "x", None]),
+        case(nevi=501),
+        case(nevi="-1"),
+        case(diameter=0),
+        case(diameter="-2.5"),
+        case(diameter="-inf"),
+        case(diameter="5 mm"),
+        case(sex="x"),
+        case(sex=1),
+        case(sex=True),
+        case(sex=["f"]),
+        case(site="elbow"),
+        case(site=3.5),
+        case(skin="VII"),
+        case(skin=3),
+        case(skin="7"),
+        case(smoking="sometimes"),
+        case(smoking=False),
+    ]
+    missing = [None, "", "NA", " unknown ", "null"]
+    for _ in range(count):
+        values: dict[str, Any] = {}
+        for f in features:
+            roll = rng.random()
+            if roll < 0.1:
+                continue  # the field is absent from the case
+            if roll < 0.25:
+                values[f.name] = missing[int(rng.integers(len(missing)))]
+                continue
+            if f.kind == "number":
+                low, high = f.range or (0.01, 30.0)
+                x = float(rng.uniform(max(low, 0.01), high))
+                forms = [round(x, 3), f" {x:.4f} ", x, max(1, int(x))]
+                values[f.name] = forms[int(rng.integers(len(forms)))]
+            else:
+                names = [*(f.categories or f.codes), *f.aliases]
+                values[f.name] = _spelled(rng, names[int(rng.integers(len(names)))])
+        inputs.append(case(**values))
+    return inputs
+
+
+def _shared_inputs() -> list[dict[str, Any]]:
+    """SHARED_CONTRACT cases: one field read by two features, the first feature's refusal first."""
+    return [
+        {},
+        {"age": 40, "grade": "low"},
+        {"age": "0", "grade": "HIGH"},
+        {"age": 1e-300, "grade": None},
+        {"age": "-1"},  # fine for age, outside the domain of log1p for age_log
+        {"age": "-0.5", "grade": "lo"},  # "lo" is an alias of the code, unknown to the one-hot
+        {"grade": 2},
+    ]
+
+
+def _encoded(encoder: ContractEncoder, spec: str, cases: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each case with core.contract's vector, or its MetadataError sentence."""
+    out = []
+    for case in cases:
+        try:
+            vec = encoder.encode(case)
+        except MetadataError as exc:
+            out.append({"spec": spec, "input": case, "expected": None, "error": str(exc)})
+            continue
+        assert np.isfinite(vec).all(), case  # JSON has no infinities
+        out.append({"spec": spec, "input": case, "expected": [float(v) for v in vec], "error": None})
+    return out
+
+
+def _foreign_onnx(spec: ModelSpec, path: Path) -> dict[str, np.ndarray]:
+    """A tiny .onnx for `spec` (NCHW): logit = mean over each channel of `image` @ w_image + meta @ w_meta,
+    probability = sigmoid(logit), with the spec embedded as export.onnx does. Returns the weights."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(SEED)
+    size, k = spec.image.size, spec.meta_size
+    weights = {
+        "w_image": np.array([[1.5], [-2.0], [0.7]], dtype=np.float32),
+        "w_meta": rng.normal(0, 0.7, size=(k, 1)).astype(np.float32),
+    }
+    nodes = [
+        helper.make_node("GlobalAveragePool", ["image"], ["pooled"]),
+        helper.make_node("Flatten", ["pooled"], ["flat"]),
+        helper.make_node("MatMul", ["flat", "w_image"], ["from_image"]),
+        helper.make_node("MatMul", ["meta", "w_meta"], ["from_meta"]),
+        helper.make_node("Add", ["from_image", "from_meta"], ["logit"]),
+        helper.make_node("Sigmoid", ["logit"], ["probability"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [
+            helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, size, size]),
+            helper.make_tensor_value_info("meta", TensorProto.FLOAT, [1, k]),
+        ],
+        [
+            helper.make_tensor_value_info("logit", TensorProto.FLOAT, [1, 1]),
+            helper.make_tensor_value_info("probability", TensorProto.FLOAT, [1, 1]),
+        ],
+        initializer=[numpy_helper.from_array(v, name) for name, v in weights.items()],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"melanoma_spec": spec.to_json()})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return weights
+
+
 @pytest.fixture(scope="module")
-def node_cases(phone_export: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """cases.json + PNGs + PIL outputs + stripped artifacts for the Node tests (WEB_DEMO_CASES)."""
+def foreign_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, ModelSpec, dict[str, np.ndarray]]:
+    """(foreign.onnx, its spec, its weights): a model of FOREIGN_CONTRACT the page can load and run."""
+    folder = tmp_path_factory.mktemp("web_demo_foreign")
+    spec = _contract_spec(FOREIGN_CONTRACT)
+    weights = _foreign_onnx(spec, folder / "foreign.onnx")
+    return folder / "foreign.onnx", spec, weights
+
+
+@pytest.fixture(scope="module")
+def node_cases(
+    phone_export: Path, foreign_model: tuple[Path, ModelSpec, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """cases.json + PNGs + resize outputs + foreign specs and artifact + stripped artifacts for the Node tests
+    (WEB_DEMO_CASES)."""
     folder = tmp_path_factory.mktemp("web_demo_cases")
     rng = np.random.default_rng(SEED)
     spec_data = json.loads((phone_export / "spec.json").read_text(encoding="utf-8"))
     spec = ModelSpec.from_dict(spec_data)
+    foreign = _contract_spec(FOREIGN_CONTRACT)
+    shared = _contract_spec(SHARED_CONTRACT)
     resize = []
     for i, (name, width, height, size, alpha) in enumerate(FIXED_RESIZES):
         layout = "NCHW" if i % 2 == 0 else "NHWC"
-        resize.append(_resize_case(folder, name, _pixels(rng, width, height, alpha), size, layout))
-    for i in range(16):  # sizes and aspect ratios nobody chose: log-uniform 1..2000 px per side
-        width, height = (round(math.exp(rng.uniform(0, math.log(2000)))) for _ in range(2))
+        rect = (_side(rng, 300), _side(rng, 300))
+        resize += _resize_case(folder, name, _pixels(rng, width, height, alpha), size, layout, rect)
+    for i in range(RANDOM_RESIZES):  # sizes and aspect ratios nobody chose: log-uniform 1..2000 px per side
+        width, height = _side(rng, 2000), _side(rng, 2000)
         size = int(rng.choice(RANDOM_SIZES))
         pixels = _pixels(rng, width, height, bool(rng.random() < 0.25))
-        resize.append(_resize_case(folder, f"random{i}-{width}x{height}", pixels, size, ("NCHW", "NHWC")[i % 2]))
-    encoder = spec.encoder()
-    meta = []
-    for patient in _meta_inputs(spec):
-        try:
-            vec = encoder.encode(patient.get("age"), patient.get("sex"), patient.get("site"))
-            meta.append({"input": patient, "expected": [float(v) for v in vec], "error": None})
-        except MetadataError as exc:
-            meta.append({"input": patient, "expected": None, "error": str(exc)})
+        rect = (_side(rng, 300), _side(rng, 300))
+        resize += _resize_case(folder, f"random{i}-{width}x{height}", pixels, size, ("NCHW", "NHWC")[i % 2], rect)
+    meta = _encoded(spec.encoder(), "export", _export_inputs(spec))
+    meta += _encoded(foreign.encoder(), "foreign", _foreign_inputs(rng))
+    meta += _encoded(shared.encoder(), "shared", _shared_inputs())
     stripped = [
         {"file": _strip_tflite(phone_export, folder).name},
         {"file": _strip_onnx(phone_export, folder).name},
     ]
-    cases = {"seed": SEED, "spec": spec_data, "resize": resize, "meta": meta, "stripped": stripped}
-    (folder / "cases.json").write_text(json.dumps(cases, indent=1), encoding="utf-8")
+    shutil.copyfile(foreign_model[0], folder / foreign_model[0].name)
+    cases = {
+        "seed": SEED,
+        "spec": spec_data,
+        "specs": {"export": spec_data, "foreign": foreign.to_dict(), "shared": shared.to_dict()},
+        "resize": resize,
+        "meta": meta,
+        "stripped": stripped,
+        "foreign": {"file": foreign_model[0].name, "spec": foreign_model[1].to_dict()},
+    }
+    (folder / "cases.json").write_text(json.dumps(cases, indent=1, allow_nan=False), encoding="utf-8")
     return folder
 
 
@@ -320,7 +647,8 @@ def _parse_tap(output: str) -> tuple[dict[str, int], list[str], list[dict[str, A
 def test_contract_js_matches_python_in_node(
     node_tool: None, phone_export: Path, node_cases: Path, summary: _Summary
 ) -> None:
-    """node --test web_demo/test/ against this session's export and the odd-size PIL cases."""
+    """node --test web_demo/test/ against this session's export, the odd-size resize cases (both rules) and the
+    metadata cases of the export's and the foreign contracts (node_cases)."""
     files = sorted(str(p) for p in (WEB / "test").glob("*.test.mjs"))
     assert files, "no Node test files under web_demo/test/"
     env = os.environ | {"WEB_DEMO_EXPORT": str(phone_export), "WEB_DEMO_CASES": str(node_cases)}
@@ -344,10 +672,17 @@ def test_contract_js_matches_python_in_node(
     if golden:
         worst = ", ".join(f"{r['name']} {r['max_abs_diff']:g}" for r in golden)
         summary.lines.append(f"contract.js image tensor max |d| per golden case: {worst}")
-    if resized:
+    for rule, against in (("pillow", "PIL"), ("bilinear", "core.images.resize_bilinear")):
+        rows = [r for r in resized if r["rule"] == rule]
+        if rows:
+            summary.lines.append(
+                f"contract.js {rule} resize vs {against} on {len(rows)} odd/random sizes (seed {SEED}): max |d| "
+                f"{max(r['max_abs_diff'] for r in rows):g}, differing bytes {sum(r['differing_bytes'] for r in rows)}"
+            )
+    for r in (r for r in results if r["kind"] == "meta"):
         summary.lines.append(
-            f"contract.js vs PIL on {len(resized)} odd/random sizes (seed {SEED}): max |d| "
-            f"{max(r['max_abs_diff'] for r in resized):g}, differing bytes {sum(r['differing_bytes'] for r in resized)}"
+            f"contract.js encodeMeta vs core.contract, {r['spec']} contract: {r['count']} cases, max |d| "
+            f"{r['max_abs_diff']:g}, refusals word for word"
         )
     assert result.returncode == 0 and not failures, f"node --test failed ({counts}):\n" + "\n".join(
         failures or [result.stdout[-3000:], result.stderr[-3000:]]
@@ -355,7 +690,8 @@ def test_contract_js_matches_python_in_node(
     assert counts.get("fail") == 0 and counts.get("skipped") == 0, counts
     golden_count = len(json.loads((phone_export / "golden.json").read_text())["cases"])
     assert len(golden) == golden_count, f"{len(golden)} golden results for {golden_count} cases"
-    assert len(resized) == len(FIXED_RESIZES) + 16
+    assert len(resized) == 2 * (len(FIXED_RESIZES) + RANDOM_RESIZES)  # both resize rules
+    assert {r["spec"] for r in results if r["kind"] == "meta"} == {"export", "foreign", "shared"}
 
 
 # ------------------------------------------------------------------------------------------ build.py
@@ -493,12 +829,25 @@ def _entry(manifest: dict[str, Any], runtime: str, precision: str) -> dict[str, 
     return wanted[0]
 
 
-def _fill(page: Any, encoder: Any, metadata: dict[str, Any]) -> None:
-    """Fill the form from a golden case's raw metadata (categories as the spec names them)."""
-    age = metadata.get("age")
-    page.fill("#age", "" if age is None else str(age))
-    page.select_option("#sex", encoder.canonical_sex(metadata.get("sex")) or "")
-    page.select_option("#site", encoder.canonical_site(metadata.get("site")) or "")
+def _control(page: Any, field: str) -> Any:
+    """The form's control for one case field (the page builds one per field from the contract)."""
+    return page.locator(f"#patient-fields [data-field={json.dumps(field)}]")
+
+
+def _fill(page: Any, spec: ModelSpec, metadata: dict[str, Any]) -> None:
+    """Fill the form from a case's raw metadata (field -> value): a number as typed text, a category or code
+    as the option the contract names it by (aliases resolved by core.contract)."""
+    done = set()
+    for feature in spec.model_contract().features:
+        if feature.field in done:
+            continue
+        done.add(feature.field)
+        value = metadata.get(feature.field)
+        if feature.kind == "number":
+            _control(page, feature.field).fill("" if value is None else str(value))
+        else:
+            group = feature.group_of(value)  # the category or code, "missing" when empty
+            _control(page, feature.field).select_option("" if group == "missing" else group)
 
 
 def _choose_image(page: Any, path: Path) -> None:
@@ -528,7 +877,6 @@ def test_every_golden_case_through_the_page(
     parity_rows = json.loads((phone_export / "parity.json").read_text())["rows"]
     row = next(r for r in parity_rows if Path(r.get("file") or r.get("path") or "").name == name)
     spec = ModelSpec.from_json((phone_export / f"{name}.spec.json").read_text())
-    encoder = spec.encoder()
     bound = FP32_BOUND if precision == "fp32" else min(INT8_BOUND, row["max_abs_diff"])
     requests: list[str] = []
     page = new_page(requests)
@@ -542,7 +890,7 @@ def test_every_golden_case_through_the_page(
         diffs = []
         for case in golden["cases"]:
             _choose_image(page, phone_export / case["png"])
-            _fill(page, encoder, case["metadata"])
+            _fill(page, spec, case["metadata"])
             shown = _assess(page)
             target = case["expected"]["probability"] if precision == "fp32" else case["artifacts"][name]["probability"]
             diffs.append(abs(shown - target))
@@ -584,6 +932,75 @@ def test_an_artifact_without_spec_shows_the_clear_error(browser_page: Any, node_
 
 
 @pytest.mark.slow
+def test_the_form_follows_a_foreign_contract(
+    browser_page: Any, foreign_model: tuple[Path, ModelSpec, dict[str, np.ndarray]], tmp_path: Path
+) -> None:
+    """A model of FOREIGN_CONTRACT opened from the device: the form shows one control per feature (a text
+    input with its unit and range for a number, a select of "unknown" + the categories or codes otherwise),
+    a case entered there gives core.contract's meta (the tiny model's probability says so), and a bad value
+    core.contract's sentence."""
+    path, spec, weights = foreign_model
+    features = spec.model_contract().features
+    assert len({f.field for f in features}) == len(features)  # one field each: one control each
+    requests: list[str] = []
+    page = browser_page[0](requests)
+    try:
+        page.set_input_files("#model-file", str(path))
+        page.evaluate("window.melanomaDemo.waitIdle()")
+        assert not page.is_visible("#error"), page.text_content("#error")
+        assert page.evaluate("window.melanomaDemo.state.load.file") == path.name
+        controls = page.eval_on_selector_all(
+            "#patient-fields [data-field]",
+            """els => els.map(e => ({
+              tag: e.tagName.toLowerCase(), field: e.dataset.field, kind: e.dataset.kind,
+              label: document.querySelector(`label[for="${e.id}"]`).textContent, placeholder: e.placeholder || '',
+              options: e.tagName === 'SELECT' ? [...e.options].map(o => o.value) : null}))""",
+        )
+        assert [c["field"] for c in controls] == [f.field for f in features]
+        for control, feature in zip(controls, features, strict=True):
+            assert control["kind"] == feature.kind
+            assert (feature.description or feature.name).lower() in control["label"].lower(), control
+            if feature.kind == "number":
+                assert control["tag"] == "input" and control["options"] is None
+                if feature.unit:
+                    assert feature.unit in control["label"], control
+                if feature.range:
+                    assert f"{feature.range[0]:g}-{feature.range[1]:g}" in control["placeholder"], control
+            else:
+                assert control["tag"] == "select"
+                assert control["options"] == ["", *(feature.categories or feature.codes)], control
+        # A case through the form and the model: the probability is that of core.contract's meta.
+        rng = np.random.default_rng(SEED)
+        Image.fromarray(_pixels(rng, 57, 31, alpha=False)).save(tmp_path / "foreign.png")
+        case = {"age": "61.5", "nevus_count": "12", "diameter_mm": "4.2", "sex": "woman", "body_site": "arm",
+                "fitzpatrick": "3", "smoking": "ex"}  # fmt: skip
+        _choose_image(page, tmp_path / "foreign.png")
+        _fill(page, spec, case)
+        page.click("#assess")
+        page.evaluate("window.melanomaDemo.waitIdle()")
+        assert not page.is_visible("#error"), page.text_content("#error")
+        shown = float(page.get_attribute("#probability", "data-value"))
+        with Image.open(tmp_path / "foreign.png") as image:
+            x = preprocess(to_rgb(image), spec.image, layout="NCHW").astype(np.float64)
+        meta = spec.encoder().encode(case).astype(np.float64)
+        logit = x.mean(axis=(1, 2)) @ weights["w_image"][:, 0] + meta @ weights["w_meta"][:, 0]
+        expected = 1 / (1 + math.exp(-logit))
+        assert abs(shown - expected) <= 1e-5, f"page {shown} vs Python {expected}"
+        # A value the contract refuses: core.contract's sentence, word for word.
+        for field, typed in (("diameter_mm", "0"), ("nevus_count", "many")):
+            with pytest.raises(MetadataError) as python:
+                spec.encoder().encode({**case, field: typed})
+            _control(page, field).fill(typed)
+            page.click("#assess")
+            page.evaluate("window.melanomaDemo.waitIdle()")
+            assert page.text_content("#error") == str(python.value)
+            _control(page, field).fill(case[field])
+    finally:
+        page.close()
+    _assert_local(requests)
+
+
+@pytest.mark.slow
 def test_bad_metadata_and_bad_image_show_errors_on_the_page(
     browser_page: Any, phone_export: Path, tmp_path: Path
 ) -> None:
@@ -591,15 +1008,17 @@ def test_bad_metadata_and_bad_image_show_errors_on_the_page(
     golden = json.loads((phone_export / "golden.json").read_text())
     page = new_page([])
     try:
+        spec = ModelSpec.from_json((phone_export / "spec.json").read_text())
+        encoder = spec.encoder()
+        age = next(f for f in encoder.features if f.kind == "number")
         _choose_image(page, phone_export / golden["cases"][0]["png"])
-        page.fill("#age", "250")
-        page.click("#assess")
-        page.evaluate("window.melanomaDemo.waitIdle()")
-        assert "outside" in page.text_content("#error") and not page.is_visible("#result")
-        page.fill("#age", "fifty")
-        page.click("#assess")
-        page.evaluate("window.melanomaDemo.waitIdle()")
-        assert "not a number" in page.text_content("#error")
+        for typed in ("250", "fifty"):
+            with pytest.raises(MetadataError) as python:
+                encoder.encode({age.field: typed})
+            _control(page, age.field).fill(typed)
+            page.click("#assess")
+            page.evaluate("window.melanomaDemo.waitIdle()")
+            assert page.text_content("#error") == str(python.value) and not page.is_visible("#result")
         (tmp_path / "not-an-image.png").write_bytes(b"this is text")
         page.set_input_files("#image", str(tmp_path / "not-an-image.png"))
         page.evaluate("window.melanomaDemo.waitIdle()")
@@ -679,7 +1098,7 @@ def test_screenshot_after_a_prediction(browser_page: Any, phone_export: Path, tm
         page.select_option("#runtime", "litert")
         page.evaluate("window.melanomaDemo.waitIdle()")
         _choose_image(page, phone_export / case["png"])
-        _fill(page, spec.encoder(), case["metadata"])
+        _fill(page, spec, case["metadata"])
         _assess(page)
         overflow = page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
         assert overflow <= 0, f"the page is {overflow} px wider than a phone screen"

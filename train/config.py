@@ -15,6 +15,7 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.io import check_folder_path
+from core.metrics import threshold_name
 from core.synthetic import DEFAULT_COUNT
 
 DEFAULT_MAX_BAD_FRACTION = 0.02
@@ -174,12 +175,3 @@ class TrainConfig:
                 f"--pos-weight must be none, auto or a number above 0 and at most {MAX_POS_WEIGHT:g} "
                 f"(got {self.pos_weight})"
             )
-
-
-def threshold_name(rule: str, target: float) -> str:
-    """The key a threshold is stored under: "sensitivity_95" for target 0.95, "sensitivity_90" for 0.9,
-    "sensitivity_97_5" for 0.975; "youden" for the Youden rule."""
-    if rule == "youden":
-        return "youden"
-    percent = f"{round(target * 100, 2):g}".replace(".", "_")
-    return f"sensitivity_{percent}"

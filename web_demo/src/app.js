@@ -1,13 +1,14 @@
 /**
  * The page: pick a runtime and precision (from dist/manifest.json, written by build.py), load the artifact
- * and read its embedded spec, decode an image, fill age / sex / site from the spec's categories, run the
- * model, and show the probability, the spec's threshold, the decision and the latency.
+ * and read its embedded spec, decode an image, build the patient form from the spec's model contract (a
+ * number input per number feature, a select per one-hot or code feature), run the model, and show the
+ * probability, the spec's threshold, the decision and the latency.
  *
  * Everything happens in this page: the artifacts and wasm files come from this origin and nothing is sent
  * anywhere. `window.melanomaDemo` exposes the state and a benchmark for tests and for bench.py.
  */
 
-import {checkContract, decide, encodeMeta, imageTensor, readSpec} from './contract.js';
+import {canonical, checkContract, decide, encodeMeta, formatG, imageTensor, metadataLayout, readSpec} from './contract.js';
 import {RUNTIME_LABELS, loadModel} from './runtimes.js';
 
 const DIST = 'dist/';
@@ -24,6 +25,7 @@ const state = {
   load: null, // {ms, fetchMs, initMs, compileMs, file}
   image: null, // {rgba, width, height, name}
   examples: [],
+  form: [], // the patient form: one {field, kind, element} per case field the contract reads
   busy: 0, // operations in flight
   lastResult: null,
 };
@@ -174,26 +176,127 @@ function selectedEntry() {
 
 // ------------------------------------------------------------------------------------------- patient form
 
-function fillSelect(select, categories) {
-  const previous = select.value;
-  select.replaceChildren(new Option('unknown', ''));
-  for (const c of categories) select.append(new Option(c, c));
-  select.value = categories.includes(previous) ? previous : '';
+/** A feature's name on the form: its description (or its name), with a capital first letter. */
+function featureLabel(feature) {
+  const text = feature.description || feature.name.replaceAll('_', ' ');
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
+/** What a select offers for a categorical feature: its categories (one_hot) or its codes (code). */
+function featureOptions(feature) {
+  return feature.kind === 'one_hot' ? feature.categories : [...feature.codes.keys()];
+}
+
+/**
+ * Build the patient form from the spec's model contract: one control per case field the features read
+ * (one per feature when, as usual, each feature reads its own field), in the contract's order.
+ * - a field only number features read: a text input for a number (inputmode decimal, so phones show a
+ *   number pad, but any text reaches encodeMeta, which says what is wrong with it), its unit in the label
+ *   (unless its description names it) and its range in the placeholder;
+ * - a field only one-hot or code features read: a select of "unknown" (missing) and the categories or
+ *   codes (their aliases are other spellings of the same values, so they are not offered);
+ * - a field read both ways: a text input with the categories as suggestions.
+ * What the user had entered in a field of the same name stays, when the new control can hold it.
+ *
+ * @param {object} spec a ModelSpec that checkContract accepted
+ */
 function fillPatientForm(spec) {
-  fillSelect($('sex'), spec.metadata.sex.categories);
-  fillSelect($('site'), spec.metadata.site.categories);
-  const [low, high] = spec.metadata.age.valid_range; // checkContract refused a spec without it
-  $('age').placeholder = `unknown (${low}-${high})`;
+  const layout = metadataLayout(spec);
+  const previous = patient();
+  const byField = new Map();
+  for (const f of layout.features) byField.set(f.field, [...(byField.get(f.field) || []), f]);
+  const box = $('patient-fields');
+  box.replaceChildren();
+  state.form = [];
+  for (const [index, [field, features]] of [...byField].entries()) {
+    const id = `field-${index}`;
+    const numbers = features.filter((f) => f.kind === 'number');
+    const categorical = features.filter((f) => f.kind !== 'number');
+    const options = [...new Set(categorical.flatMap(featureOptions))];
+    const label = document.createElement('label');
+    label.htmlFor = id;
+    label.textContent = [...new Set(features.map(featureLabel))].join(' / ');
+    const units = [...new Set(numbers.map((f) => f.unit).filter(Boolean))];
+    if (units.length && !units.every((u) => label.textContent.includes(u))) label.textContent += ` (${units.join(', ')})`;
+    let element;
+    if (numbers.length && !categorical.length) {
+      element = document.createElement('input');
+      element.type = 'text';
+      element.inputMode = 'decimal';
+      element.autocomplete = 'off';
+      const range = numbers.find((f) => f.range)?.range;
+      element.placeholder = range ? `unknown (${formatG(range[0])}-${formatG(range[1])})` : 'unknown';
+    } else if (!numbers.length) {
+      element = document.createElement('select');
+      element.append(new Option('unknown', ''));
+      for (const o of options) element.append(new Option(o, o));
+    } else {
+      element = document.createElement('input');
+      element.type = 'text';
+      element.autocomplete = 'off';
+      element.placeholder = 'unknown';
+      const list = document.createElement('datalist');
+      list.id = `${id}-options`;
+      for (const o of options) list.append(new Option(o, o));
+      element.setAttribute('list', list.id);
+      box.append(list);
+    }
+    element.id = id;
+    element.dataset.field = field;
+    element.dataset.kind = features.map((f) => f.kind).join(' ');
+    element.dataset.features = features.map((f) => f.name).join(' ');
+    const kept = previous[field];
+    if (kept !== null && kept !== undefined) {
+      if (element instanceof HTMLSelectElement) element.value = options.includes(kept) ? kept : '';
+      else element.value = kept;
+    }
+    const row = document.createElement('div');
+    row.className = 'row';
+    row.append(label, element);
+    box.append(row);
+    state.form.push({field, features, element});
+  }
+  if (state.form.length === 0) {
+    const none = document.createElement('p');
+    none.className = 'muted';
+    none.textContent = 'This model takes no patient data.';
+    box.append(none);
+  }
 }
 
+/** The case the form holds: field -> the text entered or the option chosen, null when empty. */
 function patient() {
-  const value = (id) => {
-    const v = $(id).value.trim();
-    return v === '' ? null : v;
-  };
-  return {age: value('age'), sex: value('sex'), site: value('site')};
+  const fields = {};
+  for (const {field, element} of state.form) {
+    const v = element.value.trim();
+    fields[field] = v === '' ? null : v;
+  }
+  return fields;
+}
+
+/**
+ * Put one case (field -> raw value, as golden.json holds it) into the form: a number or text as it is, a
+ * category or code as the option it names (through the contract's aliases); an unknown one as "unknown".
+ */
+function fillForm(fields) {
+  const tokens = state.spec ? metadataLayout(state.spec).missingTokens : [];
+  for (const {field, features, element} of state.form) {
+    const raw = Object.hasOwn(fields, field) ? fields[field] : null;
+    if (!(element instanceof HTMLSelectElement)) {
+      element.value = raw === null || raw === undefined ? '' : String(raw);
+      continue;
+    }
+    let option = '';
+    for (const f of features) {
+      try {
+        option = canonical(f, raw, tokens) ?? '';
+        break;
+      } catch {
+        // not a value of this feature: try the next one reading the field, else leave it unknown
+      }
+    }
+    element.value = [...element.options].some((o) => o.value === option) ? option : '';
+  }
 }
 
 // ----------------------------------------------------------------------------------------------- images
@@ -263,9 +366,10 @@ async function loadExamples() {
     state.examples = golden.cases.map((c) => ({name: c.image_name, url: `${base}/${c.png}`, metadata: c.metadata}));
     const select = $('example');
     for (const [i, c] of state.examples.entries()) {
-      const m = c.metadata;
-      const text = [m.age ?? '?', m.sex ?? '?', m.site ?? '?'].join(', ');
-      select.append(new Option(`${c.name} (${text})`, String(i)));
+      const text = Object.values(c.metadata || {})
+        .map((v) => v ?? '?')
+        .join(', ');
+      select.append(new Option(text ? `${c.name} (${text})` : c.name, String(i)));
     }
     select.disabled = false;
   } catch {
@@ -276,12 +380,7 @@ async function loadExamples() {
 async function useExample(index) {
   const example = state.examples[index];
   if (!example) return;
-  const m = example.metadata;
-  $('age').value = m.age === null || m.age === undefined ? '' : String(m.age);
-  for (const [id, v] of [['sex', m.sex], ['site', m.site]]) {
-    const select = $(id);
-    select.value = v && [...select.options].some((o) => o.value === v) ? v : '';
-  }
+  fillForm(example.metadata || {});
   const blob = await (await fetch(example.url)).blob();
   await useImage(blob, `${example.name}.png`);
 }

@@ -26,7 +26,7 @@ export function root(spec) {
   return new Fields(spec, '');
 }
 
-/** The fields of one object of the spec; `path` names it in messages ("image", "metadata.age"). */
+/** The fields of one object of the spec; `path` names it in messages ("image", "contract.metadata[0]"). */
 export class Fields {
   /**
    * @param {object} data the JSON object
@@ -55,6 +55,41 @@ export class Fields {
     );
   }
 
+  /** Whether the key is there at all (even with the value null): for fields whose null has a meaning. */
+  present(name) {
+    return Object.prototype.hasOwnProperty.call(this.data, name) && this.data[name] !== undefined;
+  }
+
+  /**
+   * An optional field: `fallback` (the schema's documented default) when the key is absent, else the value
+   * `read(name)` returns (a getter of this class, so a null or a value of the wrong type is refused).
+   *
+   *     const scale = feature.optional('scale', 1.0, (n) => feature.number(n));
+   */
+  optional(name, fallback, read) {
+    if (!this.present(name)) return fallback;
+    if (this.data[name] === null) throw this.invalid(name, 'a value (leave the field out instead of null)');
+    return read(name);
+  }
+
+  /**
+   * Refuse a field this object may not have: `required` must all be there (the first missing one is named)
+   * and nothing outside `required` and `optional` may be (a field this page does not know could change what
+   * the object means).
+   */
+  only(required, optional = []) {
+    for (const name of required) this.required(name);
+    const allowed = [...required, ...optional];
+    const unknown = Object.keys(this.data).filter((k) => !allowed.includes(k)).sort();
+    if (unknown.length) {
+      throw new ContractError(
+        `The model's spec gives ${this.path || 'the spec'} an unknown field ${JSON.stringify(unknown[0])} ` +
+          `(this page reads ${allowed.join(', ')}): ${REEXPORT}`,
+      );
+    }
+    return this;
+  }
+
   /** The raw value of a field that must be there. */
   required(name) {
     if (!this.has(name)) throw new ContractError(`The model's spec has no ${this.where(name)}: ${REEXPORT}`);
@@ -64,6 +99,13 @@ export class Fields {
   string(name) {
     const value = this.required(name);
     if (typeof value !== 'string') throw this.invalid(name, 'a string');
+    return value;
+  }
+
+  /** A string that is not empty or blank (a name, a case field). */
+  text(name) {
+    const value = this.string(name);
+    if (value.trim() === '') throw this.invalid(name, 'a non-empty string');
     return value;
   }
 
@@ -111,7 +153,14 @@ export class Fields {
     return value;
   }
 
-  /** A list of objects, each as Fields ("metadata.features[3]"). */
+  /** A list (of anything: its items are checked by the caller). */
+  list(name) {
+    const value = this.required(name);
+    if (!Array.isArray(value)) throw this.invalid(name, 'a list');
+    return value;
+  }
+
+  /** A list of objects, each as Fields ("contract.metadata[3]"). */
   objects(name) {
     const value = this.required(name);
     if (!Array.isArray(value) || !value.every(isObject)) throw this.invalid(name, 'a list of objects');
@@ -123,6 +172,15 @@ export class Fields {
     const value = this.required(name);
     if (!isObject(value) || !Object.values(value).every((v) => typeof v === 'string')) {
       throw this.invalid(name, 'an object of strings');
+    }
+    return value;
+  }
+
+  /** An object of string -> finite number (a code table), as a plain object. */
+  numberMap(name) {
+    const value = this.required(name);
+    if (!isObject(value) || !Object.values(value).every((v) => typeof v === 'number' && Number.isFinite(v))) {
+      throw this.invalid(name, 'an object of numbers');
     }
     return value;
   }

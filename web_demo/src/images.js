@@ -1,18 +1,24 @@
 /**
  * The image half of the contract: decoded RGBA pixels -> the model's `image` input, the port of
- * core/images.py (and of the Kotlin port's Preprocess.kt), bit for bit.
+ * core/images.py (and of the Kotlin port's Preprocess.kt), bit for bit, for both resize rules a contract
+ * may name:
  *
  *     imageTensor(spec, rgba, width, height)
- *       = toFloat(resizeRgb(compositeOnWhite(rgba), width, height, S, S), S, S, spec.image.layout)
+ *       = toFloat(resize(compositeOnWhite(rgba), width, height, S, S), S, S, spec.image.layout)
+ *     resize = resizeRgb        when spec.image.antialias is true  (contract resize "pillow")
+ *            = resizeBilinear   when it is false                   (contract resize "bilinear")
  *
- * checkImageContract <-> core.images.check_contract (plus the dtype, colour, value range and Pillow
- * version, which the Python reference takes for granted), compositeOnWhite <-> the alpha step of
- * core.images.to_rgb, passOrder <-> core.images.pass_order, resizeRgb <-> core.images.resize_rgb (Pillow
- * 13.0's antialiased bilinear), toFloat <-> core.images.to_float, imageTensor <-> core.images.preprocess.
+ * checkImageContract <-> core.images.check_contract (plus the dtype, colour, value range, resize library
+ * and the agreement with the spec's contract, which core.spec checks when it reads a spec),
+ * compositeOnWhite <-> the alpha step of core.images.to_rgb, passOrder <-> core.images.pass_order,
+ * resizeRgb <-> core.images.resize_rgb (Pillow 13.0's antialiased bilinear), linearTaps /
+ * resizeBilinear <-> core.images._linear_taps / resize_bilinear (OpenCV's cv2.resize INTER_LINEAR),
+ * toFloat <-> core.images.to_float, imageTensor <-> core.images.preprocess.
  */
 
 import {ContractError, REEXPORT} from './errors.js';
 import {root} from './fields.js';
+import {readContract} from './modelcontract.js';
 
 /** What this module implements of the image contract (the same table as core/images.py SUPPORTED). */
 export const SUPPORTED = Object.freeze({
@@ -24,10 +30,14 @@ export const SUPPORTED = Object.freeze({
 /** The Pillow major version whose resize (pass order included) resizeRgb reproduces. */
 export const PILLOW_MAJOR = 13;
 
+/** How core.spec names the "bilinear" rule in image.resize_library (it begins with this). */
+export const BILINEAR_LIBRARY = 'OpenCV cv2.resize INTER_LINEAR';
+
 /**
  * Decoded pixels -> the model's `image` input for one case (no batch axis), as the spec says: alpha
- * composited on white, stretched to S x S with Pillow's antialiased bilinear, v / 255 in float32, laid out
- * in `spec.image.layout` ([3, S, S] for NCHW, [S, S, 3] for NHWC). Mirrors core.images.preprocess.
+ * composited on white, stretched to S x S by the spec's resize rule (Pillow's antialiased bilinear when
+ * `image.antialias` is true, cv2's INTER_LINEAR when it is false), v / 255 in float32, laid out in
+ * `spec.image.layout` ([3, S, S] for NCHW, [S, S, 3] for NHWC). Mirrors core.images.preprocess.
  *
  * @param {object} spec a ModelSpec from readSpec
  * @param {Uint8Array|Uint8ClampedArray} rgba width * height * 4 bytes, row-major (ImageData.data)
@@ -47,13 +57,15 @@ export function imageTensor(spec, rgba, width, height) {
   }
   const size = spec.image.size;
   const rgb = compositeOnWhite(rgba);
-  return toFloat(resizeRgb(rgb, width, height, size, size), size, size, spec.image.layout);
+  const resize = spec.image.antialias ? resizeRgb : resizeBilinear;
+  return toFloat(resize(rgb, width, height, size, size), size, size, spec.image.layout);
 }
 
 /**
  * Refuse an image contract this module does not implement, or one with a field missing (nothing is
- * assumed: a spec without `image.layout` is refused, not read as NCHW). Mirrors core.images.check_contract
- * and the Kotlin port's checkContract.
+ * assumed: a spec without `image.layout` is refused, not read as NCHW), or one that contradicts the spec's
+ * model contract (its size, its resize rule). Mirrors core.images.check_contract, the image half of
+ * core.spec._check_against_contract and the Kotlin port's checkContract.
  *
  * @param {object} spec a ModelSpec from readSpec
  * @throws {ContractError} naming the field and what is implemented
@@ -68,9 +80,7 @@ export function checkImageContract(spec) {
       );
     }
   }
-  if (image.boolean('antialias') !== true) {
-    throw new ContractError('The spec asks for a resize without antialiasing; this page implements the antialiased one.');
-  }
+  const antialias = image.boolean('antialias');
   const size = image.required('size');
   if (!Number.isInteger(size) || size < 1) {
     throw new ContractError(`The spec's image size ${JSON.stringify(size)} is not a positive integer: ${REEXPORT}`);
@@ -88,19 +98,34 @@ export function checkImageContract(spec) {
     throw new ContractError(`The spec asks for image value_range ${JSON.stringify(range)}; this page feeds values in [0, 1].`);
   }
   const library = image.string('resize_library');
-  if (library !== 'PIL') {
-    throw new ContractError(`The spec asks for image resize_library ${JSON.stringify(library)}; this page implements PIL.`);
-  }
   const version = image.string('resize_library_version');
-  if (version === '') {
+  if (antialias) {
+    if (library !== 'PIL') {
+      throw new ContractError(`The spec asks for image resize_library ${JSON.stringify(library)}; this page implements PIL.`);
+    }
+    if (version === '') {
+      throw new ContractError(
+        `The model's spec records no image.resize_library_version (the Pillow its resize was checked with): ${REEXPORT}`,
+      );
+    }
+    if (version.split('.')[0] !== String(PILLOW_MAJOR)) {
+      throw new ContractError(
+        `The spec's resize follows Pillow ${version}; this page reproduces Pillow ${PILLOW_MAJOR}.x: ` +
+          "re-export the model with the project's pinned Pillow.",
+      );
+    }
+  } else if (!library.startsWith(BILINEAR_LIBRARY)) {
     throw new ContractError(
-      `The model's spec records no image.resize_library_version (the Pillow its resize was checked with): ${REEXPORT}`,
+      `The spec asks for a resize without antialiasing by ${JSON.stringify(library)}; this page implements ${BILINEAR_LIBRARY}.`,
     );
   }
-  if (version.split('.')[0] !== String(PILLOW_MAJOR)) {
+  const contract = readContract(spec).image;
+  if (size !== contract.size) {
+    throw new ContractError(`The spec's image size ${size} differs from its contract's ${contract.size}: ${REEXPORT}`);
+  }
+  if (antialias !== (contract.resize === 'pillow')) {
     throw new ContractError(
-      `The spec's resize follows Pillow ${version}; this page reproduces Pillow ${PILLOW_MAJOR}.x: ` +
-        "re-export the model with the project's pinned Pillow.",
+      `The spec's image.antialias ${antialias} contradicts its contract's resize rule "${contract.resize}": ${REEXPORT}`,
     );
   }
 }
@@ -318,6 +343,102 @@ export function resampleCoefficients(inSize, outSize) {
 function clip8(sum) {
   const v = Math.floor(sum / ONE); // an arithmetic shift: the sums are exact integers below 2^53
   return v < 0 ? 0 : v > 255 ? 255 : v;
+}
+
+// OpenCV's INTER_LINEAR for 8-bit images: 11-bit coefficients, then its vectorised vertical pass, whose
+// shifts (each product of the horizontal sum >> 4 and a coefficient, >> 16, summed, + 2, >> 2) differ from
+// an exact rounding by one level now and then. OpenCV runs that vector code on every row, clamped ones included.
+const COEF_BITS = 11;
+const COEF_ONE = Math.fround(2 ** COEF_BITS);
+
+/** numpy's rint: to the nearest integer, ties to even. */
+function roundHalfEven(x) {
+  const r = Math.round(x); // ties towards +infinity
+  return r - x === 0.5 && r % 2 !== 0 ? r - 1 : r;
+}
+
+/**
+ * For each output index of one axis: the two source indices and their 11-bit weights, as cv2.resize
+ * computes them (core.images._linear_taps): the source position (d + 0.5) * (1 / (dst / src)) - 0.5 in
+ * double, stored as float32; its floor; the fraction in float32; weights rint((1 - fraction) * 2048) and
+ * rint(fraction * 2048) in float32, ties to even; indices clamped to [0, src - 1], the weights not.
+ *
+ * @param {number} src source pixels along the axis
+ * @param {number} dst output pixels along the axis
+ * @returns {{index: Int32Array, weight: Int32Array}} [i0, i1] and [w0, w1] per output index (2 * dst values)
+ */
+export function linearTaps(src, dst) {
+  const scale = 1.0 / (dst / src);
+  const index = new Int32Array(dst * 2);
+  const weight = new Int32Array(dst * 2);
+  for (let d = 0; d < dst; d++) {
+    const position = Math.fround((d + 0.5) * scale - 0.5);
+    const first = Math.floor(position);
+    const fraction = Math.fround(position - first);
+    weight[2 * d] = roundHalfEven(Math.fround(Math.fround(1 - fraction) * COEF_ONE));
+    weight[2 * d + 1] = roundHalfEven(Math.fround(fraction * COEF_ONE));
+    index[2 * d] = Math.min(Math.max(first, 0), src - 1);
+    index[2 * d + 1] = Math.min(Math.max(first + 1, 0), src - 1);
+  }
+  return {index, weight};
+}
+
+/**
+ * Stretch an image to outWidth x outHeight exactly like OpenCV's `cv2.resize(pixels, (outWidth,
+ * outHeight), interpolation=cv2.INTER_LINEAR)` on 8-bit pixels (core.images.resize_bilinear, bit-exact with
+ * opencv-python 5.0): no antialiasing, half-pixel centres, the taps of `linearTaps`; per row and channel
+ * the horizontal sum S = p[i0] * w0 + p[i1] * w1, then per output row
+ * ((((S_top >> 4) * v0) >> 16) + (((S_bottom >> 4) * v1) >> 16) + 2) >> 2.
+ *
+ * RGBA input is read as RGB (its alpha is ignored): composite it first (`compositeOnWhite`), as
+ * `imageTensor` does.
+ *
+ * @param {Uint8Array|Uint8ClampedArray} pixels row-major, 3 (RGB) or 4 (RGBA) bytes per pixel
+ * @param {number} width
+ * @param {number} height
+ * @param {number} outWidth
+ * @param {number} [outHeight=outWidth]
+ * @returns {Uint8Array} RGB, outWidth * outHeight * 3 bytes, row-major
+ */
+export function resizeBilinear(pixels, width, height, outWidth, outHeight = outWidth) {
+  checkSize(width, height, 'input');
+  checkSize(outWidth, outHeight, 'output');
+  const count = width * height;
+  if (!pixels || (pixels.length !== count * 3 && pixels.length !== count * 4)) {
+    throw new ContractError(
+      `resizeBilinear got ${pixels ? pixels.length : 0} bytes for a ${width} x ${height} image: give RGB (${count * 3}) or RGBA (${count * 4}) bytes.`,
+    );
+  }
+  const rgb = pixels.length === count * 3 ? pixels : dropAlpha(pixels, count);
+  const x = linearTaps(width, outWidth);
+  const y = linearTaps(height, outHeight);
+  // The horizontal pass, every source row, shifted right by 4 (what the vertical pass reads): at most
+  // (255 * 2048) >> 4 = 32640, so every product below stays within 32-bit integers.
+  const stride = outWidth * 3;
+  const rows = new Int32Array(height * stride);
+  for (let row = 0; row < height; row++) {
+    const src = row * width * 3;
+    const out = row * stride;
+    for (let d = 0; d < outWidth; d++) {
+      const p0 = src + 3 * x.index[2 * d];
+      const p1 = src + 3 * x.index[2 * d + 1];
+      const w0 = x.weight[2 * d];
+      const w1 = x.weight[2 * d + 1];
+      for (let c = 0; c < 3; c++) rows[out + 3 * d + c] = (rgb[p0 + c] * w0 + rgb[p1 + c] * w1) >> 4;
+    }
+  }
+  const out = new Uint8Array(outHeight * stride);
+  for (let d = 0; d < outHeight; d++) {
+    const top = y.index[2 * d] * stride;
+    const bottom = y.index[2 * d + 1] * stride;
+    const v0 = y.weight[2 * d];
+    const v1 = y.weight[2 * d + 1];
+    const o = d * stride;
+    for (let i = 0; i < stride; i++) {
+      out[o + i] = (((rows[top + i] * v0) >> 16) + ((rows[bottom + i] * v1) >> 16) + 2) >> 2;
+    }
+  }
+  return out;
 }
 
 const TO_FLOAT = new Float32Array(256).map((_, v) => Math.fround(v / 255));

@@ -8,8 +8,14 @@
  *     const {label, positive} = decide(spec, probability);
  *
  * readSpec <-> export.common.parse_embedded, checkContract <-> core.images.check_contract plus
- * MetadataEncoder.from_contract, outputContract / decide <-> core.spec.OutputContract(.decide).
+ * core.spec._check_against_contract (the spec's `image` and `metadata` against its model contract,
+ * `spec.contract`), outputContract / decide <-> core.spec.OutputContract(.decide).
  * No field is ever filled in: a spec without, say, `outputs.threshold` is refused, not decided at 0.5.
+ *
+ * The page reads ModelSpec schema version 2 only: `contract` holds the model's own "melanoma-contract/1"
+ * (modelcontract.js), `metadata` the `meta` layout derived from it (metadata.js). A version-1 spec (the
+ * age / sex / site layout, before contracts) is refused; Python upgrades one when it reads it, so
+ * re-exporting the model writes version 2.
  */
 
 import {ContractError, REEXPORT, describe} from './errors.js';
@@ -22,7 +28,7 @@ import {isTflite, tfliteMetadata} from './tflite.js';
 /** The JSON `schema` value every ModelSpec carries. */
 export const SPEC_SCHEMA = 'melanoma-model-spec';
 /** The ModelSpec schema version this module reads. */
-export const SPEC_SCHEMA_VERSION = 1;
+export const SPEC_SCHEMA_VERSION = 2;
 /** The name of the spec entry in a TFLite Metadata table and in ONNX metadata_props. */
 export const SPEC_KEY = 'melanoma_spec';
 
@@ -70,28 +76,35 @@ export function readSpec(bytes) {
   if (spec === null || typeof spec !== 'object' || spec.schema !== SPEC_SCHEMA) {
     throw new ContractError(`The embedded "${SPEC_KEY}" entry is not a model spec (no "schema": "${SPEC_SCHEMA}"): ${REEXPORT}`);
   }
-  if (spec.schema_version !== SPEC_SCHEMA_VERSION) {
-    throw new ContractError(
-      `The model spec has schema version ${spec.schema_version}; this page reads version ${SPEC_SCHEMA_VERSION}. ` +
-        'Use a page and an export from the same release of the toolkit.',
-    );
-  }
+  checkVersion(spec);
   return spec;
 }
 
 /**
  * Refuse a spec that this module does not implement or that lacks a field it needs: the image contract
- * (images.js checkImageContract), the metadata contract (metadata.js metadataLayout) and the output
- * contract (outputContract). Call it once after readSpec; imageTensor, encodeMeta and decide check their
- * own part again.
+ * and its agreement with the model contract (images.js checkImageContract), the model contract's metadata
+ * features and the `meta` layout derived from them (metadata.js metadataLayout) and the output contract
+ * (outputContract). Call it once after readSpec; imageTensor, encodeMeta and decide check their own part
+ * again.
  *
  * @param {object} spec a ModelSpec from readSpec
  * @throws {ContractError} naming the field and what is wrong with it
  */
 export function checkContract(spec) {
+  checkVersion(root(spec).data);
   checkImageContract(spec);
   metadataLayout(spec);
   outputContract(spec);
+}
+
+/** Refuse a spec of any schema version but SPEC_SCHEMA_VERSION, in one sentence. */
+function checkVersion(spec) {
+  if (spec.schema_version !== SPEC_SCHEMA_VERSION) {
+    throw new ContractError(
+      `The model spec has schema version ${describe(spec.schema_version)}, but this page reads version ` +
+        `${SPEC_SCHEMA_VERSION}: re-export the model with this release's \`python -m export.all\`, or open it in the page of the release that exported it.`,
+    );
+  }
 }
 
 /**

@@ -32,6 +32,7 @@ import androidx.compose.material3.Scaffold
 import androidx.compose.material3.Text
 import androidx.compose.runtime.Composable
 import androidx.compose.runtime.getValue
+import androidx.compose.runtime.key
 import androidx.compose.runtime.mutableStateOf
 import androidx.compose.runtime.remember
 import androidx.compose.runtime.saveable.rememberSaveable
@@ -46,7 +47,10 @@ import androidx.compose.ui.text.input.KeyboardType
 import androidx.compose.ui.unit.dp
 import androidx.core.content.FileProvider
 import com.melanomaexport.core.Assessment
+import com.melanomaexport.core.ChoiceInput
 import com.melanomaexport.core.ModelSpec
+import com.melanomaexport.core.NumberInput
+import com.melanomaexport.core.formInputs
 import java.io.File
 import java.util.Locale
 
@@ -152,38 +156,66 @@ private fun captureUri(context: Context): Uri {
     return FileProvider.getUriForFile(context, "${context.packageName}.photos", file)
 }
 
-@OptIn(ExperimentalMaterial3Api::class)
+/** A select with at most this many options (its choices and "missing") shows as chips; a longer one as a menu. */
+private const val CHIP_LIMIT = 3
+
+/**
+ * The metadata form, generated from the model's contract (:core's formInputs): a number field per `number`
+ * feature, a select per `one_hot` / `code` feature (its categories or codes, plus "missing").
+ */
 @Composable
 private fun Form(spec: ModelSpec, state: UiState, viewModel: AssessViewModel) {
-    val age = spec.metadata.age
+    for (input in formInputs(spec)) {
+        key(input.field) {
+            when (input) {
+                is NumberInput -> NumberField(input, state.values[input.field] ?: "", viewModel::onValue)
+                is ChoiceInput -> ChoiceField(input, state.values[input.field], viewModel::onValue)
+            }
+        }
+    }
+}
+
+@Composable
+private fun NumberField(input: NumberInput, text: String, onValue: (String, String?) -> Unit) {
+    // A decimal keyboard has no minus sign on some phones: offer it only where no value can be negative.
+    val range = input.feature.range
+    val keyboard = if (range != null && range[0] >= 0.0) KeyboardType.Decimal else KeyboardType.Text
     OutlinedTextField(
-        value = state.age,
-        onValueChange = viewModel::onAge,
-        label = { Text("Age in years (${fmt(age.min)}-${fmt(age.max)}; empty = unknown)") },
-        keyboardOptions = KeyboardOptions(keyboardType = KeyboardType.Decimal),
+        value = text,
+        onValueChange = { onValue(input.field, it) },
+        label = { Text(input.label) },
+        supportingText = { Text(input.hint) },
+        keyboardOptions = KeyboardOptions(keyboardType = keyboard),
         singleLine = true,
         modifier = Modifier.fillMaxWidth(),
     )
-    Text("Sex", style = MaterialTheme.typography.labelLarge)
-    Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
-        for (choice in spec.metadata.sex.categories + listOf<String?>(null)) {
-            FilterChip(
-                selected = state.sex == choice,
-                onClick = { viewModel.onSex(choice) },
-                label = { Text(choice ?: "unknown") },
-            )
+}
+
+@OptIn(ExperimentalMaterial3Api::class)
+@Composable
+private fun ChoiceField(input: ChoiceInput, selected: String?, onValue: (String, String?) -> Unit) {
+    Text(input.label, style = MaterialTheme.typography.labelLarge)
+    if (input.options.size <= CHIP_LIMIT) {
+        Row(horizontalArrangement = Arrangement.spacedBy(8.dp)) {
+            for (option in input.options) {
+                FilterChip(
+                    selected = selected == option,
+                    onClick = { onValue(input.field, option) },
+                    label = { Text(input.display(option)) },
+                )
+            }
         }
+        return
     }
-    Text("Body site", style = MaterialTheme.typography.labelLarge)
-    var open by remember { mutableStateOf(false) }
+    var open by remember(input.field) { mutableStateOf(false) }
     Box {
-        OutlinedButton(onClick = { open = true }, modifier = Modifier.fillMaxWidth()) { Text(state.site ?: "unknown") }
+        OutlinedButton(onClick = { open = true }, modifier = Modifier.fillMaxWidth()) { Text(input.display(selected)) }
         DropdownMenu(expanded = open, onDismissRequest = { open = false }) {
-            for (choice in spec.metadata.site.categories + listOf<String?>(null)) {
+            for (option in input.options) {
                 DropdownMenuItem(
-                    text = { Text(choice ?: "unknown") },
+                    text = { Text(input.display(option)) },
                     onClick = {
-                        viewModel.onSite(choice)
+                        onValue(input.field, option)
                         open = false
                     },
                 )
@@ -220,6 +252,3 @@ private fun ErrorText(message: String) {
 }
 
 private fun decimals(value: Double, digits: Int): String = String.format(Locale.ROOT, "%.${digits}f", value)
-
-private fun fmt(value: Double): String =
-    if (value == Math.floor(value)) value.toLong().toString() else value.toString()

@@ -17,7 +17,8 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.launch
 import kotlinx.coroutines.withContext
 
-/** Everything the screen shows; the form's choices come from the spec once it is loaded. */
+/** Everything the screen shows; the form's inputs come from the spec's contract once it is loaded (:core's
+ * formInputs). */
 data class UiState(
     val loading: Boolean = true,
     /** Set when the model cannot be used at all (missing asset, spec mismatch): the screen shows only this. */
@@ -25,10 +26,11 @@ data class UiState(
     val spec: ModelSpec? = null,
     val photo: ArgbImage? = null,
     val preview: Bitmap? = null,
-    val age: String = "",
-    /** null = unknown (missing); otherwise one of the spec's categories. */
-    val sex: String? = null,
-    val site: String? = null,
+    /**
+     * The case the form has collected: case field -> the text typed (a number field) or the option chosen (a
+     * select); a field absent or null is missing, as the contract's encoder reads it.
+     */
+    val values: Map<String, String?> = emptyMap(),
     val running: Boolean = false,
     val result: Assessment? = null,
     /** A problem with this photo or form (one sentence); the model stays usable. */
@@ -81,16 +83,9 @@ class AssessViewModel(application: Application) : AndroidViewModel(application) 
         }
     }
 
-    fun onAge(text: String) {
-        state = state.copy(age = text, result = null, error = null)
-    }
-
-    fun onSex(value: String?) {
-        state = state.copy(sex = value, result = null, error = null)
-    }
-
-    fun onSite(value: String?) {
-        state = state.copy(site = value, result = null, error = null)
+    /** A form input changed: [value] is the text of a number field, or a select's option (null = missing). */
+    fun onValue(field: String, value: String?) {
+        state = state.copy(values = state.values + (field to value), result = null, error = null)
     }
 
     fun onAssess() {
@@ -100,8 +95,8 @@ class AssessViewModel(application: Application) : AndroidViewModel(application) 
         state = state.copy(running = true, error = null, result = null)
         viewModelScope.launch {
             state = try {
-                // The form's text goes to :core as typed: it parses and checks the age as Python does.
-                val result = withContext(worker) { assess(model, photo, form.age, form.sex, form.site) }
+                // The form's text goes to :core as typed: the contract's encoder parses and checks it as Python does.
+                val result = withContext(worker) { assess(model, photo, form.values) }
                 state.copy(running = false, result = result)
             } catch (e: ContractException) {
                 state.copy(running = false, error = e.message)

@@ -35,16 +35,17 @@ class Assessment(
 )
 
 /**
- * Decoded pixels + form values -> [Assessment] through [classifier], with everything taken from its spec.
+ * Decoded pixels + the case (field -> raw value, as the form collected it; an absent field is missing) ->
+ * [Assessment] through [classifier], with everything taken from its spec.
  *
- * @throws ContractException when a form value is not accepted by the spec.
+ * @throws ContractException when a value is not accepted by the spec's contract (Python's sentence).
  * @throws IllegalStateException when the model returns a probability that is NaN or outside [0, 1] (a broken
  *     runtime or artifact, not something the user can fix); no decision is made from it.
  */
-fun assess(classifier: Classifier, image: ArgbImage, age: Any?, sex: Any?, site: Any?): Assessment {
+fun assess(classifier: Classifier, image: ArgbImage, case: Map<String, Any?>): Assessment {
     val spec = classifier.spec
     // Metadata first: a typo in the form is reported before any pixel work.
-    val meta = spec.encoder().encode(age, sex, site)
+    val meta = spec.encoder().encode(case)
     val tensor = imageTensor(spec, image.argb, image.width, image.height)
     val started = System.nanoTime()
     val prediction = classifier.predict(tensor, meta)

@@ -69,7 +69,9 @@ internal class Fields(val obj: JsonObject, private val path: String, private val
         val unknown = obj.keySet().filter { it !in known }.sorted()
         if (unknown.isNotEmpty()) {
             val names = unknown.joinToString(", ") { where(it) }
-            throw ContractException("$owner has fields this app does not know ($names): use a spec of schema version 1")
+            throw ContractException(
+                "$owner has fields this app does not know ($names): use a spec of schema version $SPEC_SCHEMA_VERSION"
+            )
         }
     }
 

@@ -1,130 +1,337 @@
 package com.melanomaexport.core
 
+import com.google.gson.JsonElement
+import com.google.gson.JsonObject
 import java.math.BigDecimal
+import java.math.BigInteger
 import java.math.MathContext
 import java.math.RoundingMode
 
-/**
- * Patient metadata -> the `meta` vector, exactly as core/metadata.py's `MetadataEncoder.encode` builds it:
- * `[age scaled, age_missing, sex one-hot..., sex_missing, site one-hot..., site_missing]`, where
- * age scaled = (age - center) / scale (0 when missing). Everything (categories, aliases, missing tokens, age
- * centre, scale and valid range) comes from the spec's metadata contract.
+/*
+ * A case (field -> raw value) -> the `meta` vector, exactly as core/contract.py's `ContractEncoder.encode` builds
+ * it from the model's contract: each feature turns the value of its field into its entries (`Feature.encode`),
+ * then each L2 `normalize` group divides its features' entries by their norm. Arithmetic in double, stored as
+ * float32 at the end, as numpy does.
  *
- * Values are taken as Python takes them: null, NaN or a string whose trimmed lower-case form is one of the
- * spec's missing tokens means missing; an age may be a number or a numeric string. Nothing else is coerced: an
- * age that is a Boolean, a list or any other object is refused, and so is a sex or site that is not a String.
+ * Values are taken as Python takes them: null, NaN or a string whose trimmed lower-case form is one of the spec's
+ * missing tokens means missing (a field absent from the case too). A `number` feature takes a number or a numeric
+ * string (never a Boolean); a `one_hot` or `code` feature takes a string. Anything else is refused with Python's
+ * own sentence (core/contract.py's MetadataError messages, word for word: values shown as Python's repr shows
+ * them, numbers formatted as Python's `:g`).
  */
-class MetadataEncoder(val contract: MetadataContract) {
+
+/** Whether [value] counts as missing (core/contract.py: `_is_missing`), given the spec's missing tokens. */
+fun isMissing(value: Any?, missingTokens: List<String>): Boolean {
+    if (value == null) return true
+    if (value is Double && value.isNaN()) return true
+    if (value is Float && value.isNaN()) return true
+    return value is String && pyLower(pyStrip(value)) in missingTokens
+}
+
+/** A category, code or alias as the contract compares it (core/contract.py: `_key`): trimmed, lower-case,
+ * underscores as spaces, runs of whitespace as one space. */
+fun contractKey(value: Any?): String = pySplit(pyLower(pyStrip(pyStr(value))).replace('_', ' ')).joinToString(" ")
+
+/** The transforms a `number` feature may apply (core/contract.py: TRANSFORMS). */
+val TRANSFORMS = listOf("none", "log", "log1p")
+
+/** The feature kinds of melanoma-contract/1 (core/contract.py: KINDS). */
+val FEATURE_KINDS = listOf("number", "one_hot", "code")
+
+/**
+ * One metadata feature: how one field of a case becomes one or more entries of `meta` (core/contract.py:
+ * `Feature`). Built by [parseContract]; the fields a kind does not use keep their empty values.
+ */
+class Feature(
+    val name: String,
+    /** "number", "one_hot" or "code". */
+    val kind: String,
+    /** The case field it reads (e.g. "age_approx"); several features may read one field. */
+    val field: String,
+    /** number: the value when missing. */
+    val missingValue: Double = 0.0,
+    /** one_hot: "column" (an extra last entry) or "zeros". */
+    val missingRule: String = "",
+    val transform: String = "none",
+    val offset: Double = 0.0,
+    val scale: Double = 1.0,
+    val missingFlag: Boolean = false,
+    /** one_hot: the categories in `meta` order, as [contractKey] writes them. */
+    val categories: List<String> = emptyList(),
+    /** one_hot / code: alias -> category or code, both as [contractKey] writes them, in file order. */
+    val aliases: Map<String, String> = emptyMap(),
+    /** code: value -> number, keys as [contractKey] writes them, in file order. */
+    val codes: Map<String, Double> = emptyMap(),
+    /** number: the raw values accepted (inclusive), null when any is. */
+    val range: List<Double>? = null,
+    /** number: cut points of the subgroups parity compares (only shown here). */
+    val bands: List<Double> = emptyList(),
+    /** number: shown in forms and messages ("years"). */
+    val unit: String = "",
+    /** What a form asks for. */
+    val description: String = ""
+) {
+    /** Whether its values are categories (one_hot) or codes (code), not numbers. */
+    val categorical: Boolean
+        get() = kind == "one_hot" || kind == "code"
+
+    /** Names of this feature's entries in `meta`, in order. */
+    val entries: List<String>
+        get() = when (kind) {
+            "number" -> listOf(name) + (if (missingFlag) listOf("${name}_missing") else emptyList())
+            "one_hot" -> {
+                val column = if (missingRule == "column") listOf("${name}_missing") else emptyList()
+                categories.map { "${name}_$it" } + column
+            }
+            else -> listOf(name)
+        }
+
+    /**
+     * This feature's entries for one raw value, in double (core/contract.py: `Feature.encode`).
+     *
+     * @throws ContractException with Python's MetadataError sentence for a value it cannot take.
+     */
+    fun encode(value: Any?, missingTokens: List<String>): DoubleArray {
+        if (kind == "number") return number(value, missingTokens)
+        if (kind == "one_hot") {
+            val vector = DoubleArray(entries.size)
+            val category = category(value, missingTokens)
+            if (category != null) {
+                vector[categories.indexOf(category)] = 1.0
+            } else if (missingRule == "column") {
+                vector[vector.size - 1] = 1.0
+            }
+            return vector
+        }
+        if (isMissing(value, missingTokens)) return doubleArrayOf(missingValue)
+        return doubleArrayOf(codes.getValue(codeKey(value)))
+    }
+
+    /** The code a value names (core/contract.py: `_code_key`); an explicit code wins over an alias. */
+    internal fun codeKey(value: Any?): String {
+        val accepted = (codes.keys.toList() + aliases.keys).joinToString(", ") { "\"$it\"" }
+        if (value !is String) {
+            throw ContractException("$name ${pyRepr(value)} is not text: use one of $accepted, or leave it empty")
+        }
+        var key = contractKey(value)
+        if (key !in codes) key = aliases[key] ?: key
+        if (key !in codes) {
+            throw ContractException("unknown $name \"$value\": use one of $accepted, or leave it empty")
+        }
+        return key
+    }
+
+    /** core/contract.py: `Feature._number`. */
+    private fun number(value: Any?, missingTokens: List<String>): DoubleArray {
+        val missing = if (missingFlag) doubleArrayOf(missingValue, 1.0) else doubleArrayOf(missingValue)
+        if (isMissing(value, missingTokens)) return missing
+        val x: Double = when (value) {
+            is Boolean -> throw notANumber(pyRepr(value))
+            is String -> parsePythonFloat(value) ?: throw notANumber("\"$value\"")
+            is Number -> value.toDouble()
+            else -> throw notANumber(pyRepr(value))
+        }
+        if (x.isNaN()) return missing
+        val range = range
+        if (range != null && !(range[0] <= x && x <= range[1])) {
+            val unit = if (unit.isEmpty()) "" else " $unit"
+            throw ContractException(
+                "$name ${formatG(x)} is outside ${formatG(range[0])}-${formatG(range[1])}$unit: fix or blank it"
+            )
+        }
+        // Python's math.log / log1p raise ValueError outside their domain, where the JVM's return -inf or NaN.
+        // StrictMath: the same bits on every JVM and on Android (fdlibm), as close to C's libm as one ulp.
+        val y = when (transform) {
+            "log" -> if (x <= 0.0) throw outsideDomain(x) else StrictMath.log(x)
+            "log1p" -> if (x <= -1.0) throw outsideDomain(x) else StrictMath.log1p(x)
+            else -> x
+        }
+        val scaled = (y - offset) / scale
+        return if (missingFlag) doubleArrayOf(scaled, 0.0) else doubleArrayOf(scaled)
+    }
+
+    private fun notANumber(shown: String) =
+        ContractException("$name $shown is not a number: give a number or leave it empty")
+
+    private fun outsideDomain(x: Double) = ContractException("$name ${formatG(x)} is outside the domain of $transform")
+
+    /** The category a value names, null when missing (core/contract.py: `Feature._category`). */
+    internal fun category(value: Any?, missingTokens: List<String>): String? {
+        if (isMissing(value, missingTokens)) return null
+        if (value !is String) {
+            throw ContractException("$name ${pyRepr(value)} is not text: use one of ${categories.joinToString(", ")}")
+        }
+        val key = contractKey(value)
+        if (key in categories) return key // an explicit category always wins over an alias
+        val alias = aliases[key]
+        if (alias != null) return alias
+        val accepted = (categories + aliases.keys.toList()).joinToString(", ") { "\"$it\"" }
+        throw ContractException("unknown $name \"$value\": use one of $accepted, or leave it empty for missing")
+    }
+}
+
+/**
+ * Encodes one case (field -> raw value) into the `meta` vector a contract describes (core/contract.py:
+ * `ContractEncoder`). [groups] are the L2 `normalize` groups, by feature name; [missingTokens] the spec's.
+ */
+class ContractEncoder(
+    val features: List<Feature>,
+    val groups: List<List<String>>,
+    val missingTokens: List<String>
+) {
     /** Names of the `meta` entries, in order. */
-    val featureNames: List<String>
-        get() = contract.featureNames
+    val entries: List<String>
+        get() = features.flatMap { it.entries }
 
     /** Length K of the `meta` vector. */
     val size: Int
-        get() = contract.size
+        get() = entries.size
 
-    /** Whether [value] counts as missing (core/metadata.py: `_is_missing`). */
-    fun isMissing(value: Any?): Boolean {
-        if (value == null) return true
-        if (value is Double && value.isNaN()) return true
-        if (value is Float && value.isNaN()) return true
-        return value is String && pyLower(pyStrip(value)) in contract.missingTokens
-    }
-
-    /** The canonical sex, null when missing; throws ContractException when the spec does not know it. */
-    fun canonicalSex(sex: Any?): String? = canonical(sex, contract.sex, "sex")
-
-    /** The canonical body site, null when missing; throws ContractException when the spec does not know it. */
-    fun canonicalSite(site: Any?): String? = canonical(site, contract.site, "body site")
-
-    private fun canonical(value: Any?, category: CategoryContract, what: String): String? {
-        if (isMissing(value)) return null
-        val accepted = (category.categories + category.aliases.keys).joinToString(", ") { "\"$it\"" }
-        if (value !is String) {
-            // A number, Boolean, Char or list is refused, not turned into text (a Char 'm' is not "male").
-            throw ContractException(
-                "$what ${describeValue(value)} (${kindOf(value)}) is not text: use one of $accepted, " +
-                    "or leave it empty for missing"
-            )
-        }
-        val key = pySplit(pyLower(pyStrip(value)).replace('_', ' ')).joinToString(" ")
-        if (key in category.categories) return key
-        val alias = category.aliases[key]
-        if (alias != null) return alias
-        throw ContractException("unknown $what \"$value\": use one of $accepted, or leave it empty for missing")
-    }
+    /** The case fields the features read, each once, in order. */
+    val fields: List<String>
+        get() = features.map { it.field }.distinct()
 
     /**
-     * The age in years, null when missing (core/metadata.py: `check_age`).
+     * float32 [K] for one case; a field absent from [case] counts as missing.
      *
-     * @throws ContractException when it is not a number (a Boolean, a list or another object included) or
-     *     outside the spec's valid range.
+     * @throws ContractException with Python's sentence for the first value (in feature order) it cannot take.
      */
-    fun checkAge(age: Any?): Double? {
-        if (isMissing(age)) return null
-        val value: Double = when (age) {
-            is Number -> age.toDouble()
-            is String -> parsePythonFloat(age)
-                ?: throw ContractException("age \"$age\" is not a number: give years (e.g. 55) or leave it empty")
-            else -> throw ContractException(
-                "age ${describeValue(age)} (${kindOf(age)}) is not a number: give years (e.g. 55) or leave it empty"
-            )
+    fun encode(case: Map<String, Any?>): FloatArray {
+        val parts = LinkedHashMap<String, DoubleArray>()
+        for (f in features) parts[f.name] = f.encode(case[f.field], missingTokens)
+        for (group in groups) {
+            // The norm over the entries as they are before this group divides them, summed left to right in
+            // double as Python 3.11's sum() does (3.12's compensated sum may differ in the last bit of a double,
+            // far below float32); then each listed feature divided (twice if listed twice, as in Python).
+            var sum = 0.0
+            for (name in group) for (v in parts.getValue(name)) sum += v * v
+            val norm = Math.sqrt(sum)
+            if (norm > 0) {
+                for (name in group) parts[name] = parts.getValue(name).map { it / norm }.toDoubleArray()
+            }
         }
-        if (value.isNaN()) return null
-        if (!(contract.age.min <= value && value <= contract.age.max)) {
-            throw ContractException(
-                "age ${formatG(value)} is outside ${formatG(contract.age.min)}-${formatG(contract.age.max)} years: " +
-                    "fix or blank it"
-            )
-        }
-        return value
-    }
-
-    /** Encodes one patient (any of the three may be null = missing); returns float32 [K]. */
-    fun encode(age: Any?, sex: Any?, site: Any?): FloatArray {
-        val vec = FloatArray(size)
-        val years = checkAge(age)
-        if (years == null) {
-            vec[1] = 1f
-        } else {
-            // Computed in double and rounded once to float32, as numpy stores the Python float.
-            vec[0] = ((years - contract.age.center) / contract.age.scale).toFloat()
-        }
-        var offset = 2
-        val sexes = contract.sex.categories
-        val sexValue = canonicalSex(sex)
-        vec[offset + (if (sexValue == null) sexes.size else sexes.indexOf(sexValue))] = 1f
-        offset += sexes.size + 1
-        val sites = contract.site.categories
-        val siteValue = canonicalSite(site)
-        vec[offset + (if (siteValue == null) sites.size else sites.indexOf(siteValue))] = 1f
-        return vec
+        val out = FloatArray(size)
+        var i = 0
+        for (f in features) for (v in parts.getValue(f.name)) out[i++] = v.toFloat()
+        return out
     }
 }
 
-/** A value as a message shows it: strings quoted, lists and arrays with their items, anything else as it prints. */
-internal fun describeValue(value: Any?): String = when (value) {
-    null -> "null"
-    is String -> "\"$value\""
-    is Char -> "'$value'"
-    is Array<*> -> value.contentDeepToString()
-    is IntArray -> value.contentToString()
-    is LongArray -> value.contentToString()
-    is FloatArray -> value.contentToString()
-    is DoubleArray -> value.contentToString()
-    is BooleanArray -> value.contentToString()
+/**
+ * A case as golden.json (and the test manifests) write it: field -> raw value, JSON null = missing; numbers keep
+ * Python's int / float distinction (see [pyValue]), which only shows in messages.
+ */
+fun caseFromJson(json: JsonObject): Map<String, Any?> {
+    val case = LinkedHashMap<String, Any?>()
+    for ((key, value) in json.entrySet()) case[key] = pyValue(value)
+    return case
+}
+
+// ------------------------------------------------------------------------------------- Python's view of values
+
+/**
+ * A JSON value as Python's json.loads makes it: null, Boolean, String, a Long (or BigInteger) for an integer
+ * literal ("55"), a Double for any other number ("55.0", "1e2"), a List or a LinkedHashMap (in file order).
+ */
+fun pyValue(element: JsonElement?): Any? {
+    if (element == null || element.isJsonNull) return null
+    if (element.isJsonArray) return element.asJsonArray.map { pyValue(it) }
+    if (element.isJsonObject) {
+        val map = LinkedHashMap<String, Any?>()
+        for ((key, value) in element.asJsonObject.entrySet()) map[key] = pyValue(value)
+        return map
+    }
+    val p = element.asJsonPrimitive
+    if (p.isBoolean) return p.asBoolean
+    if (p.isString) return p.asString
+    val text = p.asNumber.toString()
+    if (text.any { it == '.' || it == 'e' || it == 'E' }) return text.toDouble()
+    val whole = try {
+        BigInteger(text)
+    } catch (e: NumberFormatException) {
+        return text.toDouble() // NaN or Infinity, which only a lenient parser lets through
+    }
+    return if (whole.bitLength() < 64) whole.toLong() else whole
+}
+
+/** Python's `type(value).__name__` for the values [pyValue] makes. */
+internal fun pyTypeName(value: Any?): String = when (value) {
+    null -> "NoneType"
+    is Boolean -> "bool"
+    is String -> "str"
+    is Double, is Float -> "float"
+    is Number -> "int"
+    is Map<*, *> -> "dict"
+    is List<*> -> "list"
+    else -> value.javaClass.simpleName
+}
+
+/** Python's `repr(value)`: None, True, 'text', 55, 55.0, [1, 'a'], {'k': 1}; arrays as lists. */
+fun pyRepr(value: Any?): String = when (value) {
+    null -> "None"
+    is Boolean -> if (value) "True" else "False"
+    is String -> pyStringRepr(value)
+    is Char -> pyStringRepr(value.toString())
+    is Double -> pyFloatRepr(value)
+    is Float -> pyFloatRepr(value.toDouble())
+    is BigDecimal -> pyFloatRepr(value.toDouble())
+    is Number -> value.toString()
+    is Map<*, *> -> value.entries.joinToString(", ", "{", "}") { "${pyRepr(it.key)}: ${pyRepr(it.value)}" }
+    is Iterable<*> -> value.joinToString(", ", "[", "]") { pyRepr(it) }
+    is Array<*> -> value.joinToString(", ", "[", "]") { pyRepr(it) }
+    is IntArray -> value.joinToString(", ", "[", "]")
+    is LongArray -> value.joinToString(", ", "[", "]")
+    is DoubleArray -> value.joinToString(", ", "[", "]") { pyFloatRepr(it) }
+    is FloatArray -> value.joinToString(", ", "[", "]") { pyFloatRepr(it.toDouble()) }
+    is BooleanArray -> value.joinToString(", ", "[", "]") { pyRepr(it) }
     else -> value.toString()
 }
 
-/** What kind of value [value] is, in words ("a boolean", "a list", ...), for messages. */
-internal fun kindOf(value: Any?): String = when {
-    value == null -> "null"
-    value is Boolean -> "a boolean"
-    value is Number -> "a number"
-    value is Char -> "a character"
-    value is Collection<*> || value.javaClass.isArray -> "a list"
-    value is Map<*, *> -> "a map"
-    else -> "a value of type ${value.javaClass.simpleName}"
+/** Python's `str(value)`: the text itself for a string, else its repr. */
+internal fun pyStr(value: Any?): String = if (value is String) value else pyRepr(value)
+
+/** Python's repr of a str: single quotes unless the text holds one and no double quote; escapes as Python's. */
+private fun pyStringRepr(text: String): String {
+    val quote = if ('\'' in text && '"' !in text) '"' else '\''
+    val out = StringBuilder().append(quote)
+    for (c in text) {
+        when {
+            c == quote || c == '\\' -> out.append('\\').append(c)
+            c == '\n' -> out.append("\\n")
+            c == '\r' -> out.append("\\r")
+            c == '\t' -> out.append("\\t")
+            c.toInt() < 0x20 || c.toInt() == 0x7f -> out.append("\\x").append(String.format("%02x", c.toInt()))
+            else -> out.append(c)
+        }
+    }
+    return out.append(quote).toString()
+}
+
+/**
+ * Python's `repr(float)`: the shortest decimal that reads back as the same double, positional from 1e-4 up to
+ * 1e16 ("55.0", "0.0001"), else in exponent form ("1e+16", "1.5e-05").
+ */
+internal fun pyFloatRepr(value: Double): String {
+    if (value.isNaN()) return "nan"
+    if (value.isInfinite()) return if (value > 0) "inf" else "-inf"
+    val sign = if (value < 0 || (value == 0.0 && 1.0 / value < 0)) "-" else ""
+    if (value == 0.0) return sign + "0.0"
+    val exact = BigDecimal(Math.abs(value))
+    var shortest = exact
+    for (digits in 1..17) {
+        shortest = exact.round(MathContext(digits, RoundingMode.HALF_EVEN))
+        if (shortest.toDouble() == Math.abs(value)) break
+    }
+    val unscaled = shortest.unscaledValue().toString().trimEnd('0').ifEmpty { "0" }
+    val exponent = shortest.precision() - shortest.scale() - 1 // of the first digit
+    if (exponent < -4 || exponent >= 16) {
+        val mantissa = if (unscaled.length == 1) unscaled else unscaled[0] + "." + unscaled.substring(1)
+        val digits = Math.abs(exponent).toString().padStart(2, '0')
+        return sign + mantissa + "e" + (if (exponent < 0) "-" else "+") + digits
+    }
+    val plain = shortest.setScale(Math.max(1, shortest.scale()), RoundingMode.UNNECESSARY).toPlainString()
+    val trimmed = plain.trimEnd('0')
+    return sign + (if (trimmed.endsWith(".")) trimmed + "0" else trimmed)
 }
 
 /** Python's `str.lower()`, one code point at a time (no locale rules, unlike `String.toLowerCase`). */
@@ -178,20 +385,24 @@ internal fun parsePythonFloat(text: String): Double? {
     return null
 }
 
-/** Python's `format(value, "g")`: 6 significant digits, trailing zeros dropped, exponent form outside 1e-4..1e6. */
-internal fun formatG(value: Double): String {
+/**
+ * Python's `format(value, "g")` (or `".{precision}g"`): [precision] significant digits, trailing zeros dropped,
+ * exponent form when the exponent is below -4 or at least [precision].
+ */
+internal fun formatG(value: Double, precision: Int = 6): String {
     if (value.isNaN()) return "nan"
     if (value.isInfinite()) return if (value > 0) "inf" else "-inf"
     val sign = if (value < 0 || (value == 0.0 && 1.0 / value < 0)) "-" else ""
     if (value == 0.0) return sign + "0"
-    val rounded = BigDecimal(Math.abs(value)).round(MathContext(6, RoundingMode.HALF_EVEN))
+    val rounded = BigDecimal(Math.abs(value)).round(MathContext(precision, RoundingMode.HALF_EVEN))
     val exponent = rounded.precision() - rounded.scale() - 1
-    if (exponent < -4 || exponent >= 6) {
-        val mantissa = stripZeros(rounded.movePointLeft(exponent).setScale(5, RoundingMode.HALF_EVEN).toPlainString())
+    if (exponent < -4 || exponent >= precision) {
+        val mantissa = rounded.movePointLeft(exponent).setScale(precision - 1, RoundingMode.HALF_EVEN).toPlainString()
         val digits = Math.abs(exponent).toString().padStart(2, '0')
-        return sign + mantissa + "e" + (if (exponent < 0) "-" else "+") + digits
+        return sign + stripZeros(mantissa) + "e" + (if (exponent < 0) "-" else "+") + digits
     }
-    return sign + stripZeros(rounded.setScale(Math.max(0, 5 - exponent), RoundingMode.HALF_EVEN).toPlainString())
+    val fixed = rounded.setScale(Math.max(0, precision - 1 - exponent), RoundingMode.HALF_EVEN).toPlainString()
+    return sign + stripZeros(fixed)
 }
 
 private fun stripZeros(text: String): String = if ('.' in text) text.trimEnd('0').trimEnd('.') else text

@@ -5,7 +5,7 @@ import com.google.gson.JsonObject
 
 /** The schema name and version this port reads (core/spec.py: SCHEMA, SCHEMA_VERSION). */
 const val SPEC_SCHEMA = "melanoma-model-spec"
-const val SPEC_SCHEMA_VERSION = 1
+const val SPEC_SCHEMA_VERSION = 2
 
 /** The key under which every artifact embeds its spec (export/common.py: SPEC_KEY). */
 const val SPEC_KEY = "melanoma_spec"
@@ -58,32 +58,31 @@ class OutputContract(
     }
 }
 
-/** The age part of the metadata contract. */
-class AgeContract(val center: Double, val scale: Double, val min: Double, val max: Double)
-
-/** One categorical feature (sex or body site): its categories in `meta` order and the accepted aliases. */
-class CategoryContract(val categories: List<String>, val aliases: Map<String, String>)
-
-/** How to build the `meta` vector (core/metadata.py: MetadataEncoder.contract()). */
-class MetadataContract(
-    val version: Int,
+/**
+ * The `meta` input's layout (core/spec.py: `metadata_layout`), derived from the contract and checked against it:
+ * its size, the name of each entry, the case fields it is built from, and the text that counts as missing
+ * (matched after trimming and lower-casing).
+ */
+class MetadataLayout(
     val size: Int,
-    val featureNames: List<String>,
-    val age: AgeContract,
-    val sex: CategoryContract,
-    val site: CategoryContract,
-    val missingTokens: List<String>
+    val dtype: String,
+    val entries: List<String>,
+    val fields: List<String>,
+    val missingTokens: List<String>,
+    val caseInsensitive: Boolean
 )
 
 /**
- * The ModelSpec as an app needs it: the image, metadata and output contracts, plus the whole JSON ([json])
- * for the fields an app only displays or compares (provenance, intended use, thresholds).
+ * The ModelSpec as an app needs it: the image contract, the `meta` layout, the model's own contract (whose
+ * features build `meta`), the outputs, plus the whole JSON ([json]) for the fields an app only displays or
+ * compares (provenance, intended use, thresholds).
  */
 class ModelSpec(
     val name: String,
     val architecture: String,
     val image: ImageContract,
-    val metadata: MetadataContract,
+    val metadata: MetadataLayout,
+    val contract: Contract,
     val outputs: OutputContract,
     /** "" for fp32; else the artifact's precision name ("int8", "int8-dynamic", "fp16"). */
     val precision: String,
@@ -93,8 +92,8 @@ class ModelSpec(
     val metaSize: Int
         get() = metadata.size
 
-    /** The metadata encoder this spec describes. */
-    fun encoder(): MetadataEncoder = MetadataEncoder(metadata)
+    /** The metadata encoder the contract describes: a case (field -> raw value) -> `meta` (core/spec.py: encoder). */
+    fun encoder(): ContractEncoder = contract.encoder(metadata.missingTokens)
 
     /** The intended-use statement recorded at training time (only shown), "" when the spec records none. */
     val intendedUse: String
@@ -107,13 +106,14 @@ class ModelSpec(
 }
 
 private val TOP_FIELDS = setOf(
-    "name", "architecture", "image", "metadata", "outputs", "model_config", "version", "weights_sha256",
+    "name", "architecture", "image", "metadata", "contract", "outputs", "model_config", "version", "weights_sha256",
     "created_at", "code_version", "provenance", "precision", "schema", "schema_version"
 )
 private val IMAGE_FIELDS = setOf(
     "size", "layout", "dtype", "color", "value_range", "resize", "interpolation", "antialias", "resize_library",
     "resize_library_version", "scale", "decode", "mean", "std", "normalization"
 )
+private val METADATA_FIELDS = setOf("size", "dtype", "entries", "fields", "missing_tokens", "case_insensitive")
 private val OUTPUT_FIELDS = setOf(
     "names", "shape", "labels", "positive_label", "probability", "temperature", "threshold", "threshold_rule",
     "thresholds"
@@ -121,13 +121,14 @@ private val OUTPUT_FIELDS = setOf(
 
 /**
  * Parses and validates a ModelSpec JSON text, as core/spec.py's `ModelSpec.from_json` does: the schema and its
- * version, no unknown fields, the image contract, the outputs and a metadata contract whose feature list matches
- * its categories.
+ * version (2), no unknown fields, the image contract, the outputs, the model's contract (core/contract.py's
+ * rules and sentences) and a `meta` layout that is the one the contract derives (`_check_against_contract`).
  *
  * No field that shapes an input or the decision is ever filled in: a spec without `image.layout`,
- * `outputs.threshold`, `metadata.age.valid_range`, ... is refused with a sentence naming the field. Only fields
- * that are merely shown may be absent (`outputs.threshold_rule`, `provenance`, `precision`), and then read as ""
- * (absent), never as an invented value.
+ * `outputs.threshold`, `metadata.entries`, `contract.metadata`, ... is refused with a sentence naming the field.
+ * Only the contract's optional fields take the defaults its schema documents (Contract.kt), and fields that are
+ * merely shown may be absent (`outputs.threshold_rule`, `provenance`, `precision`): they then read as "" (absent),
+ * never as an invented value.
  *
  * @param source names the text in error messages (a file name, "the embedded spec").
  * @throws ContractException when it is not a valid spec.
@@ -149,16 +150,24 @@ internal fun specFromJson(root: JsonObject, source: String): ModelSpec {
         version.asDouble != SPEC_SCHEMA_VERSION.toDouble()
     ) {
         throw ContractException(
-            "$source has spec schema version ${version ?: "none"}; this app reads version $SPEC_SCHEMA_VERSION"
+            "$source has spec schema version ${version ?: "none"}; this app reads version $SPEC_SCHEMA_VERSION " +
+                "(the spec that carries the model's contract): re-export the model with python -m export.all"
         )
     }
     top.onlyKnown(TOP_FIELDS)
     val image = readImage(top.obj("image"))
     val outputs = readOutputs(top.obj("outputs"), source)
     val metadata = readMetadata(top.obj("metadata"), source)
+    val contract = try {
+        parseContract(top.obj("contract").obj)
+    } catch (e: ContractException) {
+        throw ContractException("$source's contract is not valid: ${e.message}")
+    }
+    checkAgainstContract(image, metadata, contract, source)
     // Shown only (and picks the androidTest's bound): an fp32 artifact's spec has "precision": {} (no name).
     val precision = if (top.has("precision")) top.obj("precision").optionalString("name") ?: "" else ""
-    return ModelSpec(top.string("name"), top.string("architecture"), image, metadata, outputs, precision, root)
+    val name = top.string("name")
+    return ModelSpec(name, top.string("architecture"), image, metadata, contract, outputs, precision, root)
 }
 
 private fun readImage(f: Fields): ImageContract {
@@ -214,65 +223,63 @@ private fun readOutputs(f: Fields, source: String): OutputContract {
     )
 }
 
-/**
- * Mirrors core/metadata.py's `MetadataEncoder.from_contract`, reading the missing tokens and age range too; every
- * field is required, and the dtype and case rule must be those [MetadataEncoder] implements.
- */
-private fun readMetadata(f: Fields, source: String): MetadataContract {
-    val version = f.int("version")
-    if (version != 1) throw ContractException("$source's metadata contract version $version is not 1: re-export it")
-    val dtype = f.string("dtype")
-    if (dtype != "float32") {
-        throw ContractException("$source asks for a $dtype meta input; this app encodes float32")
+/** The `meta` layout (every field required); its dtype and case rule must be those [ContractEncoder] implements. */
+private fun readMetadata(f: Fields, source: String): MetadataLayout {
+    f.onlyKnown(METADATA_FIELDS)
+    val layout = MetadataLayout(
+        size = f.int("size"),
+        dtype = f.string("dtype"),
+        entries = f.strings("entries"),
+        fields = f.strings("fields"),
+        missingTokens = f.strings("missing_tokens"),
+        caseInsensitive = f.bool("case_insensitive")
+    )
+    if (layout.dtype != "float32") {
+        throw ContractException("$source asks for a ${layout.dtype} meta input; this app encodes float32")
     }
-    if (!f.bool("case_insensitive")) {
+    if (!layout.caseInsensitive) {
         throw ContractException(
             "$source asks for case-sensitive metadata categories; this app matches them case-insensitively, " +
-                "as core/metadata.py does"
+                "as core/contract.py does"
         )
     }
-    val age = f.obj("age")
-    val range = age.doubles("valid_range")
-    if (range.size != 2 || range[0] > range[1]) {
-        throw ContractException("$source's metadata.age.valid_range must be [min, max]: re-export it")
-    }
-    val scale = age.double("scale")
-    if (scale == 0.0) throw ContractException("$source's metadata.age.scale is 0: re-export it")
-    val sex = f.obj("sex")
-    val site = f.obj("site")
-    val contract = MetadataContract(
-        version = version,
-        size = f.int("size"),
-        featureNames = f.objects("features").map { it.string("name") },
-        age = AgeContract(age.double("center"), scale, range[0], range[1]),
-        sex = CategoryContract(sex.strings("categories"), sex.stringMap("aliases")),
-        site = CategoryContract(site.strings("categories"), site.stringMap("aliases")),
-        missingTokens = f.strings("missing_tokens")
+    return layout
+}
+
+/**
+ * The derived parts of the spec (the `meta` layout, the image size and resize rule) must be what the contract
+ * derives (core/spec.py: `_check_against_contract`).
+ */
+private fun checkAgainstContract(image: ImageContract, layout: MetadataLayout, contract: Contract, source: String) {
+    val encoder = contract.encoder(layout.missingTokens)
+    fun mismatch(detail: String): Nothing = throw ContractException(
+        "$source's metadata layout does not match its contract's features ($detail): re-export the model"
     )
-    for ((what, category) in listOf("sex" to contract.sex, "site" to contract.site)) {
-        for ((alias, target) in category.aliases) {
-            if (target !in category.categories) {
-                throw ContractException(
-                    "$source's metadata.$what.aliases maps \"$alias\" to \"$target\", which is not one of its " +
-                        "categories: re-export it"
-                )
-            }
+    if (layout.size != encoder.size) {
+        mismatch("metadata.size is ${layout.size}, the features make ${encoder.size} entries")
+    }
+    val entries = encoder.entries
+    for (i in entries.indices) {
+        if (i >= layout.entries.size || layout.entries[i] != entries[i]) {
+            val listed = if (i < layout.entries.size) "\"${layout.entries[i]}\"" else "absent"
+            mismatch("metadata.entries[$i] is $listed, the features make \"${entries[i]}\"")
         }
     }
-    val expected = ArrayList<String>()
-    expected.add("age")
-    expected.add("age_missing")
-    contract.sex.categories.forEach { expected.add("sex_$it") }
-    expected.add("sex_missing")
-    contract.site.categories.forEach { expected.add("site_$it") }
-    expected.add("site_missing")
-    if (contract.featureNames != expected) {
-        throw ContractException("$source's metadata feature list does not match its categories: re-export it")
+    if (layout.entries.size != entries.size) mismatch("metadata.entries lists ${layout.entries.size} entries")
+    if (layout.fields != encoder.fields) {
+        mismatch("metadata.fields is ${layout.fields}, the features read ${encoder.fields}")
     }
-    if (contract.size != expected.size) {
-        throw ContractException("$source's metadata.size ${contract.size} is not its ${expected.size} features")
+    if (image.size != contract.image.size) {
+        throw ContractException(
+            "$source's image.size ${image.size} differs from the contract's ${contract.image.size}: re-export the model"
+        )
     }
-    return contract
+    if (image.antialias != (contract.image.resize == "pillow")) {
+        throw ContractException(
+            "$source's image.antialias ${image.antialias} contradicts the contract's resize rule " +
+                "\"${contract.image.resize}\": re-export the model"
+        )
+    }
 }
 
 /**

@@ -3,7 +3,8 @@ package com.melanomaexport.core
 /*
  * The image half of the contract, ported from core/images.py function for function:
  *   decoded ARGB pixels (what Bitmap.getPixels returns) -> toRgb (alpha composited on white, as PIL does)
- *   -> resizeRgb (stretch to S x S with Pillow 13.0's antialiased bilinear filter, bit for bit)
+ *   -> the spec's resize rule, bit for bit: resizeRgb (stretch to S x S with Pillow 13.0's antialiased bilinear
+ *      filter; `image.antialias` true) or resizeBilinear (OpenCV's cv2.resize INTER_LINEAR; antialias false)
  *   -> toFloat (v / 255 in float32, laid out NCHW or NHWC as the spec says).
  * Orientation (EXIF) is applied before this, see Exif.kt.
  */
@@ -25,9 +26,12 @@ val SUPPORTED_LAYOUTS = listOf("NCHW", "NHWC")
 /** The Pillow major version whose resize (pass order included) this port reproduces. */
 const val PILLOW_MAJOR = 13
 
+/** `image.resize_library` of a spec whose resize is cv2's INTER_LINEAR (core/spec.py: BILINEAR_RESIZE). */
+const val BILINEAR_RESIZE = "OpenCV cv2.resize INTER_LINEAR (bit-exact port: core.images.resize_bilinear)"
+
 /**
  * Refuses an image contract this port cannot honour, in one sentence naming the field
- * (core/images.py: `check_contract`; also the dtype, colour, value range and Pillow version, which the Python
+ * (core/images.py: `check_contract`; also the dtype, colour, value range and resize library, which the Python
  * reference takes for granted). Every field is there: [readSpec] refuses a spec that lacks one.
  */
 fun checkContract(contract: ImageContract) {
@@ -36,15 +40,19 @@ fun checkContract(contract: ImageContract) {
     if (contract.resize != "stretch") refuse("resize", contract.resize, "stretch")
     if (contract.interpolation != "bilinear") refuse("interpolation", contract.interpolation, "bilinear")
     if (contract.layout !in SUPPORTED_LAYOUTS) refuse("layout", contract.layout, SUPPORTED_LAYOUTS.joinToString(", "))
-    if (!contract.antialias) {
-        throw ContractException(
-            "the spec asks for a resize without antialiasing; this app implements the antialiased one"
-        )
-    }
     if (contract.dtype != "float32") refuse("dtype", contract.dtype, "float32")
     if (contract.color != "RGB") refuse("color", contract.color, "RGB")
     if (contract.valueRange != listOf(0.0, 1.0)) refuse("value_range", contract.valueRange, "[0, 1]")
-    if (contract.resizeLibrary != "PIL") refuse("resize_library", contract.resizeLibrary, "PIL")
+    if (!contract.antialias) {
+        // cv2's INTER_LINEAR is one fixed algorithm (no version-dependent pass order): the library names it.
+        if (contract.resizeLibrary != BILINEAR_RESIZE) {
+            refuse("resize_library", contract.resizeLibrary, "PIL (antialiased) and \"$BILINEAR_RESIZE\"")
+        }
+        return
+    }
+    if (contract.resizeLibrary != "PIL") {
+        refuse("resize_library", contract.resizeLibrary, "PIL (antialiased) and \"$BILINEAR_RESIZE\"")
+    }
     val version = contract.resizeLibraryVersion
     if (version.isEmpty()) {
         // Not assumed to be Pillow 13: the pass order, and so the pixels, depend on the version.
@@ -235,6 +243,79 @@ private fun resampleVertical(image: RgbImage, outHeight: Int): RgbImage {
     return RgbImage(image.width, outHeight, out)
 }
 
+// OpenCV's INTER_LINEAR for 8-bit images (core/images.py: COEF_BITS): 11-bit coefficients, then its vectorised
+// vertical pass, whose shifts (each product of the horizontal sum >> 4 and a coefficient, >> 16, summed, + 2, >> 2)
+// differ from an exact rounding by one level now and then. OpenCV runs that vector code on every row.
+private const val COEF_BITS = 11
+
+/** For each output index of one axis: the two source indices and their 11-bit weights. */
+internal class LinearTaps(val first: IntArray, val second: IntArray, val w0: IntArray, val w1: IntArray)
+
+/**
+ * core/images.py: `_linear_taps`, as cv2.resize computes them: the source position in double, rounded to float32;
+ * its floor; the fraction (float32) and its weights rounded half to even; indices clamped to the image, the weights
+ * not.
+ */
+internal fun linearTaps(src: Int, dst: Int): LinearTaps {
+    val scale = 1.0 / (dst.toDouble() / src)
+    val one = (1 shl COEF_BITS).toFloat()
+    val first = IntArray(dst)
+    val second = IntArray(dst)
+    val w0 = IntArray(dst)
+    val w1 = IntArray(dst)
+    for (d in 0 until dst) {
+        val position = ((d + 0.5) * scale - 0.5).toFloat()
+        val floor = Math.floor(position.toDouble()).toFloat()
+        val fraction = position - floor // float32 arithmetic, as numpy's float32 arrays
+        // Math.rint rounds half to even, as np.rint; the float32 product widens to double exactly.
+        w0[d] = Math.rint(((1f - fraction) * one).toDouble()).toInt()
+        w1[d] = Math.rint((fraction * one).toDouble()).toInt()
+        val i = floor.toInt()
+        first[d] = Math.min(Math.max(i, 0), src - 1)
+        second[d] = Math.min(Math.max(i + 1, 0), src - 1)
+    }
+    return LinearTaps(first, second, w0, w1)
+}
+
+/**
+ * OpenCV's `cv2.resize(pixels, (outWidth, outHeight), interpolation=cv2.INTER_LINEAR)` of an RGB image, bit for bit
+ * (core/images.py: `resize_bilinear`): no antialiasing, half-pixel centres; a horizontal pass into integer sums
+ * (weights 2^11), then the vertical pass with cv2's shifts.
+ */
+fun resizeBilinear(image: RgbImage, outWidth: Int, outHeight: Int): RgbImage {
+    require(outWidth > 0 && outHeight > 0) { "the output size must be positive, got ${outWidth}x$outHeight" }
+    val xs = linearTaps(image.width, outWidth)
+    val ys = linearTaps(image.height, outHeight)
+    val src = image.pixels
+    val stride = outWidth * 3
+    // The horizontal sums of a source row (S = p[i0] * w0 + p[i1] * w1), computed once for each row a pass needs.
+    val rows = arrayOfNulls<IntArray>(image.height)
+    fun row(y: Int): IntArray = rows[y] ?: IntArray(stride).also { sums ->
+        val base = y * image.width * 3
+        for (x in 0 until outWidth) {
+            val a = base + xs.first[x] * 3
+            val b = base + xs.second[x] * 3
+            for (c in 0 until 3) {
+                sums[x * 3 + c] = (src[a + c].toInt() and 0xff) * xs.w0[x] + (src[b + c].toInt() and 0xff) * xs.w1[x]
+            }
+        }
+        rows[y] = sums
+    }
+    val out = ByteArray(outHeight * stride)
+    for (y in 0 until outHeight) {
+        val top = row(ys.first[y])
+        val bottom = row(ys.second[y])
+        val v0 = ys.w0[y]
+        val v1 = ys.w1[y]
+        val o = y * stride
+        for (i in 0 until stride) {
+            val sum = (((top[i] shr 4) * v0) shr 16) + (((bottom[i] shr 4) * v1) shr 16)
+            out[o + i] = ((sum + 2) shr 2).toByte()
+        }
+    }
+    return RgbImage(outWidth, outHeight, out)
+}
+
 /**
  * uint8 RGB -> float32 v / 255 (a correctly rounded float division, as numpy does), laid out as [3, H, W] for
  * "NCHW" or [H, W, 3] for "NHWC" (core/images.py: `to_float`).
@@ -255,11 +336,14 @@ fun toFloat(image: RgbImage, layout: String): FloatArray {
 
 /**
  * A decoded RGB image -> the `image` tensor of one case (no batch axis) as [contract] says
- * (core/images.py: `preprocess`); [layout] overrides the contract's layout.
+ * (core/images.py: `preprocess`): resized by Pillow's antialiased rule or by cv2's INTER_LINEAR as
+ * `antialias` says; [layout] overrides the contract's layout.
  */
 fun preprocess(image: RgbImage, contract: ImageContract, layout: String? = null): FloatArray {
     checkContract(contract)
-    return toFloat(resizeRgb(image, contract.size), layout ?: contract.layout)
+    val s = contract.size
+    val pixels = if (contract.antialias) resizeRgb(image, s) else resizeBilinear(image, s, s)
+    return toFloat(pixels, layout ?: contract.layout)
 }
 
 /**

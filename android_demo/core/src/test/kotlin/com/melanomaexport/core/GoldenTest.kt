@@ -14,7 +14,8 @@ import java.util.Base64
 /**
  * Replays every golden case of a real export (golden.json + the golden/ PNGs, written by `python -m export.all` in
  * the same test session) through the :core pipeline with the spec read from the real .tflite: decoded pixels,
- * `image` tensor, `meta` vector and decision against Python's. What only a phone can add is the LiteRT call
+ * `image` tensor (bit-identical), `meta` vector (within 1e-6; the case is golden.json's field -> raw value map) and
+ * decision against Python's. What only a phone can add is the LiteRT call
  * (app/src/androidTest: GoldenReplayTest).
  */
 class GoldenTest {
@@ -28,8 +29,13 @@ class GoldenTest {
         val specs = models.map { it to specFromTflite(it.readBytes(), it.name) }
         val (tflite, spec) = specs.firstOrNull { it.second.precision == "" } ?: specs.first()
         val bound = golden.getAsJsonObject("tolerance").get("image_max_abs").asDouble
-        val pillow = golden.getAsJsonObject("preprocessing").get("pillow_version").asString
-        assertEquals("the spec's Pillow is the golden one", pillow, spec.image.resizeLibraryVersion)
+        val preprocessing = golden.getAsJsonObject("preprocessing")
+        val rule = preprocessing.get("rule").asString
+        assertEquals("the golden resize rule is the spec's", rule, spec.contract.image.resize)
+        if (spec.image.antialias) {
+            val pillow = preprocessing.get("pillow_version").asString
+            assertEquals("the spec's Pillow is the golden one", pillow, spec.image.resizeLibraryVersion)
+        }
         val cases = golden.getAsJsonArray("cases")
         assertTrue("golden.json has cases", cases.size() > 0)
         val s = spec.image.size
@@ -61,17 +67,12 @@ class GoldenTest {
             worst = Math.max(worst, maxD)
             // One 8-bit level is v/255 vs (v+1)/255 in float32, which can exceed 1/255 by a float32 rounding.
             if (maxD > bound + 1e-6) failures.add("$name: image tensor off by $maxD > $bound")
-            val metadata = case.getAsJsonObject("metadata")
-            fun raw(key: String): Any? {
-                val v = metadata.get(key)
-                if (v == null || v.isJsonNull) return null
-                return if (v.asJsonPrimitive.isNumber) v.asDouble else v.asString
-            }
-            val meta = spec.encoder().encode(raw("age"), raw("sex"), raw("site"))
+            // The case as the contract's features read it (field -> raw value), encoded by the spec's contract.
+            val meta = spec.encoder().encode(caseFromJson(case.getAsJsonObject("metadata")))
             val expectedMeta = case.getAsJsonArray("meta").map { it.asFloat }.toFloatArray()
-            if (!expectedMeta.contentEquals(meta)) {
-                failures.add("$name: meta ${meta.toList()} != ${expectedMeta.toList()}")
-            }
+            val sameSize = meta.size == expectedMeta.size
+            val metaDiff = if (sameSize) maxAbsDiff(meta, expectedMeta) else Double.POSITIVE_INFINITY
+            if (metaDiff > 1e-6) failures.add("$name: meta ${meta.toList()} != ${expectedMeta.toList()}")
             val expected = case.getAsJsonObject("expected")
             val decision = decide(spec, expected.get("probability").asDouble)
             val label = expected.get("label").asString
@@ -84,6 +85,7 @@ class GoldenTest {
             entry.addProperty("max_abs_diff", maxD)
             entry.addProperty("values_differing", differ)
             entry.addProperty("meta_equal", expectedMeta.contentEquals(meta))
+            entry.addProperty("meta_max_abs_diff", metaDiff)
             report.add(entry)
         }
         val summary = JsonObject()

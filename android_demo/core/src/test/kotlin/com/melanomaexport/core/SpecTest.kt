@@ -14,10 +14,14 @@ import java.io.File
 class SpecTest {
     @Test
     fun readsAValidSpec() {
-        val spec = readSpec(specText(size = 12, layout = "NCHW", threshold = 0.25))
-        assertEquals(12, spec.image.size)
+        val spec = readSpec(specText(size = 24, layout = "NCHW", threshold = 0.25))
+        assertEquals(24, spec.image.size)
         assertEquals("NCHW", spec.image.layout)
         assertEquals(12, spec.metaSize)
+        assertEquals(listOf(AGE, SEX, SITE), spec.metadata.fields)
+        assertEquals(spec.encoder().entries, spec.metadata.entries)
+        assertEquals(listOf("number", "one_hot", "one_hot"), spec.contract.features.map { it.kind })
+        assertEquals("pillow", spec.contract.image.resize)
         assertEquals(0.25, spec.outputs.threshold, 0.0)
         assertEquals("benign", spec.outputs.negativeLabel)
         assertEquals("", spec.precision)
@@ -33,13 +37,20 @@ class SpecTest {
         assertContains(expectContract { readSpec("{'schema': 'x'}") }.message, "not valid JSON")
         assertContains(expectContract { readSpec("[1, 2]") }.message, "not a model spec")
         assertContains(refusal { it.addProperty("schema", "other") }, "melanoma-model-spec")
-        assertContains(refusal { it.addProperty("schema_version", 2) }, "version")
+        assertEquals(
+            "the model spec has spec schema version 1; this app reads version 2 (the spec that carries the model's " +
+                "contract): re-export the model with python -m export.all",
+            refusal { it.addProperty("schema_version", 1) }
+        )
+        assertContains(refusal { it.addProperty("schema_version", 3) }, "version 3")
         assertContains(refusal { it.addProperty("colour", "red") }, "colour")
         assertContains(refusal { it.getAsJsonObject("image").remove("size") }, "image.size")
         assertContains(refusal { it.getAsJsonObject("image").addProperty("size", "big") }, "image.size")
         assertContains(refusal { it.getAsJsonObject("outputs").addProperty("positive_label", "x") }, "positive_label")
-        assertContains(refusal { it.getAsJsonObject("metadata").getAsJsonArray("features").remove(0) }, "feature list")
+        val entries = refusal { it.getAsJsonObject("metadata").getAsJsonArray("entries").remove(0) }
+        assertContains(entries, "metadata layout")
         assertContains(refusal { it.remove("metadata") }, "metadata")
+        assertContains(refusal { it.remove("contract") }, "has no contract")
     }
 
     /** [specText] with the field at the dotted [path] removed, or set to [value]. */
@@ -87,20 +98,92 @@ class SpecTest {
     }
 
     @Test
-    fun refusesMetadataContractsItCannotHonour() {
+    fun refusesMetadataLayoutsItCannotHonour() {
         assertContains(refusal { it.getAsJsonObject("metadata").addProperty("dtype", "float16") }, "float16 meta input")
         assertContains(
             refusal { it.getAsJsonObject("metadata").addProperty("case_insensitive", false) },
             "case-sensitive"
         )
-        val unknownTarget = refusal {
-            it.getAsJsonObject("metadata").getAsJsonObject("sex").getAsJsonObject("aliases").addProperty("w", "woman")
-        }
-        assertContains(unknownTarget, "metadata.sex.aliases", "\"w\" to \"woman\"")
         assertContains(
-            refusal { it.getAsJsonObject("metadata").getAsJsonObject("age").addProperty("center", "50") },
-            "no valid metadata.age.center"
+            refusal { it.getAsJsonObject("metadata").addProperty("size", "12") },
+            "no valid metadata.size (a number expected)"
         )
+        assertContains(refusal { it.getAsJsonObject("metadata").addProperty("order", "C") }, "metadata.order")
+    }
+
+    /** The `meta` layout, image size and resize rule must be what the contract derives (core/spec.py). */
+    @Test
+    fun refusesALayoutItsContractDoesNotDerive() {
+        fun metadata(root: JsonObject) = root.getAsJsonObject("metadata")
+        assertEquals(
+            "the model spec's metadata layout does not match its contract's features (metadata.size is 13, the " +
+                "features make 12 entries): re-export the model",
+            refusal { metadata(it).addProperty("size", 13) }
+        )
+        assertEquals(
+            "the model spec's metadata layout does not match its contract's features (metadata.entries[2] is " +
+                "\"sex_female\", the features make \"sex_male\"): re-export the model",
+            refusal {
+                val entries = metadata(it).getAsJsonArray("entries")
+                val male = entries[2]
+                entries.set(2, entries[3])
+                entries.set(3, male)
+            }
+        )
+        val fields = refusal { metadata(it).getAsJsonArray("fields").remove(2) }
+        assertContains(fields, "metadata.fields is [age_approx, sex]")
+        val size = refusal { it.getAsJsonObject("image").addProperty("size", 9) }
+        assertContains(size, "image.size 9 differs from the contract's 16")
+        assertContains(
+            refusal { it.getAsJsonObject("image").addProperty("antialias", false) },
+            "image.antialias false contradicts the contract's resize rule \"pillow\""
+        )
+    }
+
+    /** The contract is read by core/contract.py's rules: a broken one is refused with Python's sentence. */
+    @Test
+    fun refusesABrokenContractWithPythonsSentence() {
+        fun contract(root: JsonObject) = root.getAsJsonObject("contract")
+        assertEquals(
+            "the model spec's contract is not valid: the contract has no 'output': add it (see the contract schema " +
+                "in the README)",
+            refusal { contract(it).remove("output") }
+        )
+        assertEquals(
+            "the model spec's contract is not valid: metadata[1].missing is 'row': use \"column\" or \"zeros\"",
+            refusal { contract(it).getAsJsonArray("metadata")[1].asJsonObject.addProperty("missing", "row") }
+        )
+        assertEquals(
+            "the model spec's contract is not valid: the contract's \"contract\" is 'melanoma-contract/2': this " +
+                "toolkit reads \"melanoma-contract/1\"",
+            refusal { contract(it).addProperty("contract", "melanoma-contract/2") }
+        )
+        // Every field the contract schema requires is required: none is filled in.
+        for (key in listOf("contract", "name", "image", "metadata", "output", "decision")) {
+            assertContains(refusal { contract(it).remove(key) }, "the contract has no '$key'")
+        }
+        for (key in listOf("size", "channels", "mean", "std", "resize")) {
+            assertContains(refusal { contract(it).getAsJsonObject("image").remove(key) }, "image has no '$key'")
+        }
+        val sex = mapOf(
+            "name" to "metadata[1].name must be a non-empty string, got None",
+            "kind" to "metadata[1].kind is None: use one of number, one_hot, code",
+            "field" to "metadata[1] has no 'field'", "missing" to "metadata[1] has no 'missing'",
+            "categories" to "metadata[1] has no 'categories'"
+        )
+        for ((key, words) in sex) {
+            assertContains(refusal { contract(it).getAsJsonArray("metadata")[1].asJsonObject.remove(key) }, words)
+        }
+        // The optional fields take the defaults the schema documents: a number without transform / offset / scale /
+        // missing_flag / range is (x - 0) / 1, with no flag entry.
+        val plain = readSpec(specText(contract = isicContract().also { c ->
+            val age = c.getAsJsonArray("metadata")[0].asJsonObject
+            for (key in listOf("offset", "scale", "missing_flag", "range", "bands", "unit", "description")) {
+                age.remove(key)
+            }
+        }))
+        assertEquals(listOf("age", "sex_male"), plain.metadata.entries.take(2))
+        assertEquals(130.5f, plain.encoder().encode(isicCase("130.5", null, null))[0], 0f)
     }
 
     /** Fields that are only shown may be absent; they then read as absent (""), never as an invented value. */
@@ -132,7 +215,6 @@ class SpecTest {
         assertContains(refused("layout", "NCWH"), "layout", "NCWH")
         assertContains(refused("interpolation", "bicubic"), "bicubic")
         assertContains(refused("resize", "crop"), "crop")
-        assertContains(refused("antialias", false), "antialias")
         assertContains(refused("resize_library_version", "12.1.0"), "Pillow 12.1.0")
         assertContains(refused("resize_library_version", ""), "records no image.resize_library_version")
         assertContains(refused("color", "BGR"), "color", "BGR")
@@ -141,6 +223,23 @@ class SpecTest {
         val range = readSpec(edited("image.value_range", JsonParser.parseString("[0, 255]")))
         assertContains(expectContract { checkContract(range.image) }.message, "value_range")
         checkContract(readSpec(specText()).image)
+    }
+
+    /** A contract with `"resize": "bilinear"`: antialias false, resized by cv2's INTER_LINEAR (no Pillow version). */
+    @Test
+    fun readsABilinearSpec() {
+        val spec = readSpec(specText(contract = isicContract(resize = "bilinear")))
+        assertEquals(false, spec.image.antialias)
+        checkContract(spec.image)
+        val pil = readSpec(specText(contract = isicContract(resize = "bilinear")) {
+            it.getAsJsonObject("image").addProperty("resize_library", "PIL")
+        })
+        assertContains(expectContract { checkContract(pil.image) }.message, "resize_library \"PIL\"")
+        val foreign = readSpec(specText(size = 16, contract = JsonParser.parseString(FOREIGN_CONTRACT).asJsonObject))
+        assertEquals(8, foreign.metaSize)
+        assertEquals("BGR", foreign.contract.image.channels)
+        assertEquals("softmax", foreign.contract.outputKind)
+        checkContract(foreign.image)
     }
 
     @Test
@@ -213,9 +312,7 @@ class SpecTest {
 val REQUIRED_FIELDS = listOf(
     "image", "image.size", "image.layout", "image.dtype", "image.color", "image.value_range", "image.resize",
     "image.interpolation", "image.antialias", "image.resize_library", "image.resize_library_version",
-    "metadata", "metadata.version", "metadata.size", "metadata.dtype", "metadata.case_insensitive",
-    "metadata.features", "metadata.age", "metadata.age.center", "metadata.age.scale", "metadata.age.valid_range",
-    "metadata.sex", "metadata.sex.categories", "metadata.sex.aliases", "metadata.site", "metadata.site.categories",
-    "metadata.site.aliases", "metadata.missing_tokens",
+    "metadata", "metadata.size", "metadata.dtype", "metadata.entries", "metadata.fields", "metadata.missing_tokens",
+    "metadata.case_insensitive", "contract",
     "outputs", "outputs.names", "outputs.labels", "outputs.positive_label", "outputs.threshold", "outputs.temperature"
 )

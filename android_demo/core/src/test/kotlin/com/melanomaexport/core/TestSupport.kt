@@ -1,5 +1,6 @@
 package com.melanomaexport.core
 
+import com.google.gson.JsonArray
 import com.google.gson.JsonElement
 import com.google.gson.JsonObject
 import com.google.gson.JsonParser
@@ -75,33 +76,69 @@ fun maxAbsDiff(a: FloatArray, b: FloatArray): Double {
     return worst
 }
 
-/**
- * A valid spec JSON, as core/spec.py writes one, for the unit tests that need no Python output; [edit] changes
- * it before it is serialised.
- */
-fun specText(size: Int = 8, layout: String = "NHWC", threshold: Double = 0.3, edit: (JsonObject) -> Unit = {}): String {
-    val sites = listOf("head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital")
-    val features = StringBuilder()
-    val names = listOf("age", "age_missing", "sex_male", "sex_female", "sex_missing") +
-        sites.map { "site_$it" } + listOf("site_missing")
-    names.forEachIndexed { i, n ->
-        if (i > 0) features.append(", ")
-        features.append("{\"name\": \"$n\", \"index\": $i, \"source\": \"x\", \"encoding\": \"e\"}")
+/** The age / sex / site contract `python -m train` models carry (core/contract.py: from_metadata_encoder). */
+fun isicContract(size: Int = 16, resize: String = "pillow"): JsonObject = JsonParser.parseString(
+    """
+    {
+      "contract": "melanoma-contract/1", "name": "unit",
+      "image": {"size": $size, "channels": "RGB", "mean": null, "std": null, "resize": "$resize"},
+      "metadata": [
+        {"name": "age", "kind": "number", "field": "age_approx", "offset": 50.0, "scale": 20.0, "missing": 0,
+         "missing_flag": true, "range": [0.0, 120.0], "bands": [40, 60], "unit": "years",
+         "description": "age in years"},
+        {"name": "sex", "kind": "one_hot", "field": "sex", "categories": ["male", "female"],
+         "aliases": {"m": "male", "f": "female"}, "missing": "column", "description": "sex"},
+        {"name": "site", "kind": "one_hot", "field": "anatom_site_general_challenge",
+         "categories": ["head/neck", "upper extremity", "lower extremity", "torso", "palms/soles", "oral/genital"],
+         "aliases": {"anterior torso": "torso", "posterior torso": "torso", "lateral torso": "torso",
+                     "head neck": "head/neck", "head and neck": "head/neck", "palms soles": "palms/soles",
+                     "oral genital": "oral/genital"},
+         "missing": "column", "description": "body site of the lesion"}
+      ],
+      "output": {"kind": "sigmoid"}, "decision": {"rule": "sensitivity", "target": 0.95}
     }
+    """
+).asJsonObject
+
+/** The case fields of [isicContract]. */
+const val AGE = "age_approx"
+const val SEX = "sex"
+const val SITE = "anatom_site_general_challenge"
+
+/** A case of [isicContract]'s three fields (null = missing). */
+fun isicCase(age: Any?, sex: Any?, site: Any?): Map<String, Any?> = mapOf(AGE to age, SEX to sex, SITE to site)
+
+/**
+ * A valid spec JSON of schema 2, as core/spec.py writes one, for the unit tests that need no Python output: the
+ * model's [contract] (by default [isicContract]) with the `metadata` layout it derives (derived here by :core
+ * itself; the cross-checks hold that derivation to Python's); [edit] changes it before it is serialised.
+ */
+fun specText(
+    size: Int = 16,
+    layout: String = "NHWC",
+    threshold: Double = 0.3,
+    contract: JsonObject = isicContract(size),
+    edit: (JsonObject) -> Unit = {}
+): String {
+    val parsed = parseContract(contract)
+    val tokens = listOf("", "nan", "na", "n/a", "none", "null", "unknown")
+    val encoder = parsed.encoder(tokens)
+    val metadata = JsonObject()
+    metadata.addProperty("size", encoder.size)
+    metadata.addProperty("dtype", "float32")
+    metadata.add("entries", strings(encoder.entries))
+    metadata.add("fields", strings(encoder.fields))
+    metadata.add("missing_tokens", strings(tokens))
+    metadata.addProperty("case_insensitive", true)
+    val pillow = parsed.image.resize == "pillow"
+    val library = if (pillow) "PIL" else BILINEAR_RESIZE
+    val version = if (pillow) "13.0.0" else ""
     val text = """
     {
-      "schema": "melanoma-model-spec", "schema_version": 1, "name": "unit", "architecture": "test",
+      "schema": "melanoma-model-spec", "schema_version": 2, "name": "unit", "architecture": "test",
       "image": {"size": $size, "layout": "$layout", "dtype": "float32", "color": "RGB", "value_range": [0.0, 1.0],
-                "resize": "stretch", "interpolation": "bilinear", "antialias": true, "resize_library": "PIL",
-                "resize_library_version": "13.0.0", "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-      "metadata": {
-        "version": 1, "size": ${names.size}, "dtype": "float32", "features": [$features],
-        "age": {"column": "age_approx", "unit": "years", "center": 50.0, "scale": 20.0, "valid_range": [0.0, 120.0]},
-        "sex": {"column": "sex", "categories": ["male", "female"], "aliases": {"m": "male", "f": "female"}},
-        "site": {"column": "site", "categories": [${sites.joinToString(", ") { "\"$it\"" }}],
-                 "aliases": {"anterior torso": "torso", "head and neck": "head/neck", "oral genital": "oral/genital"}},
-        "missing_tokens": ["", "nan", "na", "n/a", "none", "null", "unknown"], "case_insensitive": true
-      },
+                "resize": "stretch", "interpolation": "bilinear", "antialias": $pillow, "resize_library": "$library",
+                "resize_library_version": "$version", "mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]},
       "outputs": {"names": ["logit", "probability"], "shape": "[N, 1]", "labels": ["benign", "melanoma"],
                   "positive_label": "melanoma", "temperature": 1.0, "threshold": $threshold, "threshold_rule": "test",
                   "thresholds": {}},
@@ -109,8 +146,16 @@ fun specText(size: Int = 8, layout: String = "NHWC", threshold: Double = 0.3, ed
     }
     """
     val root = JsonParser.parseString(text).asJsonObject
+    root.add("metadata", metadata)
+    root.add("contract", contract)
     edit(root)
     return root.toString()
+}
+
+private fun strings(values: List<String>): JsonArray {
+    val array = JsonArray()
+    for (v in values) array.add(v)
+    return array
 }
 
 /** Random-looking but reproducible ARGB pixels (opaque unless [alpha]). */

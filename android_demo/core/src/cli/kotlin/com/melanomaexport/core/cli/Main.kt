@@ -15,22 +15,32 @@ import java.nio.file.StandardCopyOption
 import kotlin.system.exitProcess
 
 const val USAGE = """usage: preprocess --spec (SPEC.json|MODEL.tflite|MODEL.onnx) --image FILE
-                  [--age A] [--sex S] [--site SITE] [--sidecar SPEC.json] [--out OUT.json]
+                  [--meta FIELD=VALUE ...] [--sidecar SPEC.json] [--out OUT.json]
 
 Writes the `image` and `meta` inputs the Kotlin port (:core) builds for one case, so that they can be compared
-with Python's core.images.preprocess and MetadataEncoder.encode when an app disagrees with Python.
+with Python's core.images.preprocess and the contract's ContractEncoder.encode when an app disagrees with Python.
 
   --spec     the model spec: a .spec.json file, or a .tflite / .onnx export carrying one (read from the file)
   --image    the photo (PNG is decoded exactly as PIL does; JPEG decoders differ slightly)
-  --age      age in years; left out = missing
-  --sex      e.g. male, female; left out = missing
-  --site     body site, e.g. torso, "anterior torso"; left out = missing
+  --meta     one case field and its raw value, as the model's contract names the field (the spec's
+             metadata.fields), e.g. --meta age_approx=55 --meta sex=female
+             --meta "anatom_site_general_challenge=anterior torso"; repeat it per field; a field left out = missing
   --sidecar  check the spec embedded in --spec against this file (default: <MODEL>.spec.json when it exists)
   --out      where to write the JSON (default: standard output)
 
-Output: {"image": {"shape": [...], "layout": ..., "data": [...]}, "meta": [...], "meta_features": [...]}"""
+Output: {"image": {"shape": [...], "layout": ..., "data": [...]}, "meta": [...], "meta_entries": [...]}"""
 
-private val VALUE_FLAGS = setOf("--spec", "--image", "--age", "--sex", "--site", "--sidecar", "--out")
+private val VALUE_FLAGS = setOf("--spec", "--image", "--meta", "--sidecar", "--out")
+
+/** The options that may be given more than once (each time with its own value). */
+private val REPEATABLE_FLAGS = setOf("--meta")
+
+/** The command line, parsed: each single option's value, and every value of each repeatable one, in order. */
+private class Options(val values: Map<String, String>, val repeated: Map<String, List<String>>) {
+    operator fun get(flag: String): String? = values[flag]
+
+    fun all(flag: String): List<String> = repeated[flag] ?: emptyList()
+}
 
 /** Entry point of `android_demo/bin/preprocess`: exit 0 on success, 2 on bad input (one sentence on stderr). */
 fun main(args: Array<String>) {
@@ -53,8 +63,9 @@ fun main(args: Array<String>) {
     exitProcess(code)
 }
 
-private fun parseArgs(args: Array<String>): Map<String, String> {
+private fun parseArgs(args: Array<String>): Options {
     val values = LinkedHashMap<String, String>()
+    val repeated = LinkedHashMap<String, MutableList<String>>()
     var i = 0
     while (i < args.size) {
         val flag = args[i]
@@ -74,11 +85,38 @@ private fun parseArgs(args: Array<String>): Map<String, String> {
             i += 1
             args[i]
         }
-        if (name in values) throw ContractException("option $name is given twice: give it once")
-        values[name] = value
+        if (name in REPEATABLE_FLAGS) {
+            repeated.getOrPut(name) { ArrayList() }.add(value)
+        } else {
+            if (name in values) throw ContractException("option $name is given twice: give it once")
+            values[name] = value
+        }
         i += 1
     }
-    return values
+    return Options(values, repeated)
+}
+
+/**
+ * The case the --meta options give (field -> raw text): each FIELD=VALUE names a field the model's contract
+ * reads, once; a field not given is missing, as in Python's encoder.
+ */
+private fun caseOf(spec: ModelSpec, meta: List<String>): Map<String, Any?> {
+    val case = LinkedHashMap<String, Any?>()
+    val fields = spec.metadata.fields
+    for (item in meta) {
+        if ('=' !in item) {
+            val example = fields.firstOrNull() ?: "FIELD"
+            throw ContractException("--meta \"$item\" is not FIELD=VALUE: write e.g. --meta $example=VALUE")
+        }
+        val field = item.substringBefore('=')
+        if (field !in fields) {
+            val known = if (fields.isEmpty()) "it reads none" else "its fields are ${fields.joinToString(", ")}"
+            throw ContractException("--meta \"$item\": the model reads no field \"$field\" ($known)")
+        }
+        if (field in case) throw ContractException("--meta gives the field \"$field\" twice: give it once")
+        case[field] = item.substringAfter('=')
+    }
+    return case
 }
 
 /** Reads the spec from a JSON file or from the model file that embeds it, checking the sidecar if any. */
@@ -117,7 +155,7 @@ private fun run(args: Array<String>) {
     val imagePath = opts["--image"] ?: throw ContractException("--image is required: give the photo to preprocess")
     val spec = loadSpec(File(specPath), opts["--sidecar"]?.let { File(it) })
     // Metadata before pixels: a typo is reported at once, not after decoding a large photo.
-    val meta = spec.encoder().encode(opts["--age"], opts["--sex"], opts["--site"])
+    val meta = spec.encoder().encode(caseOf(spec, opts.all("--meta")))
     val image = decodeImageFile(File(imagePath))
     val tensor = imageTensor(spec, image.argb, image.width, image.height)
     val json = StringBuilder(tensor.size * 22 + 1024)
@@ -126,8 +164,8 @@ private fun run(args: Array<String>) {
     appendFloats(json, tensor)
     json.append("]}, \"meta\": [")
     appendFloats(json, meta)
-    json.append("], \"meta_features\": [")
-    json.append(spec.encoder().featureNames.joinToString(", ") { jsonString(it) })
+    json.append("], \"meta_entries\": [")
+    json.append(spec.metadata.entries.joinToString(", ") { jsonString(it) })
     json.append("], \"decoded\": {\"width\": ").append(image.width).append(", \"height\": ").append(image.height)
     json.append("}}\n")
     val out = opts["--out"]
@@ -139,8 +177,8 @@ private fun run(args: Array<String>) {
     }
 }
 
-/** [text] as a JSON string literal (feature names hold "/" and spaces, never control characters). */
-private fun jsonString(text: String): String = "\"" + text.replace("\\", "\\\\").replace("\"", "\\\"") + "\""
+/** [text] as a JSON string literal (entry names come from the contract: any text, control characters included). */
+private fun jsonString(text: String): String = com.google.gson.JsonPrimitive(text).toString()
 
 /** Each float32 as the exact decimal of its double widening, so a reader gets back the same float32 bits. */
 private fun appendFloats(sb: StringBuilder, values: FloatArray) {
