@@ -41,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--model", required=False, help="model name(s), comma-separated, as given to export.all")
-    p.add_argument("--artifacts", default=None, help="artifact folder (default dist/<model>/); one model only")
+    p.add_argument(
+        "--artifacts", default=None, help="artifact folder (default dist/<model>/); one model only, or alone"
+    )
     p.add_argument(
         "--artifacts-of",
         action="append",
@@ -201,11 +203,17 @@ def benchmark_model(
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of `python -m benchmark`."""
     args = build_parser().parse_args(argv)
-    if not args.model:
-        raise UserError("--model is required: e.g. --model efficientnet_lite0 (after python -m export.all)")
+    if not args.model and not args.artifacts:
+        raise UserError(
+            "--model or --artifacts DIR is required: e.g. --model efficientnet_lite0 (after python -m export.all)"
+        )
     from core import zoo
+    from core.parity_file import ParityReport
 
-    models = [zoo.resolve_name(m) for m in args.model.split(",") if m.strip()]
+    if args.model:
+        models = [zoo.resolve_name(m) for m in args.model.split(",") if m.strip()]
+    else:  # an export folder alone, e.g. of a model trained elsewhere: its name is the one parity.json records
+        models = [ParityReport.load(Path(args.artifacts), hint="give a folder python -m export.all wrote").model]
     threads, batches = _ints(args.threads, "--threads"), _ints(args.batch, "--batch")
     if args.runs < 3 or args.warmup < 0:
         raise UserError("--runs must be at least 3 and --warmup at least 0")

@@ -64,6 +64,11 @@ class Remedy:
         return paths + (silu_se_paths(model) if self.keep_silu_se else [])
 
 
+def always_float(model: nn.Module) -> list[str]:
+    """Modules marked `keeps_float` (export.adapter's contract rules): float on every rung."""
+    return [name for name, module in model.named_modules() if getattr(module, "keeps_float", False)]
+
+
 def sensitive_modules(model: nn.Module) -> list[str]:
     """The modules every later rung keeps in float (and the sensitivity ranking leaves out): the first
     convolution, and the head and metadata MLP of a model `python -m train` made, or the last linear layer
@@ -186,7 +191,8 @@ class RungInputs:
             start = time.time()
             images = self.training_split(SENSITIVITY_IMAGES, seed=1)
             self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
-            exclude, calibration = tuple(sensitive_modules(self.model)), self.calibration(1)
+            exclude = tuple(always_float(self.model) + sensitive_modules(self.model))
+            calibration = self.calibration(1)
             with self.quiet():
                 self._ranked.extend(rank_blocks(self.model, calibration, images, exclude))
             self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:count]))
@@ -211,7 +217,7 @@ class RungInputs:
 
     def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, nn.Module | None]:
         """The quantizer options of a rung, and the model to export (None: the checkpoint's own)."""
-        keep = tuple(remedy.keep_float(self.model))
+        keep = tuple(always_float(self.model) + remedy.keep_float(self.model))
         if remedy.sensitive_blocks:
             keep += self.sensitive_blocks(remedy.sensitive_blocks)
         source, report = self.finetuned(keep) if remedy.finetune else (None, None)
