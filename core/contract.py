@@ -448,10 +448,14 @@ class Contract:
             _require(group, ("kind", "features"), f"normalize[{i}]")
             if group["kind"] != "l2":
                 raise ContractError(f'normalize[{i}].kind is {group["kind"]!r}: only "l2" is defined')
-            unknown = [n for n in group["features"] if n not in names] if isinstance(group["features"], list) else [0]
-            if not group["features"] or unknown:
+            listed = group["features"]
+            if not isinstance(listed, list) or not listed:
+                raise ContractError(f"normalize[{i}].features must be a non-empty list of metadata feature names")
+            unknown = [n for n in listed if n not in names]
+            if unknown:
                 raise ContractError(
-                    f"normalize[{i}].features must list metadata feature names, got {group['features']!r}"
+                    f"normalize[{i}].features names {unknown[0]!r}, which is not a metadata feature "
+                    f"({', '.join(names) or 'there are none'})"
                 )
         _output(top["output"])
         _decision(top["decision"])

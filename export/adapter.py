@@ -63,14 +63,34 @@ class OutputRule(nn.Module):
         return positive - negative
 
 
+class ViewAverage(nn.Module):
+    """Test-time augmentation's average: the logit of the mean probability over V views ([V, N, 1] logits),
+    log(mean p) - log(mean (1 - p)) with log p = -softplus(-z), stable where p rounds to 0 or 1."""
+
+    keeps_float = True
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        positive = torch.logsumexp(-nn.functional.softplus(-logits), dim=0)
+        negative = torch.logsumexp(-nn.functional.softplus(logits), dim=0)
+        return positive - negative
+
+
 class ContractModel(nn.Module):
-    """`model(image, meta)` of another pipeline, fed and read as its contract says (ImageRule, OutputRule)."""
+    """`model(image, meta)` of another pipeline, fed and read as its contract says (ImageRule, OutputRule);
+    with `tta`, the model sees the image and its flips in one batch and the probabilities are averaged."""
 
     def __init__(self, model: nn.Module, contract: Contract):
         super().__init__()
         self.image_rule = ImageRule(contract.data["image"])
         self.model = model
         self.output_rule = OutputRule(contract.data["output"])
+        self.flips = tuple({"hflip": 3, "vflip": 2}[step] for step in contract.data.get("tta", []))
+        self.views = ViewAverage()
 
     def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
-        return self.output_rule(self.model(self.image_rule(image), meta))
+        if not self.flips:
+            return self.output_rule(self.model(self.image_rule(image), meta))
+        count = 1 + len(self.flips)
+        views = torch.cat([image, *(image.flip(axis) for axis in self.flips)], dim=0)
+        logits = self.output_rule(self.model(self.image_rule(views), meta.repeat(count, 1)))
+        return self.views(logits.reshape(count, image.shape[0], 1))

@@ -151,6 +151,7 @@ class Job:
     out: Path
     model_mb: float  # the model's size, for the free-space estimate
     protected: Path | None = None  # a file of the source the output folder must not hold
+    protected_what: str = "checkpoint"
 
 
 def _checkpoint_job(args: argparse.Namespace) -> Job:
@@ -208,7 +209,7 @@ def _foreign_job(args: argparse.Namespace) -> Job:
 
     out = Path(args.out) if args.out else DEFAULT_DIST / contract.name
     size = sum(f.stat().st_size for f in files if f.is_file()) / 1e6 if files else 100.0
-    return Job(build, out, size, files[0] if files else None)
+    return Job(build, out, size, files[0] if files else None, "weights" if args.module else "program")
 
 
 def _absolute_module(reference: str) -> str:
@@ -264,7 +265,9 @@ def run_job(
     if job.protected and (
         job.protected.resolve().parent == out.resolve() or out.resolve() in job.protected.resolve().parents
     ):
-        raise UserError(f"--out {out} holds {job.protected}: give the export a folder of its own")
+        raise UserError(
+            f"--out {out} holds the {job.protected_what} {job.protected}: give the export a folder of its own"
+        )
     jobs = len(list(plan(formats, precisions)))
     ours = earlier_export(out)  # read once: the claim and the swap judge the same earlier export
     out = claim_output_folder(

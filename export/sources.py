@@ -169,19 +169,31 @@ def checkpoint_source(checkpoint: Path, limit: int | None = None) -> Source:
 
 
 def probe(model: nn.Module, contract: Contract) -> None:
-    """Run the model once as its contract says (2 cases); UserError naming the field when it refuses the
-    image size or the meta length, or returns other than the contract's output says."""
+    """Run the model as its contract says, on 1 and on 2 cases; UserError naming the field when it refuses the
+    image size or the meta length, needs a fixed batch, or returns other than the contract's output says."""
     size, k = contract.image["size"], contract.encoder().size
-    image, meta = torch.rand(2, 3, size, size), torch.zeros(2, k)
-    try:
-        with torch.no_grad():
-            out = model(image, meta)
-    except Exception as exc:  # noqa: BLE001 - the user's model refusing the contract's inputs
+    outputs, failures = {}, {}
+    for n in (1, 2):
+        try:
+            with torch.no_grad():
+                outputs[n] = model(torch.rand(n, 3, size, size), torch.zeros(n, k))
+        except Exception as exc:  # noqa: BLE001 - the user's model refusing the contract's inputs
+            failures[n] = exc
+    if len(failures) == 2:
+        exc = failures[2]
         first = str(exc).splitlines()[0][:160] if str(exc) else ""
         raise UserError(
             f"the model refuses a [2, 3, {size}, {size}] image with a [2, {k}] meta ({exc.__class__.__name__}: "
             f"{first}): check the contract's image.size and metadata features against what the model was trained on"
-        ) from None
+        )
+    if failures:
+        ran, failed = (1, 2) if 2 in failures else (2, 1)
+        raise UserError(
+            f"the model runs on a batch of {ran} but not on a batch of {failed}: the phone formats trace batch 1 "
+            "and ONNX a dynamic batch, so a torch.export program needs a dynamic batch, e.g. "
+            "dynamic_shapes=({0: Dim('batch')}, {0: Dim('batch')})"
+        )
+    out = outputs[2]
     out = out[0] if isinstance(out, tuple | list) else out
     if not isinstance(out, torch.Tensor):
         raise UserError(f"the model returns a {type(out).__name__}, not a tensor of logits")

@@ -116,3 +116,41 @@ def test_a_sigmoid_rgb_model_passes_through() -> None:
 
     image, meta = torch.rand(2, 3, 8, 8), torch.rand(2, 7)
     assert torch.equal(ContractModel(One(), contract)(image, meta), One()(image, meta))
+
+
+def test_tta_averages_the_probabilities_of_the_flipped_views() -> None:
+    from core.contract import Contract
+    from export.adapter import ContractModel
+
+    class Tiny(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 3, 3)
+            self.fc = torch.nn.Linear(3 + 2, 3)
+
+        def forward(self, image: torch.Tensor, meta: torch.Tensor) -> torch.Tensor:
+            x = self.conv(image)[:, :, :4, :6].mean(dim=(2, 3)) * 5  # not flip-invariant
+            return self.fc(torch.cat([x, meta], 1))
+
+    torch.manual_seed(0)
+    base = {
+        "contract": "melanoma-contract/1",
+        "name": "tta",
+        "image": {"size": 16, "channels": "RGB", "mean": None, "std": None, "resize": "pillow"},
+        "metadata": [
+            {"name": "a", "kind": "number", "field": "a", "missing": 0},
+            {"name": "b", "kind": "number", "field": "b", "missing": 0},
+        ],
+        "output": {"kind": "softmax", "classes": 3, "positive": [1, 2]},
+        "decision": {"threshold": 0.5},
+    }
+    model = Tiny().eval()
+    plain = ContractModel(model, Contract.from_dict(base)).eval()
+    tta = ContractModel(model, Contract.from_dict(base | {"tta": ["hflip", "vflip"]})).eval()
+    image, meta = torch.rand(4, 3, 16, 16), torch.randn(4, 2)
+    with torch.no_grad():
+        views = [plain(image, meta), plain(image.flip(3), meta), plain(image.flip(2), meta)]
+        expected = torch.stack([torch.sigmoid(v) for v in views]).mean(0)
+        got = torch.sigmoid(tta(image, meta))
+    assert torch.allclose(got, expected, atol=1e-6)
+    assert not torch.allclose(got, torch.sigmoid(views[0]), atol=1e-3)  # the flips did change something

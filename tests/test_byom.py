@@ -223,3 +223,125 @@ def test_torchvision_model_through_the_python_api(user_files: dict[str, Path]) -
         export_model(
             model, root / "small.contract.json", (user_files["csv"], user_files["images"]), root / "dist_small"
         )
+
+
+def _bad(contract: dict, where: Path) -> Path:
+    path = where / "bad.contract.json"
+    path.write_text(json.dumps(contract))
+    return path
+
+
+def _broken(mutate) -> dict:
+    contract = theirs.paper_contract()
+    mutate(contract)
+    return contract
+
+
+@pytest.mark.parametrize(
+    ("mutate", "factory", "sentence"),
+    [
+        (lambda c: c["metadata"][0].update(kind="ordinal"), "build_paper", "metadata[0].kind is 'ordinal'"),
+        (lambda c: c.pop("decision"), "build_paper", "the contract has no 'decision'"),
+        (lambda c: c["metadata"][4].update(categories=[]), "build_paper", "metadata[4].categories must be a non-empty"),
+        (lambda c: c["output"].update(positive=[9]), "build_paper", "output.positive index 9 is out of range"),
+        (
+            lambda c: c["output"].update(classes=5, positive=[3]),
+            "build_paper",
+            "but the contract's output says softmax",
+        ),
+        (lambda c: c["image"].update(size=48), "build_fixed", "the model refuses a [2, 3, 48, 48] image"),
+        (lambda c: c["metadata"].pop(3), "build_paper", "normalize[0].features names 'file_size', which is not"),
+        (
+            lambda c: (c["metadata"].pop(3), c["normalize"][0]["features"].remove("file_size")),
+            "build_paper",
+            "the model refuses a [2, 3, 64, 64] image with a [2, 13] meta",
+        ),
+    ],
+)
+def test_bad_contracts_end_in_one_sentence(user_files: dict[str, Path], mutate, factory: str, sentence: str) -> None:
+    from export.all import main
+
+    root = user_files["root"]
+    weights = ["--weights", str(root / "paper.pth")] if factory == "build_paper" else []
+    argv = ["--module", f"{user_files['code']}:{factory}", *weights]
+    argv += ["--contract", str(_bad(_broken(mutate), root)), "--out", str(root / "never")]
+    argv += ["--eval-csv", str(user_files["csv"]), "--eval-images", str(user_files["images"]), "--formats", "onnx"]
+    with pytest.raises(UserError) as caught:
+        main(argv)
+    assert sentence in str(caught.value) and "\n" not in str(caught.value)
+    assert not (root / "never").exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    ("change", "sentence"),
+    [
+        (lambda a: a.remove_flag("--contract"), "--contract is required with --module"),
+        (lambda a: a.replace("paper.pth", "small.pth"), "does not fit the model the factory builds: keys"),
+        (lambda a: a.replace(":build_paper", ":nothing"), "nothing is not defined there"),
+        (lambda a: a.add("--model", "standard_cnn"), "not both"),
+    ],
+)
+def test_foreign_sources_fail_well(user_files: dict[str, Path], change, sentence: str) -> None:
+    from export.all import main
+
+    class Argv(list):
+        def remove_flag(self, flag: str) -> None:
+            at = self.index(flag)
+            del self[at : at + 2]
+
+        def replace(self, old: str, new: str) -> None:
+            self[:] = [a.replace(old, new) for a in self]
+
+        def add(self, *items: str) -> None:
+            self.extend(items)
+
+    root = user_files["root"]
+    argv = Argv(["--module", f"{user_files['code']}:build_paper", "--weights", str(root / "paper.pth")])
+    argv += ["--contract", str(root / "paper.contract.json"), "--out", str(root / "never")]
+    argv += ["--eval-csv", str(user_files["csv"]), "--eval-images", str(user_files["images"]), "--formats", "onnx"]
+    change(argv)
+    with pytest.raises(UserError) as caught:
+        main(list(argv))
+    assert sentence in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_missing_contract_field_column_is_named(tmp_path: Path, user_files: dict[str, Path]) -> None:
+    from core.eval_csv import read_evaluation_csv
+
+    table = pd.read_csv(user_files["csv"]).drop(columns=["jpeg_bytes"])
+    table.to_csv(tmp_path / "eval.csv", index=False)
+    with pytest.raises(UserError, match="has no column 'jpeg_bytes'"):
+        read_evaluation_csv(tmp_path / "eval.csv", user_files["images"], Contract.from_dict(theirs.paper_contract()))
+
+
+@pytest.mark.slow
+def test_a_torch_export_program_is_a_source(user_files: dict[str, Path]) -> None:
+    """--program FILE.pt2: a torch.export program with a dynamic batch, exported with its contract."""
+    root = user_files["root"]
+    model = theirs.build_torchvision()
+    model.load_state_dict(torch.load(root / "small.pth", weights_only=True))
+    size = theirs.TORCHVISION_SIZE
+    batch = torch.export.Dim("batch", min=1, max=64)
+    program = torch.export.export(
+        model.eval(),
+        (torch.rand(2, 3, size, size), torch.zeros(2, 7)),
+        dynamic_shapes=({0: batch}, {0: batch}),
+    )
+    torch.export.save(program, root / "small.pt2")
+    out = root / "dist_program"
+    result = export_cli(
+        *("--program", str(root / "small.pt2"), "--contract", str(root / "small.contract.json")),
+        *("--eval-csv", str(user_files["csv"]), "--eval-images", str(user_files["images"])),
+        *("--formats", "onnx,tflite", "--out", str(out), "--golden", "0"),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = rows_of(out)
+    assert rows[("onnx", "fp32")]["status"] == rows[("tflite", "fp32")]["status"] == "pass"
+    assert json.loads((out / "parity.json").read_text())["source"]["kind"] == "program"
+
+    static = torch.export.export(model.eval(), (torch.rand(2, 3, size, size), torch.zeros(2, 7)))
+    torch.export.save(static, root / "static.pt2")
+    from export.sources import load_program, probe
+
+    with pytest.raises(UserError, match="dynamic batch"):
+        probe(load_program(root / "static.pt2"), Contract.from_dict(theirs.torchvision_contract()))

@@ -292,27 +292,28 @@ def test_golden_vectors_reproduce(exported: Path) -> None:
         pixels = decode(case["decoded_rgb"])
         tensor = eval_transform(runner.spec.image)(Image.fromarray(pixels)).numpy()
         np.testing.assert_allclose(tensor, decode(case["image"]), atol=1e-6)
-        meta = runner.spec.encoder().encode(**case["metadata"])
+        meta = runner.spec.encoder().encode(case["metadata"])
         np.testing.assert_allclose(meta, case["meta"], atol=1e-6)
         prob = runner.predict(tensor[None], meta[None]).probability[0, 0]
         assert prob == pytest.approx(case["expected"]["probability"], abs=1e-5)
 
 
-def _encode_from_contract(contract: dict, age, sex, site) -> np.ndarray:
-    """An app's view: build `meta` from the embedded contract alone (no project code)."""
+def _encode_from_contract(contract: dict, case: dict) -> np.ndarray:
+    """An app's view: build `meta` from the embedded contract alone (no project code), for the kinds the
+    contract `python -m train` writes uses (numbers with a missing flag, one-hots with a missing column)."""
     vec = []
-    for feature in contract["features"]:
-        name = feature["name"]
-        if name == "age":
-            vec.append(0.0 if age is None else (age - contract["age"]["center"]) / contract["age"]["scale"])
-        elif name == "age_missing":
-            vec.append(1.0 if age is None else 0.0)
-        elif name.startswith("sex_"):
-            value = contract["sex"]["aliases"].get(sex, sex)
-            vec.append(1.0 if (name == "sex_missing" and value is None) or name == f"sex_{value}" else 0.0)
-        elif name.startswith("site_"):
-            value = contract["site"]["aliases"].get(site, site)
-            vec.append(1.0 if (name == "site_missing" and value is None) or name == f"site_{value}" else 0.0)
+    for feature in contract["metadata"]:
+        value = case.get(feature["field"])
+        if feature["kind"] == "number":
+            missing = value is None
+            vec.append(feature["missing"] if missing else (value - feature["offset"]) / feature["scale"])
+            if feature.get("missing_flag"):
+                vec.append(1.0 if missing else 0.0)
+        else:
+            assert feature["kind"] == "one_hot" and feature["missing"] == "column"
+            value = None if value is None else feature["aliases"].get(value.lower(), value.lower())
+            vec += [1.0 if value == category else 0.0 for category in feature["categories"]]
+            vec.append(1.0 if value is None else 0.0)
     return np.array([vec], dtype=np.float32)
 
 
@@ -344,7 +345,7 @@ def test_each_artifact_works_with_only_its_runtime_and_embedded_spec(exported: P
     path = exported / "standard_cnn.onnx"
     spec = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["melanoma_spec"])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    feeds = {"image": _image_from_spec(spec["image"], rgb), "meta": _encode_from_contract(spec["metadata"], **md)}
+    feeds = {"image": _image_from_spec(spec["image"], rgb), "meta": _encode_from_contract(spec["contract"], md)}
     assert session.run(["probability"], feeds)[0][0, 0] == pytest.approx(expected, abs=1e-4)
 
     # LiteRT interpreter (NHWC)
@@ -357,7 +358,7 @@ def test_each_artifact_works_with_only_its_runtime_and_embedded_spec(exported: P
     assert spec["image"]["layout"] == "NHWC"
     interpreter = Interpreter(model_path=str(path))
     run = interpreter.get_signature_runner()
-    out = run(image=_image_from_spec(spec["image"], rgb), meta=_encode_from_contract(spec["metadata"], **md))
+    out = run(image=_image_from_spec(spec["image"], rgb), meta=_encode_from_contract(spec["contract"], md))
     assert float(out["probability"][0, 0]) == pytest.approx(expected, abs=1e-4)
 
     # ExecuTorch runtime
@@ -367,7 +368,7 @@ def test_each_artifact_works_with_only_its_runtime_and_embedded_spec(exported: P
     spec = json.loads(program.load_method("melanoma_spec").execute([])[0])
     inputs = [
         torch.from_numpy(_image_from_spec(spec["image"], rgb)),
-        torch.from_numpy(_encode_from_contract(spec["metadata"], **md)),
+        torch.from_numpy(_encode_from_contract(spec["contract"], md)),
     ]
     assert float(program.load_method("forward").execute(inputs)[1][0, 0]) == pytest.approx(expected, abs=1e-4)
 
@@ -383,7 +384,7 @@ def test_each_artifact_works_with_only_its_runtime_and_embedded_spec(exported: P
         module = torch.jit.load(str(path)) if suffix == ".pt" else _load_for_lite_interpreter(str(path))
         inputs = (
             torch.from_numpy(_image_from_spec(spec["image"], rgb)),
-            torch.from_numpy(_encode_from_contract(spec["metadata"], **md)),
+            torch.from_numpy(_encode_from_contract(spec["contract"], md)),
         )
         assert float(module(*inputs)[1][0, 0]) == pytest.approx(expected, abs=1e-4)
 

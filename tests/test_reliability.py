@@ -217,7 +217,7 @@ def test_runners_refuse_inputs_that_break_the_spec(onnx_export: Path) -> None:
         (lambda m: m.__setitem__((0, 8), 7.0), "not one-hot"),
         (lambda m: m.__setitem__((1, 2), 1.0), "not one-hot"),
         (lambda m: m.__setitem__((0, slice(0, 2)), (0.4, 1.0)), "age_missing"),
-        (lambda m: m.__setitem__((0, 0), 40.0), "decodes to"),
+        (lambda m: m.__setitem__((0, slice(0, 2)), (40.0, 0.0)), "decodes to"),
     ):
         broken = meta.copy()
         change(broken)
@@ -236,7 +236,9 @@ def test_an_embedded_spec_that_disagrees_with_the_graph_is_refused(fmt_key: str,
     model, spec = small_model("standard_cnn")
     fmt = BY_KEY[fmt_key]
     path = tmp_path / f"m{fmt.artifacts[0].suffix}"
-    wider = dataclasses.replace(spec, image=dataclasses.replace(spec.image, size=spec.image.size * 2))
+    size = spec.image.size * 2
+    contract = spec.contract | {"image": spec.contract["image"] | {"size": size}}
+    wider = dataclasses.replace(spec, image=dataclasses.replace(spec.image, size=size), contract=contract)
     fmt.exporter(fmt.artifacts[0])(model, wider, example_inputs(spec, 2), path, "fp32")  # traced at the old size
     with pytest.raises(UserError, match="embedded spec says"):
         runners.load(path)

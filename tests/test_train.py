@@ -52,6 +52,7 @@ def test_checkpoint_carries_the_spec_and_reproduces_predictions(tiny_run: Path) 
     assert "Not a medical device" in spec.provenance["intended_use"]
 
     from core import datasets
+    from core.evaluation import cases
     from core.images import eval_transform
     from train import data as D
 
@@ -59,7 +60,10 @@ def test_checkpoint_carries_the_spec_and_reproduces_predictions(tiny_run: Path) 
     preds = pd.read_csv(tiny_run / "predictions.csv").query("split == 'test'").head(8)
     table = datasets.load_isic2020(Path(json.loads((tiny_run / "metrics.json").read_text())["data"]["path"]))
     table = table.set_index("image_name").loc[preds["image_name"]].reset_index()
-    encoded = D.encode_split(table, spec.encoder())
+    # The checkpoint's own contract rebuilds the training encoding (sites under their ISIC column name).
+    encoder = spec.encoder()
+    rows = cases(table.assign(anatom_site_general_challenge=table["site"]), encoder.fields)
+    encoded = D.SplitData(table, encoder.encode_many(rows), table["target"].to_numpy(dtype="float32"))
     ds = D.LesionDataset(encoded, eval_transform(spec.image))
     images = torch.stack([ds[i][0] for i in range(len(ds))])
     with torch.no_grad():

@@ -133,12 +133,12 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
     with torch.no_grad():
         logits = model(torch.from_numpy(data.image[chosen]), torch.from_numpy(data.meta[chosen])).numpy().reshape(-1)
     prob = calibrated_probability(logits, spec.outputs.temperature)
-    groups = metadata_groups(encoder.feature_names)
+    groups = metadata_groups(encoder.entries)
     out.mkdir(parents=True, exist_ok=True)
     png = figure(data, chosen, image_attr[: len(chosen)], meta_attr[: len(chosen)], groups, prob)
     write_with(out / "figure4.png", lambda tmp: tmp.write_bytes(png))
     mean_abs = np.abs(meta_attr).mean(axis=0)
-    bars = mean_bars(encoder.feature_names, mean_abs, len(pool))
+    bars = mean_bars(encoder.entries, mean_abs, len(pool))
     write_with(out / "figure4_metadata.png", lambda tmp: tmp.write_bytes(bars))
     result = json_safe(
         {
@@ -157,7 +157,7 @@ def explain(checkpoint: Path, out: Path, cases: int = 8, mean_cases: int = 64, s
                 }
                 for k, (i, p) in enumerate(zip(chosen, prob, strict=True))
             ],
-            "mean_abs_metadata": dict(zip(encoder.feature_names, map(float, mean_abs), strict=True)),
+            "mean_abs_metadata": dict(zip(encoder.entries, map(float, mean_abs), strict=True)),
             "mean_over_cases": len(pool),
             "max_abs_convergence_delta": float(np.abs(delta).max()),
         }

@@ -83,9 +83,13 @@ internal fun parseContract(data: Any?): Contract {
         val g = required(group, listOf("kind", "features"), "normalize[$i]")
         if (g["kind"] != "l2") fail("normalize[$i].kind is ${pyRepr(g["kind"])}: only \"l2\" is defined")
         val listed = g["features"]
-        val unknown = if (listed is List<*>) listed.filter { it !is String || it !in names } else listOf(0)
-        if (listed !is List<*> || listed.isEmpty() || unknown.isNotEmpty()) {
-            fail("normalize[$i].features must list metadata feature names, got ${pyRepr(listed)}")
+        if (listed !is List<*> || listed.isEmpty()) {
+            fail("normalize[$i].features must be a non-empty list of metadata feature names")
+        }
+        val unknown = listed.filter { it !is String || it !in names }
+        if (unknown.isNotEmpty()) {
+            val known = if (names.isEmpty()) "there are none" else names.joinToString(", ")
+            fail("normalize[$i].features names ${pyRepr(unknown[0])}, which is not a metadata feature ($known)")
         }
         groups.add(listed.map { it as String })
     }

@@ -205,7 +205,7 @@ class MetadataTest {
             refusal { feature(2, it).getAsJsonObject("aliases").addProperty("x", "vii") }
         )
         assertEquals(
-            "normalize[0].features must list metadata feature names, got ['lesions', 'age']",
+            "normalize[0].features names 'age', which is not a metadata feature (lesions, dose, skin, history)",
             refusal {
                 val group = it.getAsJsonArray("normalize")[0].asJsonObject
                 group.add("features", JsonParser.parseString("[\"lesions\", \"age\"]"))
