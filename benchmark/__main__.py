@@ -96,8 +96,15 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
     for row in report.rows:
         skip = {"model": report.model, "format": row["format"], "precision": row["precision"]}
         if row["status"] == "reference" and not row.get("file"):
-            reason = "the model was exported from memory (export.api.export_model): no file to rebuild PyTorch from"
-            skipped.append(skip | {"reason": reason})
+            origin = report.data.get("source") or {}
+            if origin.get("kind") == "memory":
+                reason = "the model was exported from memory (export.api.export_model): no file to rebuild PyTorch from"
+                skipped.append(skip | {"reason": reason})
+                continue
+            # --module without --weights: the factory builds the model; the spec stands in for its file
+            found.append(
+                Candidate(report.model, row["format"], row["precision"], folder / "spec.json", {"status": "reference"})
+            )
             continue
         if not row.get("file") or row["status"] == "unsupported":
             skipped.append(skip | {"reason": row.get("reason") or "no artifact was written"})
@@ -155,9 +162,8 @@ def benchmark_model(
             if c.format == "pytorch-eager":
                 c.factory = lambda threads, path=c.path: runners.TorchEagerRunner(path, eager_model, spec)
     if compiled and eager_model is not None:
-        reference = measure.Candidate(
-            summary["model"], "pytorch-compiled", "fp32", Path(summary["checkpoint"]), {"status": "reference"}
-        )
+        path = Path(summary["checkpoint"]) if summary.get("checkpoint") else folder / "spec.json"
+        reference = measure.Candidate(summary["model"], "pytorch-compiled", "fp32", path, {"status": "reference"})
         if origin.get("kind") != "checkpoint":
             reference.factory = lambda threads: runners.TorchCompiledRunner(reference.path, eager_model, spec)
         listed.insert(1, reference)

@@ -6,8 +6,9 @@ returns, read from one JSON file and validated with one sentence naming the bad 
 
 This module is the Python reference of the schema (issue 20, "bring your own model"): the parser, and the
 metadata encoder every feature kind defines. `Contract.from_metadata_encoder` states today's age / sex / site
-encoding (core.metadata) in this schema, and a test holds the two encoders equal. Wiring it into export (the
-image rules and the output head folded into the graph), the ModelSpec and the phone ports comes next.
+encoding (core.metadata) in this schema, and a test holds the two encoders equal. The ModelSpec carries the
+contract (core.spec), export.adapter folds its image rules and output head into the graph, and the Kotlin and
+JavaScript ports interpret it alike.
 
 Schema (every field required unless marked optional; unknown fields are refused):
     contract   "melanoma-contract/1"
@@ -444,6 +445,9 @@ class Contract:
         names = [f.name for f in features]
         if len(set(names)) != len(names):
             raise ContractError("metadata names a feature twice: every feature needs its own name")
+        for key in ("normalize", "tta"):
+            if key in top and not isinstance(top[key], list):
+                raise ContractError(f"{key} must be a list, got {type(top[key]).__name__}")
         for i, group in enumerate(top.get("normalize", [])):
             _require(group, ("kind", "features"), f"normalize[{i}]")
             if group["kind"] != "l2":

@@ -6,7 +6,7 @@ without leakage into a part that calibrates int8 and chooses the threshold and a
 
 The CSV needs `image_name` (the file is found as .jpg / .jpeg / .png, any case), `target` (0 / 1) and every
 `field` the contract's metadata features read; `patient_id` and other columns are optional and kept (subgroup
-parity reads the contract's categorical fields). ISIC 2020's own train.csv works as it is. Issue 20 groundwork.
+parity reads the contract's categorical fields). ISIC 2020's own train.csv works as it is.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 
 from core.contract import Contract
 from core.errors import UserError
+from core.metadata import MetadataError
 
 SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 MIN_PER_CLASS = 5  # each part needs this many cases of each class to measure anything
@@ -32,7 +33,9 @@ def read_evaluation_csv(csv_path: Path, images: Path, contract: Contract) -> pd.
     if not images.is_dir():
         raise UserError(f"--eval-images {images} is not a folder: give the folder that holds the images")
     try:
-        table = pd.read_csv(csv_path, dtype={"image_name": str, "patient_id": str})
+        # A categorical field is text even when its values look like numbers (Fitzpatrick 1-6, sex as 0 / 1).
+        text = {f.field: str for f in contract.features if f.categorical}
+        table = pd.read_csv(csv_path, dtype={"image_name": str, "patient_id": str, **text})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise UserError(f"{csv_path} is not a readable CSV ({exc.__class__.__name__}): check the file") from None
     fields = list(dict.fromkeys(f.field for f in contract.features))
@@ -58,6 +61,13 @@ def read_evaluation_csv(csv_path: Path, images: Path, contract: Contract) -> pd.
         row = int(np.flatnonzero(bad.to_numpy())[0])
         raise UserError(f"{csv_path}, row {row + 2}: target must be 0 or 1, got {table['target'].iloc[row]!r}")
     table = table.assign(image_name=names.astype(str), target=target.astype(int))
+    encoder = contract.encoder()
+    values = table[encoder.fields].astype(object).where(table[encoder.fields].notna(), None)
+    for row, case in enumerate(values.to_dict("records")):
+        try:
+            encoder.encode(case)
+        except MetadataError as exc:  # before any image is decoded, with the row to fix
+            raise UserError(f"{csv_path}, row {row + 2} ({table['image_name'].iloc[row]}): {exc}") from None
     if "patient_id" in table:
         patient = table["patient_id"].astype("string").str.strip().fillna("")
         table["patient_id"] = patient.where(~patient.str.lower().isin(["-1", "nan", "none"]), "").astype(str)

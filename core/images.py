@@ -17,7 +17,7 @@ The steps, each written down in the spec's `ImageContract`:
    in pyproject.toml and recorded in the spec (`resize_library_version`);
    A contract with `"resize": "bilinear"` (ImageContract.antialias false) asks instead for `resize_bilinear`:
    OpenCV's cv2.resize INTER_LINEAR (no antialias, half-pixel centres), in its own fixed point, bit-exact
-   with opencv-python 5.0 (a test checks it on random sizes and photos);
+   with opencv-python 5.0 (tests/test_contract.py checks it on random sizes);
 3. scale (`to_float`): each 8-bit value v becomes v / 255 in float32 (a correctly rounded division, so
    every language gets the same bits), laid out as the spec says.
 Mean / std and the channel order a model wants are applied inside the exported graph, never here.
@@ -116,14 +116,14 @@ def _linear_taps(src: int, dst: int) -> tuple[np.ndarray, np.ndarray]:
     one = np.float32(1 << COEF_BITS)
     weights = np.stack([np.rint((np.float32(1) - fraction) * one), np.rint(fraction * one)], axis=1)
     index = np.stack([first, first + 1], axis=1).astype(np.int64).clip(0, src - 1)
-    return index, weights.astype(np.int64)
+    return index, weights.astype(np.int32)
 
 
 def resize_bilinear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """uint8 [H, W, C] -> uint8 [height, width, C], as cv2.resize(pixels, (width, height), INTER_LINEAR)."""
     x_index, x_weight = _linear_taps(pixels.shape[1], width)
     y_index, y_weight = _linear_taps(pixels.shape[0], height)
-    source = np.asarray(pixels, dtype=np.int64)
+    source = np.asarray(pixels, dtype=np.int32)  # 255 * 2048 and (that >> 4) * 2048 both fit in 32 bits
     rows = source[:, x_index[:, 0]] * x_weight[:, 0, None] + source[:, x_index[:, 1]] * x_weight[:, 1, None]
     top, bottom = rows[y_index[:, 0]] >> 4, rows[y_index[:, 1]] >> 4
     out = ((top * y_weight[:, 0, None, None]) >> 16) + ((bottom * y_weight[:, 1, None, None]) >> 16)

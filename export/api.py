@@ -3,7 +3,7 @@
     from export.api import export_model
     summary = export_model(model, "my-effnet.contract.json", ("eval.csv", "images/"), out="dist/my-effnet",
                            formats="onnx,tflite,executorch", precisions="fp32,int8")
-    summary["recommended"]["TFLite"]          # the artifact to ship, per format (parity.json's content)
+    summary["recommended"]["tflite"]          # the artifact to ship, per format (parity.json's content)
 
 It runs exactly what `python -m export.all --module ... --contract ... --eval-csv ... --eval-images ...` runs
 (the same staged output folder, gates, reports and golden vectors) and raises core.errors.UserError with one
@@ -61,7 +61,16 @@ def export_model(
     else:
         parsed = Contract.load(contract)
     if isinstance(evaluation, pd.DataFrame):
+        needed = ["image_name", "target", "path", *parsed.encoder().fields]
+        absent = [c for c in needed if c not in evaluation]
+        if absent:
+            raise UserError(
+                f"the evaluation table has no column {absent[0]!r}: give (CSV, image folder), or a table read by "
+                "core.eval_csv.read_evaluation_csv"
+            )
         table, name = evaluation, f"a table of {len(evaluation)} cases"
+        if "patient_id" not in table:
+            table = table.assign(patient_id="")
     else:
         csv, images = (Path(p) for p in evaluation)
         table, name = read_evaluation_csv(csv, images, parsed), f"{csv.name} ({{n}} cases)"

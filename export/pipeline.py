@@ -169,7 +169,7 @@ class Judge:
             row["int8_tensors"] = {"weights": int(weights), "activations": int(activations)}
             if not weights or (precision in CALIBRATED and not activations):
                 raise UserError(
-                    f"{path.name} holds {weights} int8 weight and {activations} int8 activation tensors: the "
+                    f"{path.name} holds {weights} int8 weight and {activations} quantized activation tensors: the "
                     "quantizer matched none of the model's layers, so it is not an int8 artifact"
                 )
         row["spec_round_trip"] = _same_except_artifact_fields(embedded, self.spec)

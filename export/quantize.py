@@ -250,6 +250,8 @@ def quantize_with_remedies(
         options, source = inputs.options(remedy, calibrated)
         start = time.time()
         row = export_and_judge(options, source) | {"remedy": remedy.name}
+        if row["status"] == "unsupported" and measured:  # a later rung's crash is that rung failing, not the format
+            row |= {"status": "fail"}
         last = time.time() - start
         spent += last
         attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name, "seconds": round(last, 1)})

@@ -5,7 +5,8 @@ sentence naming the fix.
     model = load_module_model("models/theirs.py:build", "theirs.pth")   # or "their_pkg.models:build"
     model = load_program("theirs.pt2")
 
-Issue 20 groundwork: `export.all --module ... --weights ... --contract ...` will call these.
+`Source` is what an export works from (the model, its spec, an evaluation set): `checkpoint_source` for a
+`python -m train` run, `contract_source` for a model trained elsewhere with its contract.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from core.contract import Contract
 from core.errors import UserError
 from core.evaluation import EvalSet
 from core.io import load_tensors
-from core.metrics import calibrated_probability, choose_threshold, threshold_name
+from core.metrics import choose_threshold, threshold_name
 from core.spec import INTENDED_USE, ModelSpec, OutputContract, state_dict_sha256
 
 MAX_KEYS_SHOWN = 3
@@ -48,16 +49,24 @@ def load_factory(reference: str) -> Any:
         spec = importlib.util.spec_from_file_location(module_name, path)
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module  # dataclasses and pickling look the module up by name
+        folder = str(path.resolve().parent)
+        sys.path.insert(
+            0, folder
+        )  # the file's own siblings (`from layers import ...`) import as they do for its author
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - the user's code failing to import is their sentence to read
             del sys.modules[module_name]
             raise UserError(f"--module: importing {path} failed ({exc.__class__.__name__}: {exc})") from None
+        finally:
+            sys.path.remove(folder)
     else:
         try:
             module = importlib.import_module(location)
         except ImportError as exc:
             raise UserError(f"--module: cannot import {location} ({exc}): check the name and PYTHONPATH") from None
+        except Exception as exc:  # noqa: BLE001 - an error inside the user's package while it imports
+            raise UserError(f"--module: importing {location} failed ({exc.__class__.__name__}: {exc})") from None
     factory = getattr(module, name, None)
     if not callable(factory):
         found = "is not callable" if factory is not None else "is not defined there"
@@ -127,7 +136,22 @@ def load_program(path: str | Path) -> nn.Module:
         raise UserError(
             f"{path} is not a torch.export program ({exc.__class__.__name__}): save one with torch.export.save"
         ) from None
-    return program.module()
+    return ProgramModule(program.module())
+
+
+class ProgramModule(nn.Module):
+    """A `torch.export` program's module, which refuses train() and eval() (it was exported in one mode and
+    stays in it): those calls, which every wrapper makes on its children, do nothing here."""
+
+    def __init__(self, graph: nn.Module):
+        super().__init__()
+        self.graph = graph
+
+    def train(self, mode: bool = True) -> ProgramModule:
+        return self
+
+    def forward(self, image: torch.Tensor, meta: torch.Tensor) -> Any:
+        return self.graph(image, meta)
 
 
 # --- What an export works from -------------------------------------------------------------------------------
@@ -232,14 +256,16 @@ def contract_source(
 
     probe(model.eval(), contract)
     wrapped = ContractModel(model, contract).eval()
-    table = table.assign(part=split_evaluation(table)).reset_index(drop=True)
-    halves = {name: table[table["part"] == name].reset_index(drop=True) for name in ("calibrate", "judge")}
+    part = split_evaluation(table).to_numpy()
+    halves = {name: table[part == name].reset_index(drop=True) for name in ("calibrate", "judge")}
+    if limit:  # quick checks: the first N cases of each half
+        halves = {name: half.head(limit) for name, half in halves.items()}
+    _check_memory(sum(len(h) for h in halves.values()), contract.image["size"])
     draft = ModelSpec.for_contract(contract, architecture=type(model).__name__, outputs=OutputContract())
     say(f"preprocessing {len(halves['calibrate'])} calibrate cases to choose the threshold ...")
     calibrate = prepared(halves["calibrate"], draft, "evaluation")
     with torch.no_grad():
-        logit, _ = ExportModel(wrapped)(torch.from_numpy(calibrate.image), torch.from_numpy(calibrate.meta))
-    probability = calibrated_probability(logit.numpy().reshape(-1), 1.0)
+        probability = _probabilities(ExportModel(wrapped), calibrate)
     outputs = _decision(contract, calibrate.target, probability)
     parts = {name: _part_summary(half) for name, half in halves.items()}
     spec = ModelSpec.for_contract(
@@ -254,9 +280,9 @@ def contract_source(
             "source": origin,
         },
     )
-    judge_table = halves["judge"].head(limit) if limit else halves["judge"]
-    say(f"preprocessing {len(judge_table)} judge cases for parity ...")
-    judge = prepared(judge_table, spec, "evaluation")
+    say(f"preprocessing {len(halves['judge'])} judge cases for parity ...")
+    judge = prepared(halves["judge"], spec, "evaluation")
+    del calibrate  # the int8 steps decode what they need from the calibrate half again
 
     def training_split(size: int, seed: int = 0, stratified: bool = False) -> EvalSet:
         rows = halves["calibrate"]
@@ -267,6 +293,35 @@ def contract_source(
         return prepared(rows.reset_index(drop=True), spec, "calibration")
 
     return Source(wrapped, spec, judge, training_split, origin, reference_file, foreign=True)
+
+
+BATCH = 32
+MEMORY_SHARE = 0.5  # of this machine's memory that the decoded evaluation images may take
+
+
+def _probabilities(model: nn.Module, data: EvalSet) -> np.ndarray:
+    """The wrapped model's probabilities, BATCH cases at a time."""
+    out = [
+        model(torch.from_numpy(data.image[i : i + BATCH]), torch.from_numpy(data.meta[i : i + BATCH]))[1]
+        for i in range(0, len(data), BATCH)
+    ]
+    return torch.cat(out).numpy().reshape(-1) if out else np.zeros(0, np.float32)
+
+
+def _check_memory(cases: int, size: int) -> None:
+    """UserError when the decoded images of `cases` cases would not fit in memory (with --limit as the fix)."""
+    import os
+
+    need = cases * 3 * size * size * 4
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return
+    if need > MEMORY_SHARE * total:
+        raise UserError(
+            f"the evaluation set's {cases} cases at {size} px need about {need / 1e9:.1f} GB decoded, more than half "
+            f"of this machine's {total / 1e9:.0f} GB: give --limit N (the first N cases of each half) or a smaller CSV"
+        )
 
 
 def _decision(contract: Contract, target: np.ndarray, probability: np.ndarray) -> OutputContract:

@@ -343,18 +343,18 @@ def _from_output(y: np.ndarray, detail: dict) -> np.ndarray:
 
 
 def int8_tensors(path: Path) -> tuple[int, int]:
-    """(int8 constant tensors with 2+ dimensions: weights; int8 tensors computed at run time: activations) of a
-    .tflite file, so an "int8" artifact whose quantizer scope matched nothing cannot pass for one."""
+    """(int8 constant tensors with 2+ dimensions: weights; int8 or int16 (16x8) tensors computed at run time:
+    activations) of a .tflite file, so an "int8" artifact whose quantizer scope matched nothing cannot pass for one."""
     from ai_edge_litert.tools import flatbuffer_utils
 
     model = flatbuffer_utils.read_model_from_bytearray(bytearray(path.read_bytes()))
-    int8 = 9  # the TFLite schema's TensorType.INT8
+    int8, int16 = 9, 7  # the TFLite schema's TensorType.INT8 and INT16
     weights = activations = 0
     for graph in model.subgraphs:
         for tensor in graph.tensors:
-            if tensor.type != int8:
+            if tensor.type not in (int8, int16):
                 continue
             constant = bool(tensor.buffer) and model.buffers[tensor.buffer].data is not None
-            weights += constant and len(tensor.shape) >= 2
+            weights += constant and len(tensor.shape) >= 2 and tensor.type == int8
             activations += not constant
     return weights, activations

@@ -35,7 +35,7 @@ def lesion(rng: np.random.Generator, malignant: bool, height: int = 96, width: i
     cy, cx = rng.uniform(0.35, 0.65) * height, rng.uniform(0.35, 0.65) * width
     ry, rx = (rng.uniform(0.12, 0.3) + 0.06 * malignant) * height, rng.uniform(0.12, 0.3) * width
     inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 < 1
-    darkness = np.clip(rng.normal(0.55 + 0.15 * malignant, 0.15), 0.1, 0.95)
+    darkness = np.clip(rng.normal(0.5 + 0.25 * malignant, 0.12), 0.1, 0.95)
     image[inside] = skin * (1 - darkness) * rng.uniform(0.8, 1.2, 3)
     image += rng.normal(0, 6, image.shape)
     return np.clip(image, 0, 255).astype(np.uint8)
@@ -103,6 +103,7 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rgb = [np.asarray(Image.open(images / f"{r['image_name']}.jpg").convert("RGB")) for r in rows]
     target = table["target"].to_numpy()
 
+    torch.manual_seed(0)  # their initialisation, whatever ran before in this process
     paper = theirs.build_paper()
     train_briefly(
         paper,
@@ -113,6 +114,7 @@ def user_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     torch.save(paper.state_dict(), root / "paper.pth")
     (root / "paper.contract.json").write_text(json.dumps(theirs.paper_contract(), indent=2))
 
+    torch.manual_seed(0)
     small = theirs.build_torchvision()
     size = theirs.TORCHVISION_SIZE
     pixels = [np.asarray(Image.fromarray(p).resize((size, size), Image.Resampling.BILINEAR)) for p in rgb]
@@ -159,15 +161,19 @@ def test_paper_model_exports_from_its_own_code_with_parity(user_files: dict[str,
         assert "_Swish" in script["reason"] and not script["file"]
     for fmt in ("onnx", "tflite", "executorch"):
         assert rows[(fmt, "fp32")]["status"] == "pass", rows[(fmt, "fp32")]
-        assert rows[(fmt, "int8")]["status"] == "pass", rows[(fmt, "int8")]
-        assert rows[(fmt, "int8")]["int8_tensors"]["activations"] > 0
+        int8 = [rows[(fmt, p)] for p in ("int8", "int8-dynamic") if (fmt, p) in rows]
+        assert any(r["status"] == "pass" for r in int8), int8  # what the exit status 0 promised
+        assert rows[(fmt, "int8")]["int8_tensors"]["activations"] > 0 and "auroc" in rows[(fmt, "int8")]
     summary = json.loads((out / "parity.json").read_text())
     assert summary["source"]["kind"] == "module" and summary["n"] < N_CASES  # judged on the judge half only
     spec = json.loads((out / "spec.json").read_text())
     assert spec["contract"] == theirs.paper_contract()
     parts = spec["provenance"]["data"]["parts"]
     assert parts["calibrate"]["images"] + parts["judge"]["images"] == N_CASES
-    assert {g["group"].split("=")[0] for r in rows.values() for g in r.get("subgroups", [])} <= {"sex", "site"}
+    # Subgroups follow the contract's categorical features (sex is a code, site a one-hot; numbers have no bands);
+    # in this set each site holds one class, so only sex has subgroups with 5 cases of each.
+    groups = {g["group"].split("=")[0] for r in rows.values() for g in r.get("subgroups", [])}
+    assert groups == {"sex"} and rows[("onnx", "fp32")]["subgroups_considered"] > 3
 
     # golden.json's expected probability is the model's own pipeline (cv2 BGR resize, its encoding, softmax).
     model = theirs.build_paper()
@@ -215,7 +221,9 @@ def test_torchvision_model_through_the_python_api(user_files: dict[str, Path]) -
     rows = {(r["format"], r["precision"]): r for r in summary["rows"]}
     for fmt in ("onnx", "tflite", "executorch"):
         assert rows[(fmt, "fp32")]["status"] == "pass", rows[(fmt, "fp32")]
-        assert rows[(fmt, "int8")]["status"] == "pass", rows[(fmt, "int8")]
+        int8 = [rows[(fmt, p)] for p in ("int8", "int8-dynamic") if (fmt, p) in rows]
+        assert any(r["status"] == "pass" for r in int8), int8
+        assert rows[(fmt, "int8")]["int8_tensors"]["activations"] > 0
     assert summary["source"]["kind"] == "memory"
     tflite = load(root / "dist_small" / rows[("tflite", "fp32")]["file"])
     assert tflite.spec.contract == theirs.torchvision_contract() and tflite.spec.meta_size == 7
@@ -345,3 +353,29 @@ def test_a_torch_export_program_is_a_source(user_files: dict[str, Path]) -> None
 
     with pytest.raises(UserError, match="dynamic batch"):
         probe(load_program(root / "static.pt2"), Contract.from_dict(theirs.torchvision_contract()))
+
+
+def test_categorical_fields_are_text_and_bad_values_name_their_row(tmp_path: Path, user_files: dict[str, Path]) -> None:
+    """A code over a numeric-looking column (Fitzpatrick 1-6) reads as text; a value the contract refuses is
+    named with its CSV row before any image is decoded."""
+    from core.eval_csv import read_evaluation_csv
+
+    contract = theirs.paper_contract()
+    contract["metadata"].append(
+        {
+            "name": "skin",
+            "kind": "code",
+            "field": "fitzpatrick",
+            "codes": {str(i): i / 6 for i in range(1, 7)},
+            "missing": 0,
+        }
+    )
+    contract["normalize"][0]["features"].append("skin")
+    table = pd.read_csv(user_files["csv"]).assign(fitzpatrick=lambda t: 1 + t.index % 6)
+    table.to_csv(tmp_path / "eval.csv", index=False)
+    read = read_evaluation_csv(tmp_path / "eval.csv", user_files["images"], Contract.from_dict(contract))
+    assert read["fitzpatrick"].iloc[0] == "1"
+    table.loc[3, "fitzpatrick"] = 9
+    table.to_csv(tmp_path / "eval.csv", index=False)
+    with pytest.raises(UserError, match=r"eval.csv, row 5 \(ISIC_9000003\): unknown skin \"9\""):
+        read_evaluation_csv(tmp_path / "eval.csv", user_files["images"], Contract.from_dict(contract))

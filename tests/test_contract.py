@@ -149,3 +149,20 @@ def test_a_contract_file_that_is_not_json_is_one_sentence(tmp_path: Path) -> Non
         Contract.load(tmp_path / "absent.json")
     (tmp_path / "ok.json").write_text(json.dumps(EXAMPLE))
     assert Contract.load(tmp_path / "ok.json").encoder().size == 7
+
+
+def test_bilinear_resize_is_opencv_inter_linear_bit_for_bit() -> None:
+    """core.images.resize_bilinear against cv2.resize(INTER_LINEAR) on random up-, down- and odd-scaled sizes."""
+    import cv2
+
+    from core.images import resize_bilinear
+
+    rng = np.random.default_rng(7)
+    for _ in range(40):
+        height, width = (int(v) for v in rng.integers(1, 900, 2))
+        out_h, out_w = (int(v) for v in rng.integers(1, 520, 2))
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        expected = cv2.resize(pixels, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
+        assert np.array_equal(resize_bilinear(pixels, out_w, out_h), expected), (height, width, out_h, out_w)
+    square = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)  # an exact 2x downscale (cv2 takes INTER_AREA)
+    assert np.array_equal(resize_bilinear(square, 256, 256), cv2.resize(square, (256, 256)))
