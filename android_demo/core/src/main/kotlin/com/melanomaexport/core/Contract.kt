@@ -134,12 +134,8 @@ private fun optional(data: Map<String, Any?>, key: String, default: Any?): Any? 
 
 /** What Python's `for x in data.get(key, [])` walks: a list's items, an object's keys, a string's characters. */
 private fun items(data: Map<String, Any?>, key: String): List<Any?> {
-    return when (val value = optional(data, key, emptyList<Any?>())) {
-        is List<*> -> value
-        is Map<*, *> -> value.keys.toList()
-        is String -> value.map { it.toString() }
-        else -> fail("$key must be a list, got ${pyTypeName(value)}")
-    }
+    val value = optional(data, key, emptyList<Any?>())
+    return value as? List<*> ?: fail("$key must be a list, got ${pyTypeName(value)}")
 }
 
 /** A Python int (not a bool, not a float). */
