@@ -48,12 +48,14 @@ def training_images(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0)
     """Up to `size` preprocessed images from the checkpoint's training split, drawn at random (so in the
     split's own class balance): what int8-aware fine-tuning distils on."""
 
-    def pick(table: pd.DataFrame) -> pd.DataFrame:
-        if len(table) <= size:
-            return table
-        return table.loc[np.sort(np.random.default_rng(seed).choice(table.index.to_numpy(), size, replace=False))]
+    return load_split(checkpoint, spec, "train", select=lambda t: random_pick(t, size, seed))
 
-    return load_split(checkpoint, spec, "train", select=pick)
+
+def random_pick(table: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
+    """Up to `size` rows drawn at random (so in the table's own class balance), in table order; deterministic."""
+    if len(table) <= size:
+        return table
+    return table.loc[np.sort(np.random.default_rng(seed).choice(table.index.to_numpy(), size, replace=False))]
 
 
 def training_split(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0, stratified: bool = False) -> EvalSet:

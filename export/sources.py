@@ -251,7 +251,7 @@ def contract_source(
     from core.eval_csv import split_evaluation
     from core.evaluation import prepared
     from export.adapter import ContractModel
-    from export.calibration import stratified_pick
+    from export.calibration import random_pick, stratified_pick
     from export.common import ExportModel
 
     probe(model.eval(), contract)
@@ -285,12 +285,8 @@ def contract_source(
     del calibrate  # the int8 steps decode what they need from the calibrate half again
 
     def training_split(size: int, seed: int = 0, stratified: bool = False) -> EvalSet:
-        rows = halves["calibrate"]
-        if stratified:
-            rows = stratified_pick(rows, size, seed)
-        elif len(rows) > size:
-            rows = rows.loc[np.sort(np.random.default_rng(seed).choice(rows.index.to_numpy(), size, replace=False))]
-        return prepared(rows.reset_index(drop=True), spec, "calibration")
+        pick = stratified_pick if stratified else random_pick
+        return prepared(pick(halves["calibrate"], size, seed).reset_index(drop=True), spec, "calibration")
 
     return Source(wrapped, spec, judge, training_split, origin, reference_file, foreign=True)
 
