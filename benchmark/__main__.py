@@ -117,7 +117,8 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
             skipped.append(skip | {"reason": reason})
             continue
         path = report.verified(row)
-        parity = {k: row.get(k) for k in ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb", "remedy")}
+        keys = ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb", "remedy", "float_modules")
+        parity = {k: row.get(k) for k in (*keys, "activation_bits", "finetuned")}
         found.append(Candidate(report.model, row["format"], row["precision"], path, parity))
     summary = report.data
     return found, skipped, summary

@@ -106,6 +106,8 @@ def row(c: Candidate, threads: int, batch: int, flops: int | None, peak_gflops: 
         "auroc_delta": c.parity.get("auroc_delta"),
         "flips": c.parity.get("flips"),
         "remedy": c.parity.get("remedy"),
+        "float_modules": c.parity.get("float_modules"),
+        "activation_bits": c.parity.get("activation_bits"),
         "path": str(c.path),
     }
 

@@ -96,12 +96,16 @@ def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
         if not r["precision"].startswith("int8") or base is None or r["p50_ms"] <= base:
             continue
         remedy = str(r.get("remedy") or "")
+        # The artifact's recorded remedy fields first (parity.json), its remedy's words for older exports.
+        bits = r.get("activation_bits") or (16 if "16x8" in remedy or "int16" in remedy else 8)
+        count = r.get("float_modules")
+        islands = f"{count} module(s)" if count else "modules" if count is None and "in float" in remedy else ""
         if r["precision"] == "int8-dynamic":
             why = "dynamic int8 quantizes every activation at run time, which costs more than it saves here"
-        elif "16x8" in remedy or "int16" in remedy:
+        elif bits == 16:
             why = "its activations are 16-bit (the 16x8 remedy it needed for parity), which int8 kernels do not run"
-        elif "in float" in remedy:
-            why = f"its parity remedy keeps modules in float ({remedy}), converted to and from int8 at every border"
+        elif islands:
+            why = f"its parity remedy keeps {islands} in float ({remedy}), converted to and from int8 at every border"
         elif not simd & {"avx512_vnni", "avx_vnni"}:
             why = "this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs"
         else:

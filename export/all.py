@@ -75,7 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--calibration-size",
         type=int,
         default=128,
-        help="class-stratified training images used to calibrate int8 (doubled by a remedy)",
+        help="class-stratified training images (a foreign model's calibrate half) that calibrate int8",
+    )
+    gates = p.add_argument_group("parity gates for fp16 and int8 (fp32 keeps its own; recorded in parity.json)")
+    gates.add_argument("--gate-auroc-drop", type=float, default=None, help="largest AUROC drop allowed (0.005)")
+    gates.add_argument(
+        "--gate-flips", default=None, help="largest share of flipped decisions: 0.02 or 2%% (default 2%%)"
+    )
+    gates.add_argument(
+        "--gate-subgroup-drop", type=float, default=None, help="largest AUROC drop in any judged subgroup (0.01)"
+    )
+    gates.add_argument(
+        "--min-subgroup-class",
+        type=int,
+        default=None,
+        help="melanomas and benign cases a subgroup needs to be judged (5; applies to fp32 too)",
     )
     p.add_argument("--out", default=None, help="output folder (default dist/<model>/)")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
@@ -238,10 +252,47 @@ def main(argv: Sequence[str] | None = None) -> int:
     formats, precisions = parse_formats(args.formats), parse_precisions(args.precision)
     if args.golden < 0 or (args.limit is not None and args.limit < 1) or args.calibration_size < 1:
         raise UserError("--golden must be >= 0, --limit >= 1 and --calibration-size >= 1")
+    gates = chosen_gates(args.gate_auroc_drop, args.gate_flips, args.gate_subgroup_drop, args.min_subgroup_class)
     job = _foreign_job(args) if foreign else _checkpoint_job(args)
     return run_job(
-        job, formats, precisions, args.golden, args.calibration_size, args.overwrite, args.strict, args.verbose
+        job,
+        formats,
+        precisions,
+        args.golden,
+        args.calibration_size,
+        args.overwrite,
+        args.strict,
+        args.verbose,
+        gates=gates,
     )
+
+
+def chosen_gates(
+    auroc_drop: float | None = None,
+    flips: float | str | None = None,
+    subgroup_drop: float | None = None,
+    min_subgroup_class: int | None = None,
+) -> Any:
+    """export.parity.Gates from the --gate-* values (None: the default); UserError naming a bad one."""
+    import math
+
+    from export.parity import Gates
+
+    fraction = None
+    if flips is not None:
+        text = str(flips).strip()
+        try:
+            fraction = float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        except ValueError:
+            raise UserError(f"--gate-flips {flips!r} is not a number: give a share such as 0.02 or 2%") from None
+        if not 0 <= fraction <= 1 or not math.isfinite(fraction):
+            raise UserError(f"--gate-flips {flips!r} is not a share of the cases: give 0 to 1, or 0% to 100%")
+    for flag, value in (("--gate-auroc-drop", auroc_drop), ("--gate-subgroup-drop", subgroup_drop)):
+        if value is not None and not (math.isfinite(value) and 0 <= value <= 1):
+            raise UserError(f"{flag} {value} is not an AUROC difference: give a number from 0 to 1, e.g. 0.005")
+    if min_subgroup_class is not None and min_subgroup_class < 1:
+        raise UserError(f"--min-subgroup-class {min_subgroup_class} must be at least 1")
+    return Gates.chosen(auroc_drop, fraction, subgroup_drop, min_subgroup_class)
 
 
 def run_job(
@@ -254,11 +305,13 @@ def run_job(
     strict: bool = False,
     verbose: bool = False,
     overwrite_flag: str = "--overwrite",
+    gates: Any = None,
 ) -> int:
     """Claim the output folder, build the source and export it in a staged folder swapped in at the end;
     print the counts; the exit status main returns."""
     from core.console import Console
     from core.io import claim_output_folder, exclusive, staged_folder
+    from export.parity import DEFAULT_GATES
     from export.pipeline import export_source, plan, unmet
 
     out = job.out
@@ -284,7 +337,8 @@ def run_job(
             f"exporting {source.spec.name} -> {out}/ ({', '.join(f.key for f in formats)}; "
             f"{', '.join(precisions)}); converter output: {out / 'export.log'}"
         )
-        summary = export_source(source, staging, formats, precisions, golden, calibration_size, console)
+        gates = gates or DEFAULT_GATES
+        summary = export_source(source, staging, formats, precisions, golden, calibration_size, console, gates)
     counts = {s: sum(r["status"] == s for r in summary["rows"]) for s in ("pass", "fail", "not-run", "unsupported")}
     missing = unmet(summary["rows"])
     print(

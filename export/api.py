@@ -35,6 +35,7 @@ def export_model(
     calibration_size: int = 128,
     overwrite: bool = False,
     verbose: bool = False,
+    gates: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Export `model` to `formats` x `precisions` in `out` with parity checks; returns parity.json's content.
 
@@ -45,9 +46,10 @@ def export_model(
             by core.eval_csv.read_evaluation_csv (a `path` column per case).
         out: the export folder (an earlier export there is replaced only with `overwrite`).
         formats, precisions: as `--formats` / `--precision` take them (comma-separated text or a list).
+        gates: the --gate-* values by name (auroc_drop, flips, subgroup_drop, min_subgroup_class).
     """
     from core.eval_csv import read_evaluation_csv
-    from export.all import Job, run_job
+    from export.all import Job, chosen_gates, run_job
     from export.formats import parse_formats
     from export.precision import parse_precisions
     from export.sources import contract_source
@@ -85,7 +87,24 @@ def export_model(
     fmt = parse_formats(formats if isinstance(formats, str) else join(formats))
     prec = parse_precisions(precisions if isinstance(precisions, str) else join(precisions))
     job = Job(build, Path(out), size_mb)
-    run_job(job, fmt, prec, golden, calibration_size, overwrite, False, verbose, overwrite_flag="overwrite=True")
+    try:
+        chosen = chosen_gates(**(gates or {}))
+    except TypeError:
+        raise UserError(
+            f"gates takes auroc_drop, flips, subgroup_drop and min_subgroup_class, not {sorted(gates or {})}"
+        ) from None
+    run_job(
+        job,
+        fmt,
+        prec,
+        golden,
+        calibration_size,
+        overwrite,
+        False,
+        verbose,
+        overwrite_flag="overwrite=True",
+        gates=chosen,
+    )
     from core.parity_file import ParityReport
 
     return ParityReport.load(Path(out)).data

@@ -96,7 +96,7 @@ FORMATS: tuple[Format, ...] = (
         runtime="ONNX Runtime",
         targets="anywhere (Android, iOS, desktop, server)",
         quantization="fp16: float16 conversion (float I/O); int8-dynamic: quantize_dynamic; "
-        "int8: static QDQ, per-channel, calibrated",
+        "int8: static QDQ (default-domain Q/DQ only), per-channel 7-bit weights, calibrated",
         int16_activations=True,
     ),
     Format(

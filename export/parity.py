@@ -3,13 +3,14 @@
 For each artifact: max |delta probability|, AUROC and AUPRC of both with the paired bootstrap 95% CI of the
 difference, decisions that flip at the spec's threshold, and AUROC per subgroup (sex, age band, site)
 where a subgroup has enough of both classes; rankings treat differences up to NOISE as ties kept. The
-gates are the numbers in GATES, nowhere else.
+default gates are the numbers in GATES, nowhere else; `Gates.chosen` applies a user's own (export.all's
+--gate-* flags) to the reduced precisions, and parity.json records the ones used.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,50 @@ GATES: dict[str, Gate] = {
 }
 
 
+MIN_SUBGROUP_CLASS = 5  # positives and negatives a subgroup needs before its AUROC is compared
+
+
+@dataclass(frozen=True)
+class Gates:
+    """The gates one export is judged by: a Gate per precision key and the subgroup size rule."""
+
+    by_precision: dict[str, Gate] = field(default_factory=lambda: dict(GATES))
+    min_subgroup_class: int = MIN_SUBGROUP_CLASS
+
+    @classmethod
+    def chosen(
+        cls,
+        auroc_drop: float | None = None,
+        flip_fraction: float | None = None,
+        subgroup_drop: float | None = None,
+        min_subgroup_class: int | None = None,
+    ) -> Gates:
+        """The default gates with the reduced-precision ones (fp16, every int8 variant) changed where a value
+        is given; fp32 keeps its own (an fp32 artifact must be the same model, whatever the user allows)."""
+        changes = {
+            k: v
+            for k, v in (
+                ("max_auroc_drop", auroc_drop),
+                ("max_flip_fraction", flip_fraction),
+                ("max_subgroup_auroc_drop", subgroup_drop),
+            )
+            if v is not None
+        }
+        gates = {k: replace(g, **changes) if k != "fp32" else g for k, g in GATES.items()}
+        return cls(gates, MIN_SUBGROUP_CLASS if min_subgroup_class is None else min_subgroup_class)
+
+    def __getitem__(self, precision: str) -> Gate:
+        return self.by_precision[gate_for(precision)]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The gates, for parity.json and the report."""
+        extra = {"min_subgroup_class": self.min_subgroup_class, "ranking_noise": NOISE}
+        return json_safe({k: asdict(v) for k, v in self.by_precision.items()} | extra)
+
+
+DEFAULT_GATES = Gates()
+
+
 def gate_for(precision: str) -> str:
     """The key in GATES a precision is judged by (every int8 variant by "int8")."""
     return precision if precision in GATES else "int8"
@@ -49,7 +94,6 @@ def gate_for(precision: str) -> str:
 # values) would otherwise see its exact ties broken by 1e-7 of noise, and AUROC move by up to 0.003 in an
 # fp32 artifact that agrees with PyTorch to 1e-7. Max |dp| and flips are measured on the raw values.
 NOISE = 1e-6
-MIN_SUBGROUP_CLASS = 5  # positives and negatives a subgroup needs before its AUROC is compared
 BOOTSTRAP = 1000
 
 
@@ -84,8 +128,11 @@ def compare(
     threshold: float,
     groups: dict[str, np.ndarray] | None = None,
     n_boot: int = BOOTSTRAP,
+    min_class: int = MIN_SUBGROUP_CLASS,
 ) -> dict[str, Any]:
-    """Parity figures of `other` against `ref` (probabilities, [N]) on labels `y`."""
+    """Parity figures of `other` against `ref` (probabilities, [N]) on labels `y`; subgroups with fewer than
+    `min_class` cases of either class are left out. Each judged subgroup records `one_pair_auroc`, the AUROC
+    one swapped (melanoma, benign) pair moves it by: a subgroup gate below it cannot be resolved there."""
     y, ref, raw = (np.asarray(a).reshape(-1) for a in (y, ref, other))
     flips = int(((ref >= threshold) != (raw >= threshold)).sum())
     other = np.where(np.abs(raw - ref) <= NOISE, ref, raw)  # ranking: float noise does not break ties
@@ -110,7 +157,7 @@ def compare(
     for name, mask in (groups or {}).items():
         n_pos = int(y[mask].sum())
         n_neg = int(mask.sum()) - n_pos
-        if n_pos < MIN_SUBGROUP_CLASS or n_neg < MIN_SUBGROUP_CLASS:
+        if n_pos < min_class or n_neg < min_class:
             continue
         a_ref, a_other = auroc(y[mask], ref[mask]), auroc(y[mask], other[mask])
         rows.append(
@@ -121,6 +168,7 @@ def compare(
                 "auroc_reference": a_ref,
                 "auroc": a_other,
                 "auroc_delta": a_other - a_ref,
+                "one_pair_auroc": 1.0 / (n_pos * n_neg),
             }
         )
     result["subgroups"] = rows
@@ -129,14 +177,14 @@ def compare(
     return result
 
 
-def judge(figures: dict[str, Any], precision: str) -> tuple[str, list[str]]:
-    """("pass" | "fail", reasons) for parity figures under the precision's gate.
+def judge(figures: dict[str, Any], precision: str, gates: Gates = DEFAULT_GATES) -> tuple[str, list[str]]:
+    """("pass" | "fail", reasons) for parity figures under the precision's gate in `gates`.
 
     A gate that cannot be computed is a failure with its reason, never a pass: an AUROC needs both classes
     among the cases, and the subgroup gate needs at least one of the subgroups considered to hold
-    MIN_SUBGROUP_CLASS cases of each class (figures computed without subgroups have no subgroup gate).
+    `gates.min_subgroup_class` cases of each class (figures computed without subgroups have no subgroup gate).
     """
-    gate = GATES[precision]
+    gate, least = gates[precision], gates.min_subgroup_class
     reasons = []
     if gate.max_abs_diff is not None and figures["max_abs_diff"] > gate.max_abs_diff:
         reasons.append(f"max |dp| {figures['max_abs_diff']:.2e} > {gate.max_abs_diff:g}")
@@ -153,7 +201,7 @@ def judge(figures: dict[str, Any], precision: str) -> tuple[str, list[str]]:
         )
     if gate.max_subgroup_auroc_drop is not None and figures.get("subgroups_considered") and not figures["subgroups"]:
         reasons.append(
-            f"no subgroup has {MIN_SUBGROUP_CLASS} melanomas and {MIN_SUBGROUP_CLASS} benign cases, so subgroup "
+            f"no subgroup has {least} melanomas and {least} benign cases, so subgroup "
             "AUROC cannot be checked: judge on more cases"
         )
     elif gate.max_subgroup_auroc_drop is not None and -figures["worst_subgroup_delta"] > gate.max_subgroup_auroc_drop:
@@ -162,9 +210,3 @@ def judge(figures: dict[str, Any], precision: str) -> tuple[str, list[str]]:
             f"subgroup {worst['group']} AUROC drop {-worst['auroc_delta']:.4f} > {gate.max_subgroup_auroc_drop:g}"
         )
     return ("fail" if reasons else "pass"), reasons
-
-
-def gates_as_dict() -> dict[str, Any]:
-    """The gates, for parity.json and the report."""
-    extra = {"min_subgroup_class": MIN_SUBGROUP_CLASS, "ranking_noise": NOISE}
-    return json_safe({k: asdict(v) for k, v in GATES.items()} | extra)

@@ -6,7 +6,8 @@ calls `export_all`; a notebook can too.
 
 For each (format, artifact, precision) the plan names, `Judge.check` exports the artifact, runs the format's
 own checker, reads the spec back from the artifact, predicts the evaluation cases through the format's
-runner and judges the row with export.parity's gates; int8 rows walk export.quantize's remedy ladder.
+runner and judges the row with export.parity's gates; static int8 rows start from export.quantize's one
+search decision, shared by every format.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from core.console import Console
 from core.errors import UserError, free_space_mb
 from core.evaluation import EvalSet
 from core.io import sha256_file, write_json
-from core.metrics import json_safe
+from core.metrics import calibrated_probability, json_safe
 from core.spec import ModelSpec
 from export import parity, runners
 from export.common import NotRunnable, Runner, artifact_size_mb, example_inputs, sidecar_path
 from export.formats import Artifact, Format, artifact_name
 from export.golden import write_golden
 from export.precision import CALIBRATED, REMEDIABLE, QuantOptions, family
-from export.quantize import RungInputs, ladder, quantize_with_remedies
+from export.quantize import Int8Search, quantize_with_remedies
 from export.report import write_reports
 from export.runners import TorchEagerRunner
 from export.sources import Source, checkpoint_source
@@ -80,8 +81,10 @@ class Judge:
         out: Path,
         console: Console,
         foreign: bool = False,
+        gates: parity.Gates = parity.DEFAULT_GATES,
     ):
         self.model, self.spec, self.data, self.out, self.console = model, spec, data, out, console
+        self.gates = gates
         self.foreign = foreign  # a converter that cannot take a foreign model makes its format unsupported
         self.unsupported: dict[str, str] = {}  # format label -> why its converter cannot take the model
         self.reference = reference.predict(data.image, data.meta).probability.reshape(-1)
@@ -175,14 +178,69 @@ class Judge:
         row["spec_round_trip"] = _same_except_artifact_fields(embedded, self.spec)
         return runners.load(path)
 
+    def figures(self, prob: np.ndarray, n_boot: int = parity.BOOTSTRAP) -> Row:
+        """Parity figures of probabilities on the judge cases against the reference's."""
+        threshold, least = self.spec.outputs.threshold, self.gates.min_subgroup_class
+        return parity.compare(self.data.target, self.reference, prob, threshold, self.groups, n_boot, least)
+
+    def simulated(self, logits: np.ndarray) -> Row:
+        """The int8 gate on the logits of a simulated artifact (export.quantize's search probes): the figures
+        of a real row, a lighter bootstrap (the gates do not read its intervals)."""
+        prob = calibrated_probability(logits, self.spec.outputs.temperature).astype(np.float32)
+        row = self.figures(prob, n_boot=100)
+        status, reasons = parity.judge(row, "int8", self.gates)
+        return row | {"status": status, "reason": "; ".join(reasons)}
+
+    def witness(self, path: Path, runner: Runner, prob: np.ndarray, precision: str) -> Row:
+        """The artifact run by a second runtime of its format (export.witness), held to the same gate against
+        PyTorch; "not-run" with the reason where there is none here."""
+        from export import witness
+
+        try:
+            name = witness.runtime_for(path)
+            start = time.time()
+            with self.console.captured():
+                other = witness.predict(path, self.data.image, self.data.meta, runner.spec.image.layout == "NHWC")
+        except witness.Unavailable as exc:
+            return {"status": "not-run", "reason": str(exc)}
+        except Exception as exc:  # noqa: BLE001 - a runtime that cannot read the file is the finding
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            return {
+                "runtime": name,
+                "status": "fail",
+                "reason": f"it cannot run the file ({exc.__class__.__name__}: {first})",
+            }
+        figures = self.figures(other, n_boot=100)
+        status, reasons = parity.judge(figures, precision, self.gates)
+        keys = ("max_abs_diff", "auroc_delta", "flips", "worst_subgroup_delta")
+        return {
+            "runtime": name,
+            "status": status,
+            "reason": "; ".join(reasons),
+            "max_abs_diff_to_primary": float(np.max(np.abs(other - prob))) if len(prob) else 0.0,
+            "seconds": round(time.time() - start, 2),
+        } | {k: figures[k] for k in keys}
+
+    def hopeless(self, logits: np.ndarray) -> bool:
+        """True when the simulated logits of the first cases alone flip more decisions than the int8 gate allows
+        on every judge case (the search's probes stop there)."""
+        prob = calibrated_probability(logits, self.spec.outputs.temperature)
+        threshold = self.spec.outputs.threshold
+        flips = int(((self.reference[: len(prob)] >= threshold) != (prob >= threshold)).sum())
+        return flips > self.gates["int8"].max_flip_fraction * len(self.reference)
+
     def _judge(self, runner: Runner, row: Row, precision: str) -> Row:
         start = time.time()
         prob = runner.predict(self.data.image, self.data.meta).probability.reshape(-1)
         row["predict_seconds"] = round(time.time() - start, 2)
-        row.update(parity.compare(self.data.target, self.reference, prob, self.spec.outputs.threshold, self.groups))
-        status, reasons = parity.judge(row, parity.gate_for(precision))
+        row.update(self.figures(prob))
+        status, reasons = parity.judge(row, precision, self.gates)
         if not row["spec_round_trip"]:
             status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
+        if status == "pass":
+            row["second_runtime"] = self.witness(self.out / row["file"], runner, prob, precision)
+            if row["second_runtime"]["status"] == "fail":
+                status, reasons = "fail", [f"in {row['second_runtime']['runtime']}: {row['second_runtime']['reason']}"]
         self.curves[row["format"] if precision == "fp32" else f"{row['format']} {precision}"] = prob
         self.runners[row["file"]] = runner
         return row | {"status": status, "reason": "; ".join(reasons)}
@@ -199,8 +257,8 @@ def plan(formats: Sequence[Format], precisions: Sequence[str]) -> Iterator[tuple
                 yield from ((fmt, artifact, p) for p in mine) if mine else [(fmt, artifact, fam)]
 
 
-def export_one(judge: Judge, inputs: RungInputs, fmt: Format, artifact: Artifact, precision: str) -> Row:
-    """One artifact's row: unsupported, judged once, or walked up the int8 remedy ladder."""
+def export_one(judge: Judge, inputs: Int8Search, fmt: Format, artifact: Artifact, precision: str) -> Row:
+    """One artifact's row: unsupported, judged once, or int8 from the search's decision (and its remedies)."""
     if precision not in fmt.precisions:
         reason = f"{fmt.title} has no {precision} path; it makes {', '.join(fmt.precisions)}"
         reason += f" ({fmt.quantization})" if fmt.precisions == ("fp32",) else ""
@@ -208,7 +266,7 @@ def export_one(judge: Judge, inputs: RungInputs, fmt: Format, artifact: Artifact
     if precision not in REMEDIABLE:
         return judge.check(fmt, artifact, precision, QuantOptions())
     calibrated = precision in CALIBRATED
-    rungs = ladder(judge.model, calibrated, fmt.int16_activations)
+    rungs = inputs.rungs(calibrated, fmt.int16_activations)
     step: Callable[[QuantOptions, nn.Module | None], Row] = partial(judge.check, fmt, artifact, precision)
     return quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say)
 
@@ -222,12 +280,13 @@ def export_all(
     limit: int | None = None,
     calibration_size: int = 128,
     console: Console | None = None,
+    gates: parity.Gates = parity.DEFAULT_GATES,
 ) -> dict[str, Any]:
     """Export a `python -m train` checkpoint (see export_source)."""
     console = console or Console()
     console.say("loading the checkpoint and its test split for parity ...")
     source = checkpoint_source(checkpoint, limit)
-    return export_source(source, out, formats, precisions, golden_count, calibration_size, console)
+    return export_source(source, out, formats, precisions, golden_count, calibration_size, console, gates)
 
 
 def export_source(
@@ -238,15 +297,27 @@ def export_source(
     golden_count: int = 4,
     calibration_size: int = 128,
     console: Console | None = None,
+    gates: parity.Gates = parity.DEFAULT_GATES,
 ) -> dict[str, Any]:
     """Export `source` (export.sources: a model, its spec, an evaluation set) to `formats` x `precisions` in
-    the folder `out`, judge each artifact against the model on the judge cases, write the reports."""
+    the folder `out`, judge each artifact against the model on the judge cases under `gates`, write the
+    reports."""
     started, console = time.time(), console or Console()
     model, spec, data = source.model, source.spec, source.judge
     spec.save(out / "spec.json")
     reference = TorchEagerRunner(source.reference_file or out / "spec.json", model, spec)
-    judge = Judge(model, spec, data, reference, out, console, foreign=source.foreign)
-    inputs = RungInputs(model, source.training_split, calibration_size, console.say, console.captured)
+    judge = Judge(model, spec, data, reference, out, console, foreign=source.foreign, gates=gates)
+    cases = (data.image, data.meta)
+    inputs = Int8Search(
+        model,
+        source.training_split,
+        calibration_size,
+        cases,
+        judge.simulated,
+        console.say,
+        console.captured,
+        hopeless=judge.hopeless,
+    )
     rows = [judge.reference_row(source.reference_file)]
     console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} judge cases")
     jobs = list(plan(formats, precisions))
@@ -255,7 +326,7 @@ def export_source(
         console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
         if "traceback" in rows[-1]:
             console.say("\n".join(f"    | {line}" for line in console.tail()))
-    summary = summarize(source, rows, inputs.seconds, time.time() - started)
+    summary = summarize(source, rows, inputs, gates, time.time() - started)
     write_json(out / "parity.json", summary)
     write_reports(out, summary, data.target, judge.curves)
     if golden_count > 0:
@@ -276,7 +347,9 @@ def describe(row: Row) -> str:
     )
 
 
-def summarize(source: Source, rows: list[Row], int8_seconds: dict[str, float], seconds: float) -> dict[str, Any]:
+def summarize(
+    source: Source, rows: list[Row], search: Int8Search, gates: parity.Gates, seconds: float
+) -> dict[str, Any]:
     """parity.json: the rows with their size reduction, the gates, the recommendation per format."""
     spec, data = source.spec, source.judge
     ladders = round(sum(r.get("ladder_seconds", 0.0) for r in rows), 1)  # the int8 ladders' rungs not kept
@@ -295,9 +368,10 @@ def summarize(source: Source, rows: list[Row], int8_seconds: dict[str, float], s
             "n_positive": int(data.target.sum()),
             "threshold": spec.outputs.threshold,
             "threshold_rule": spec.outputs.threshold_rule,
-            "gates": parity.gates_as_dict(),
+            "gates": gates.as_dict(),
             "seconds": round(seconds, 1),
-            "int8_seconds": int8_seconds | ({"failed rungs": ladders} if ladders else {}),
+            "int8_seconds": search.seconds | ({"failed rungs": ladders} if ladders else {}),
+            "int8_search": search.record(),
             "rows": rows,
             "recommended": recommend(rows),
         }

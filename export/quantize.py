@@ -1,14 +1,23 @@
-"""The int8 remedy ladder: what each rung keeps in float, and the walk that keeps the first passing artifact.
+"""Static int8 for every format from one decision: which modules stay float, found once per export by a
+search on a PyTorch simulation, then applied by each format's own quantizer.
 
 The precision vocabulary and the exporters' options live in export.precision, the module-path matching in
-export.scopes; this module builds on them, on the sensitivity ranking and on the fine-tuning, never the other
-way round.
+export.scopes, the simulation in export.sensitivity; this module builds on them, never the other way round.
 
-When an int8 artifact fails its parity gate, `quantize_with_remedies` walks the ladder (REMEDIES, filtered
-by `ladder`) and keeps the first artifact that passes, recording which remedy was needed. Later rungs also
-keep the blocks that int8 hurts most in float (export.sensitivity ranks them once per export), and the last
-ones fine-tune the weights for int8 first (export.finetune); `RungInputs` makes each once and shares it
-between the formats.
+The search (`Int8Search.decision`), judged by the export's own parity gates on the judge cases:
+1. Everything int8 (but the contract's float rules, `always_float`), simulated with PT2E's XNNPACK quantizer
+   calibrated on the export's calibration images. When that passes, no module stays float.
+2. Otherwise every candidate module (the blocks of `sensitivity.candidate_blocks`, plus the first conv and the
+   classifier) is ranked by the logit error int8 causes in it alone, on training images.
+3. The k most sensitive go back to float, k = 1, 2, 4, ... until the simulation passes, then bisected between
+   the last failing and the first passing k: the fewest float modules the gate needs.
+Each probe is a pass over the judge cases through the one calibrated simulation, cut by `with_float`.
+
+Each format then exports its artifact with those modules float (`rungs`), judged for real. Where that misses
+(a format's kernels round differently from the simulation), a short walk follows, the fastest kind of
+artifact first: more of the ranked modules float, doubling up to half of them (8-bit activations stay), then
+16-bit activations (where the format has them), then int8-aware weight fine-tuning (export.finetune). The
+first artifact that passes is kept; when none does, the closest miss.
 """
 
 from __future__ import annotations
@@ -16,146 +25,128 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from export.finetune import finetune_for_int8
 from export.precision import QuantOptions
 from export.scopes import within
-from export.sensitivity import rank_blocks
 
 
 def first_conv(model: nn.Module) -> str:
-    """Path of the first convolution of the backbone."""
+    """Path of the model's first convolution."""
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             return name
     raise ValueError("the model has no convolution")
 
 
-def silu_se_paths(model: nn.Module) -> list[str]:
-    """Paths of squeeze-excite blocks and SiLU activations (EfficientNet's int8 trouble spots)."""
-    from torchvision.ops.misc import SqueezeExcitation
-
-    paths = []
-    for name, module in model.named_modules():
-        if isinstance(module, SqueezeExcitation | nn.SiLU) and not within(name, paths):
-            paths.append(name)
-    return paths
-
-
-@dataclass(frozen=True)
-class Remedy:
-    """One rung of the ladder: what it changes, each as its own field."""
-
-    name: str
-    calibration_factor: int = 1  # calibration images = --calibration-size x this (every rung after the first: 2)
-    keep_fixed: bool = False  # the first conv, the head and the metadata MLP stay float
-    keep_silu_se: bool = False  # SiLU / squeeze-excite blocks stay float too: needs a model that has them
-    sensitive_blocks: int = 0  # also keep this many blocks float, the most int8-sensitive first
-    activation_bits: int = 8  # 16 = "16x8" (int8 weights, int16 activations) where the format has it
-    finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
-
-    def keep_float(self, model: nn.Module) -> list[str]:
-        """The module paths this rung keeps float (before the sensitive blocks are added)."""
-        paths = sensitive_modules(model) if self.keep_fixed else []
-        return paths + (silu_se_paths(model) if self.keep_silu_se else [])
-
-
 def always_float(model: nn.Module) -> list[str]:
-    """Modules marked `keeps_float` (export.adapter's contract rules): float on every rung."""
+    """Modules marked `keeps_float` (export.adapter's contract rules): float in every int8 artifact."""
     return [name for name, module in model.named_modules() if getattr(module, "keeps_float", False)]
 
 
 def sensitive_modules(model: nn.Module) -> list[str]:
-    """The modules every later rung keeps in float (and the sensitivity ranking leaves out): the first
-    convolution, and the head and metadata MLP of a model `python -m train` made, or the last linear layer
-    (the classifier) of one trained elsewhere."""
+    """The first convolution, and the head and metadata MLP of a model `python -m train` made, or the last
+    linear layer (the classifier) of one trained elsewhere: what dynamic int8's one remedy keeps float, and
+    search candidates beside the blocks."""
     names = dict(model.named_modules())
     fixed = [name for name in ("head", "meta_mlp") if name in names]
     if not fixed:
         fixed = [name for name, module in names.items() if isinstance(module, nn.Linear)][-1:]
-    return [first_conv(model), *fixed]
+    convs = [name for name, module in names.items() if isinstance(module, nn.Conv2d)][:1]
+    return [*convs, *fixed]
 
 
-SENSITIVE_BLOCKS = 2
-WITH_BLOCKS = f"first conv, head, metadata MLP and the {SENSITIVE_BLOCKS} most int8-sensitive blocks in float"
+def candidates(model: nn.Module) -> list[str]:
+    """The modules the search may keep float: the candidate blocks, then the first conv and classifier where
+    no block holds them (outside `always_float`)."""
+    from export.sensitivity import candidate_blocks
 
-REMEDIES: tuple[Remedy, ...] = (
-    # No rung of its own for 2x calibration data: in every zoo export it was tried in, it never turned a
-    # failure into a pass (a full export per format each time); the later rungs calibrate on 2x anyway.
-    Remedy(name="none (per-channel int8 weights)"),
-    Remedy(name="first conv, head and metadata MLP in float", calibration_factor=2, keep_fixed=True),
-    Remedy(
-        name="first conv, head, metadata MLP and SiLU/SE blocks in float",
-        calibration_factor=2,
-        keep_fixed=True,
-        keep_silu_se=True,
-    ),
-    Remedy(name=WITH_BLOCKS, calibration_factor=2, keep_fixed=True, sensitive_blocks=SENSITIVE_BLOCKS),
-    Remedy(
-        name=f"int16 activations (16x8); {WITH_BLOCKS}",
-        calibration_factor=2,
-        keep_fixed=True,
-        sensitive_blocks=SENSITIVE_BLOCKS,
-        activation_bits=16,
-    ),
-    Remedy(
-        name=f"int8-aware weight fine-tuning; {WITH_BLOCKS}",
-        calibration_factor=2,
-        keep_fixed=True,
-        sensitive_blocks=SENSITIVE_BLOCKS,
-        finetune=True,
-    ),
-    Remedy(
-        name=f"int8-aware weight fine-tuning, int16 activations (16x8); {WITH_BLOCKS}",
-        calibration_factor=2,
-        keep_fixed=True,
-        sensitive_blocks=SENSITIVE_BLOCKS,
-        activation_bits=16,
-        finetune=True,
-    ),
-)
+    exclude = tuple(always_float(model))
+    blocks = candidate_blocks(model, exclude)
+    extra = [m for m in sensitive_modules(model) if not within(m, blocks) and not within(m, list(exclude))]
+    return blocks + extra
 
 
-def ladder(model: nn.Module, calibrated: bool = True, int16: bool = True) -> list[Remedy]:
-    """The remedies that apply to this model and format.
+@dataclass(frozen=True)
+class Remedy:
+    """One artifact to try: what it keeps float and how it quantizes the rest."""
 
-    SiLU/SE only when the model has such blocks; 16-bit activations only where the format has them; for an
-    uncalibrated (dynamic) precision, only the rungs that keep fixed modules in float (the sensitivity
-    ranking simulates static int8, and dynamic per-tensor uint8 weights do not use the grid that
-    fine-tuning rounds to).
-    """
-    has_silu_se = bool(silu_se_paths(model))
-    rungs = [r for r in REMEDIES if (has_silu_se or not r.keep_silu_se) and (int16 or r.activation_bits == 8)]
-    if calibrated:
-        return rungs
-    return [
-        r
-        for r in rungs
-        if r.activation_bits == 8
-        and not r.finetune
-        and not r.sensitive_blocks
-        and (r is REMEDIES[0] or r.keep_float(model))
-    ]
+    name: str
+    float_modules: int = 0  # how many of the ranked candidates stay float, the most int8-sensitive first
+    fixed: bool = False  # instead: the first conv and the classifier (dynamic int8's one remedy)
+    activation_bits: int = 8  # 16 = "16x8" (int8 weights, int16 activations) where the format has it
+    finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
 
 
-FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning rungs distil on (a random subset)
-SENSITIVITY_IMAGES = 200  # training images the int8 sensitivity ranking measures its error on
+NONE = "none (per-channel int8 weights)"
 
 
-class RungInputs:
-    """What the rungs need beyond the model, each made once on first use and shared by every format:
-    calibration sets, the sensitivity ranking, fine-tuned models. `seconds` records where the time went.
+def float_name(count: int, of: int) -> str:
+    """How a remedy that keeps `count` ranked modules float is named in rows and reports."""
+    if count == 0:
+        return NONE
+    return f"the {count} most int8-sensitive of {of} modules in float"
+
+
+def dynamic_rungs() -> list[Remedy]:
+    """Dynamic int8 (no calibration, so no simulation of it): everything, then the first conv and classifier
+    float."""
+    return [Remedy(NONE), Remedy("first conv and classifier in float", fixed=True)]
+
+
+@dataclass
+class Decision:
+    """The search's result: how many ranked modules stay float, and every probe that led there."""
+
+    float_modules: int
+    candidates: int
+    passed: bool
+    probes: list[dict[str, Any]] = field(default_factory=list)
+    ranked: list[tuple[str, float]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "float_modules": self.float_modules,
+            "kept_float": [m for m, _ in self.ranked[: self.float_modules]],
+            "candidates": self.candidates,
+            "simulation_passed": self.passed,
+            "probes": self.probes,
+            "ranking": [{"module": m, "rms_logit_error": round(e, 5)} for m, e in self.ranked],
+        }
+
+
+FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning distils on (a random subset)
+SENSITIVITY_IMAGES = 32  # training images the sensitivity ranking measures its error on
+PROBE_FIELDS = ("status", "reason", "flips", "auroc_delta", "worst_subgroup_delta")
+
+
+def _miss(probe: dict[str, Any]) -> tuple[float, float]:
+    """How far a failed probe is from passing: fewer flips first, then the smaller AUROC drop."""
+    if probe.get("flips") is None:
+        return (float("inf"), float("inf"))
+    return (probe["flips"], -(probe.get("auroc_delta") or 0.0))
+
+
+class Int8Search:
+    """The int8 decision and what each format's artifacts need beyond the model, each made once on first use
+    and shared by every format: the calibration set, the simulation, the ranking, the decision, fine-tuned
+    models. `seconds` records where the time went.
 
     Args:
-        model: the fp32 FusionModel.
-        training_split: `(size, seed) -> EvalSet`; the checkpoint's training images, class-stratified
-            when `stratified` (calibration) else drawn at random.
-        calibration_size: images in the first rung's calibration set.
+        model: the fp32 model (an nn.Module taking image, meta).
+        training_split: `(size, seed=0, stratified=False) -> EvalSet` of training (calibration) images.
+        calibration_size: images every static int8 artifact calibrates on (class-stratified).
+        cases: the judge cases' `(image, meta)` arrays the probes predict.
+        judge_logits: `logits [N] -> parity row` (status, reason, flips, ...) under the export's gates.
         say: where progress lines go.
+        quiet: a context in which third-party output goes to the log (core.console).
+        hopeless: `logits of the first cases -> bool`, True once the flips among them alone exceed the gate:
+            a probe stops there and fails (a probe that passes always sees every case).
     """
 
     def __init__(
@@ -163,41 +154,128 @@ class RungInputs:
         model: nn.Module,
         training_split: Callable[..., Any],
         calibration_size: int,
+        cases: tuple[np.ndarray, np.ndarray] | None = None,
+        judge_logits: Callable[[np.ndarray], dict[str, Any]] | None = None,
         say: Callable[[str], None] = lambda _: None,
         quiet: Callable[[], Any] = contextlib.nullcontext,
+        hopeless: Callable[[np.ndarray], bool] | None = None,
     ):
-        self.model, self.training_split, self.calibration_size, self.say = model, training_split, calibration_size, say
-        self.quiet = quiet  # a context in which third-party output goes to the log (core.console)
-        self._calibration: dict[int, Any] = {}
-        self._ranked: list[tuple[str, float]] = []
+        self.model, self.training_split, self.calibration_size = model, training_split, calibration_size
+        self.cases, self.judge_logits, self.say, self.quiet = cases, judge_logits, say, quiet
+        self.hopeless = hopeless  # logits of the first cases -> True when the gate is already lost
+        self._calibration: Any = None
+        self._simulation: Any = None
+        self._ranked: list[tuple[str, float]] | None = None
+        self._decision: Decision | None = None
+        self._probes: dict[int, dict[str, Any]] = {}
         self._tuned: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any]]] = {}
+        self.candidates = candidates(model)
         self.seconds: dict[str, float] = {}
 
     def _timed(self, key: str, start: float) -> None:
         self.seconds[key] = round(self.seconds.get(key, 0.0) + time.time() - start, 1)
 
-    def calibration(self, factor: int) -> Any:
-        if factor not in self._calibration:
+    def calibration(self) -> Any:
+        if self._calibration is None:
             start = time.time()
-            size = self.calibration_size * factor
-            self.say(f"loading {size} class-stratified training images for calibration ...")
-            self._calibration[factor] = self.training_split(size, stratified=True)
+            self.say(f"loading {self.calibration_size} class-stratified training images for calibration ...")
+            self._calibration = self.training_split(self.calibration_size, stratified=True)
             self._timed("calibration_images", start)
-        return self._calibration[factor]
+        return self._calibration
 
-    def sensitive_blocks(self, count: int) -> tuple[str, ...]:
-        """The `count` blocks int8 hurts most (ranked once, on the PT2E simulation)."""
-        if not self._ranked:
+    def simulation(self) -> Any:
+        """The PT2E simulation, everything int8 but `always_float`, calibrated once."""
+        if self._simulation is None:
+            from export.sensitivity import simulation
+
+            calibration = self.calibration()
+            start = time.time()
+            with self.quiet():
+                self._simulation = simulation(self.model, calibration, tuple(always_float(self.model)))
+            self._timed("search", start)
+        return self._simulation
+
+    def ranked(self) -> list[tuple[str, float]]:
+        """The candidates, the one int8 hurts most first (ranked once)."""
+        if self._ranked is None:
+            from export.sensitivity import rank_blocks
+
+            converted = self.simulation()
             start = time.time()
             images = self.training_split(SENSITIVITY_IMAGES, seed=1)
-            self.say(f"ranking blocks by simulated int8 error on {len(images)} training images ...")
-            exclude = tuple(always_float(self.model) + sensitive_modules(self.model))
-            calibration = self.calibration(1)
+            self.say(f"ranking {len(self.candidates)} modules by simulated int8 error on {len(images)} images ...")
             with self.quiet():
-                self._ranked.extend(rank_blocks(self.model, calibration, images, exclude))
-            self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:count]))
+                self._ranked = rank_blocks(
+                    self.model, self.calibration(), images, converted=converted, blocks=self.candidates
+                )
+            self.say("most int8-sensitive: " + ", ".join(f"{b} ({e:.3f})" for b, e in self._ranked[:4]))
             self._timed("sensitivity_ranking", start)
-        return tuple(block for block, _ in self._ranked[:count])
+        return self._ranked
+
+    def top(self, count: int) -> tuple[str, ...]:
+        return tuple(module for module, _ in self.ranked()[:count]) if count else ()
+
+    def probe(self, count: int) -> dict[str, Any]:
+        """The simulated artifact with the `count` most sensitive modules float, judged by the gates."""
+        if count not in self._probes:
+            from export.sensitivity import fused, logits, with_float
+
+            assert self.cases is not None and self.judge_logits is not None, "the search needs the judge cases"
+            converted, keep = self.simulation(), self.top(count)
+            start = time.time()
+            graph = fused(with_float(converted, keep))
+            values = logits(graph, *self.cases, stop=self.hopeless)
+            if len(values) < len(self.cases[0]):
+                probe = {"float_modules": count, "status": "fail", "flips": None, "auroc_delta": None}
+                probe["reason"] = f"more flipped decisions than the gate allows among the first {len(values)} cases"
+            else:
+                row = self.judge_logits(values)
+                probe = {"float_modules": count} | {k: row.get(k) for k in PROBE_FIELDS}
+            probe["seconds"] = round(time.time() - start, 1)
+            self._probes[count] = probe
+            self._timed("search", start)
+            verdict = "pass" if probe["status"] == "pass" else f"fail ({probe['reason']})"
+            self.say(f"int8 search: {float_name(count, len(self.candidates))}, simulated: {verdict}")
+        return self._probes[count]
+
+    def decision(self) -> Decision:
+        """The fewest ranked modules in float with which the simulation passes (see the module docstring)."""
+        if self._decision is None:
+            n = len(self.candidates)
+            passes = lambda k: self.probe(k)["status"] == "pass"  # noqa: E731
+            if passes(0) or n == 0:
+                chosen, passed = 0, passes(0)
+            else:
+                failing, k = 0, 1
+                while k < n and not passes(k):
+                    failing, k = k, min(n, 2 * k)
+                passed = passes(k)
+                if passed:
+                    while k - failing > 1:
+                        middle = (failing + k) // 2
+                        failing, k = (failing, middle) if passes(middle) else (middle, k)
+                    chosen = k
+                else:  # not even every candidate in float passes: the closest miss (a probe stopped early is far)
+                    chosen = min(self._probes, key=lambda c: _miss(self._probes[c]))
+            probes = [self._probes[k] for k in sorted(self._probes)]
+            self._decision = Decision(chosen, n, passed, probes, list(self._ranked or []))
+            self.say(f"int8 decision for every format: {float_name(chosen, n)}")
+        return self._decision
+
+    def rungs(self, calibrated: bool = True, int16: bool = True) -> list[Remedy]:
+        """What one format tries, in order: the decision, more float, 16-bit activations, fine-tuning."""
+        if not calibrated:
+            return dynamic_rungs()
+        decision = self.decision()
+        k, n = decision.float_modules, decision.candidates
+        rungs, count = [Remedy(float_name(k, n), k)], k
+        while (step := min(max(count + 2, 2 * count), n // 2)) > count:  # at most half the modules float
+            rungs.append(Remedy(float_name(step, n) + " (more than the simulation needed)", step))
+            count = step
+        if int16:
+            rungs.append(Remedy(f"int16 activations (16x8); {float_name(k, n)}", k, activation_bits=16))
+        rungs.append(Remedy(f"int8-aware weight fine-tuning; {float_name(count, n)}", count, finetune=True))
+        return rungs
 
     def finetuned(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
         """The int8-aware fine-tuned model for this set of float modules."""
@@ -215,14 +293,21 @@ class RungInputs:
             self._timed("finetuning", start)
         return self._tuned[keep]
 
+    def kept(self, remedy: Remedy) -> tuple[str, ...]:
+        """Every module path an artifact of this remedy keeps float."""
+        chosen = tuple(sensitive_modules(self.model)) if remedy.fixed else self.top(remedy.float_modules)
+        return tuple(always_float(self.model)) + chosen
+
     def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, nn.Module | None]:
-        """The quantizer options of a rung, and the model to export (None: the checkpoint's own)."""
-        keep = tuple(always_float(self.model) + remedy.keep_float(self.model))
-        if remedy.sensitive_blocks:
-            keep += self.sensitive_blocks(remedy.sensitive_blocks)
+        """The quantizer options of a remedy, and the model to export (None: the source's own)."""
+        keep = self.kept(remedy)
         source, report = self.finetuned(keep) if remedy.finetune else (None, None)
-        calibration = self.calibration(remedy.calibration_factor) if calibrated else None
+        calibration = self.calibration() if calibrated else None
         return QuantOptions(calibration, keep, remedy.name, remedy.activation_bits, report), source
+
+    def record(self) -> dict[str, Any] | None:
+        """The decision for parity.json (None when no static int8 artifact was asked for)."""
+        return self._decision.as_dict() if self._decision else None
 
 
 ATTEMPT_FIELDS = ("status", "reason", "auroc_delta", "flips", "max_abs_diff")
@@ -230,41 +315,52 @@ ATTEMPT_FIELDS = ("status", "reason", "auroc_delta", "flips", "max_abs_diff")
 
 def quantize_with_remedies(
     rungs: list[Remedy],
-    inputs: RungInputs,
+    inputs: Int8Search,
     calibrated: bool,
     export_and_judge: Callable[[QuantOptions, nn.Module | None], dict[str, Any]],
     say: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
-    """Walk the rungs until an artifact passes its gate; returns that artifact's row.
+    """Try the rungs until an artifact passes its gate; returns that artifact's row.
 
     `export_and_judge(options, model)` exports one artifact with these options (of `model`, or of the
-    checkpoint's own when None) and returns its parity row, never raising. The walk stops at the first row
-    that is not a failure, or at a failure before any rung could be measured (the format cannot export this
-    model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is
-    exported again, so the file on disk is the best one tried. The row records every attempt with its seconds,
-    and in `ladder_seconds` the exports and judgements of artifacts it did not keep (the shared inputs, such as
-    the sensitivity ranking, are timed by RungInputs).
+    source's own when None) and returns its parity row, never raising. The walk stops at the first row that
+    is not a failure, or at a failure before any rung could be measured (the format cannot export this model
+    at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
+    again, so the file on disk is the best one tried. The row records every attempt with its seconds, and in
+    `ladder_seconds` the exports and judgements of artifacts it did not keep (the shared inputs, such as the
+    search, are timed by Int8Search).
     """
-    attempts, measured, spent = [], [], 0.0
+    attempts, measured, spent, last = [], [], 0.0, 0.0
+
+    def described(row: dict[str, Any], remedy: Remedy, options: QuantOptions) -> dict[str, Any]:
+        float_modules = len(options.keep_float) - len(always_float(inputs.model))
+        return row | {
+            "remedy": remedy.name,
+            "float_modules": float_modules,
+            "activation_bits": remedy.activation_bits if calibrated else None,
+            "finetuned": remedy.finetune,
+        }
+
+    row: dict[str, Any] = {}
     for remedy in rungs:
         options, source = inputs.options(remedy, calibrated)
         start = time.time()
-        row = export_and_judge(options, source) | {"remedy": remedy.name}
+        row = described(export_and_judge(options, source), remedy, options)
         if row["status"] == "unsupported" and measured:  # a later rung's crash is that rung failing, not the format
             row |= {"status": "fail"}
         last = time.time() - start
         spent += last
         attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name, "seconds": round(last, 1)})
         if "auroc" in row:
-            measured.append((options, source, row))
+            measured.append((remedy, options, source, row))
         if row["status"] != "fail" or not measured:
             break
         say(f"remedy '{remedy.name}' failed ({row['reason']}); next")
     if row["status"] == "fail" and measured:
-        options, source, best = min(measured, key=lambda m: (m[2]["flips"], -m[2]["auroc_delta"]))
+        remedy, options, source, best = min(measured, key=lambda m: (m[3]["flips"], -m[3]["auroc_delta"]))
         if best is not row:
             start = time.time()
-            row = export_and_judge(options, source) | {"remedy": options.remedy}
+            row = described(export_and_judge(options, source), remedy, options)
             last = time.time() - start
             spent += last
         row["reason"] += "; no remedy passed the gate (kept the closest miss)"

@@ -22,12 +22,13 @@ from export.formats import BY_KEY, artifact_name
 from export.parity import gate_for
 from export.pipeline import recommend
 from export.precision import QuantOptions, parse_precisions
-from export.quantize import Remedy, ladder, quantize_with_remedies
+from export.quantize import Int8Search, Remedy, candidates, dynamic_rungs, float_name, quantize_with_remedies
 
 
 def test_precision_vocabulary() -> None:
-    assert parse_precisions("fp32,fp16,int8") == ["fp32", "fp16", "int8-dynamic", "int8", "int8-weights", "palettized"]
-    assert parse_precisions("int8-dynamic") == ["int8-dynamic"]
+    assert parse_precisions("fp32,fp16,int8") == ["fp32", "fp16", "int8", "int8-weights", "palettized"]
+    assert parse_precisions("int8-dynamic") == ["int8-dynamic"]  # by its own name only (slower than fp32 here)
+    assert parse_precisions("int8,int8-dynamic") == ["int8", "int8-weights", "palettized", "int8-dynamic"]
     with pytest.raises(UserError, match='unknown precision "int4"'):
         parse_precisions("fp32,int4")
     assert gate_for("palettized") == "int8" and gate_for("fp16") == "fp16"
@@ -101,6 +102,10 @@ def test_quantization_path(fmt_key: str, precision: str, trained, tmp_path: Path
         assert weights >= 3, f"{fmt_key} {precision}: no int8 weights ({weights})"
         if precision == "int8":
             assert activations >= 3, f"{fmt_key} int8: no int8 activations ({activations})"
+    if fmt_key == "onnx":
+        from export.onnx_format import foreign_domains
+
+        assert foreign_domains(path) == {} and foreign_domains(fp32) == {}  # standard operators only
     if fmt_key == "coreml":
         with pytest.raises(NotRunnable):
             runners.load(path)
@@ -126,16 +131,64 @@ def test_keep_float_leaves_modules_unquantized(trained, tmp_path: Path) -> None:
     assert runners.read_spec(path).precision["kept_float"] == ["head", "meta_mlp"]
 
 
-def test_ladder_adds_silu_se_only_where_they_exist() -> None:
+def test_search_candidates_are_the_blocks_and_the_fixed_modules() -> None:
     lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
-    b0, _ = zoo.create_model("efficientnet_b0", 12, "none", 64)
-    assert not any("SiLU" in r.name for r in ladder(lite))
-    rungs = ladder(b0)
-    silu = [r for r in rungs if "SiLU" in r.name]
-    assert len(silu) == 1 and len(silu[0].keep_float(b0)) > 10
-    dynamic = ladder(b0, calibrated=False)
-    assert dynamic[0].name.startswith("none") and all(r.keep_float(b0) for r in dynamic[1:])
-    assert all(r.calibration_factor == 2 for r in rungs[1:])  # the first rung calibrates on --calibration-size
+    found = candidates(lite)
+    assert found[:2] == ["backbone.net._conv_stem", "backbone.net._blocks.0"]  # the stem conv is a block of its own
+    assert found[-2:] == ["head", "meta_mlp"] and len(found) == len(set(found)) == 20
+    dynamic = dynamic_rungs()
+    assert dynamic[0].name.startswith("none") and dynamic[1].fixed and not any(r.finetune for r in dynamic)
+
+
+def _search(passing: int | None, n: int = 20) -> tuple[Int8Search, list[int]]:
+    """An Int8Search over `n` fake candidates whose probe passes when `passing` or more are float."""
+    search = Int8Search(torch.nn.Linear(1, 1), None, 16)
+    search.candidates = [f"m{i}" for i in range(n)]
+    search._ranked = [(f"m{i}", 1.0 / (i + 1)) for i in range(n)]
+    probed: list[int] = []
+
+    def probe(count: int) -> dict:
+        if count not in search._probes:
+            probed.append(count)
+            ok = passing is not None and count >= passing
+            search._probes[count] = {
+                "float_modules": count,
+                "status": "pass" if ok else "fail",
+                "flips": 30 - count,
+                "auroc_delta": -0.01,
+                "reason": "" if ok else "flips",
+            }
+        return search._probes[count]
+
+    search.probe = probe  # type: ignore[method-assign]
+    return search, probed
+
+
+def test_the_search_finds_the_fewest_float_modules_by_doubling_then_bisecting() -> None:
+    search, probed = _search(passing=5)
+    decision = search.decision()
+    assert decision.float_modules == 5 and decision.passed
+    assert probed == [0, 1, 2, 4, 8, 6, 5]  # doubling to the first pass, then bisecting
+    assert [p["float_modules"] for p in decision.as_dict()["probes"]] == [0, 1, 2, 4, 5, 6, 8]
+    assert decision.as_dict()["kept_float"] == ["m0", "m1", "m2", "m3", "m4"]
+    rungs = search.rungs(calibrated=True, int16=True)
+    assert [(r.float_modules, r.activation_bits, r.finetune) for r in rungs] == [
+        (5, 8, False),
+        (10, 8, False),
+        (5, 16, False),
+        (10, 8, True),
+    ]  # more float (8-bit activations stay fast, at most half float) before 16-bit activations, fine-tuning last
+    search, _ = _search(passing=0)
+    counts = [r.float_modules for r in search.rungs(calibrated=True, int16=False)]
+    assert counts == [0, 2, 4, 8, 10, 10] and search.rungs()[0].name.startswith("none")
+    assert not any(r.activation_bits == 16 for r in search.rungs(calibrated=True, int16=False))
+    assert search.rungs(calibrated=False) == dynamic_rungs()
+
+    search, probed = _search(passing=0)
+    assert search.decision().float_modules == 0 and probed == [0]  # everything int8: nothing ranked or bisected
+    search, probed = _search(passing=None, n=6)
+    decision = search.decision()
+    assert not decision.passed and probed == [0, 1, 2, 4, 6] and decision.float_modules == 6  # the closest miss
 
 
 def test_int8_gates_on_constructed_cases() -> None:
@@ -155,7 +208,9 @@ def test_int8_gates_on_constructed_cases() -> None:
 
 
 class _Rungs:
-    """RungInputs' one method, without models: each rung's options carry only its name."""
+    """Int8Search's one method the walk calls, without models: each rung's options carry only its name."""
+
+    model = torch.nn.Linear(1, 1)
 
     def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, None]:
         return QuantOptions(remedy=remedy.name), None
@@ -205,17 +260,37 @@ def test_a_failed_artifact_is_never_recommended() -> None:
 
 @pytest.mark.slow
 def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
+    """One search decides for both formats; every .onnx holds standard operators only; every passing artifact
+    is run again by a second runtime of its format (OpenVINO, TensorFlow's tf.lite) and held to its gate."""
+    from export.onnx_format import foreign_domains
     from tests.test_export import run_export
 
     checkpoint = str(tiny_run / "checkpoint.pt")
-    args = ["--formats", "onnx", "--precision", "fp32,int8", "--calibration-size", "16", "--golden", "0"]
-    result = run_export("--checkpoint", checkpoint, *args, "--out", str(tmp_path))
+    args = ["--formats", "onnx,tflite", "--precision", "fp32,int8", "--calibration-size", "16", "--golden", "0"]
+    result = run_export("--checkpoint", checkpoint, *args, "--out", str(tmp_path), "--gate-flips", "3%")
     assert result.returncode in (0, 1), result.stderr[-3000:]
     summary = json.loads((tmp_path / "parity.json").read_text())
+    assert summary["gates"]["int8"]["max_flip_fraction"] == 0.03 and summary["gates"]["fp32"]["max_flip_fraction"] == 0
     rows = {r["precision"]: r for r in summary["rows"] if r["format"] == "onnx"}
-    assert set(rows) == {"fp32", "int8-dynamic", "int8"}
+    assert set(rows) == {"fp32", "int8"}
     assert rows["int8"]["attempts"] and rows["int8"]["remedy"]
     assert rows["int8"]["size_reduction"] > 2.5
+    search = summary["int8_search"]
+    assert search["probes"][0]["float_modules"] == 0 and search["candidates"] >= 5
+    decided = search["float_modules"]
+    for row in summary["rows"]:
+        if row["precision"] == "int8":  # every format starts from the one decision
+            assert row["attempts"][0]["remedy"] == float_name(decided, search["candidates"])
+            assert row["float_modules"] >= decided and row["activation_bits"] in (8, 16)
+        if row["status"] == "pass" and row["format"] in ("onnx", "tflite"):
+            witness = row["second_runtime"]
+            assert witness["status"] == "pass", (row["format"], row["precision"], witness)
+            assert witness["runtime"].split()[0] in ("openvino", "tensorflow")
+            assert witness["max_abs_diff_to_primary"] < (1e-4 if row["precision"] == "fp32" else 0.1)
+    for path in tmp_path.glob("*.onnx"):
+        assert foreign_domains(path) == {}, path.name
+    report = (tmp_path / "export_report.md").read_text()
+    assert "one search, applied in every format" in report and "one pair moves AUROC by" in report
     assert result.returncode == (1 if any(r["status"] == "fail" for r in summary["rows"]) else 0)
     assert "## Recommended artifact per format" in (tmp_path / "export_report.md").read_text()
 
@@ -292,15 +367,6 @@ def test_finetuning_folds_batchnorm_and_leaves_weights_on_the_int8_grid(trained)
             steps = w / grid_scale(w).reshape([-1] + [1] * (w.ndim - 1))
             on_grid = torch.allclose(steps, steps.round(), atol=1e-3)
             assert on_grid == (name != "head"), name  # the kept-float head is left as it was
-
-
-def test_finetuning_rungs_come_last_and_only_for_calibrated_int8() -> None:
-    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
-    rungs = ladder(lite)
-    tuned = [i for i, r in enumerate(rungs) if r.finetune]
-    assert tuned and tuned == list(range(len(rungs) - len(tuned), len(rungs)))
-    assert not any(r.finetune for r in ladder(lite, calibrated=False))
-    assert not any(r.activation_bits == 16 for r in ladder(lite, int16=False))
 
 
 def test_candidate_blocks_are_small_units_of_the_backbone() -> None:
@@ -410,12 +476,6 @@ def test_executorch_int8_keeps_a_float_block_wholly_float() -> None:
     assert rounded_between("backbone.stage2.2")  # the next block is int8
 
 
-def test_sensitive_block_rungs_are_only_for_static_int8() -> None:
-    lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
-    assert any(r.sensitive_blocks for r in ladder(lite))
-    assert not any(r.sensitive_blocks for r in ladder(lite, calibrated=False))
-
-
 @pytest.mark.slow
 def test_tflite_int8_ranges_cover_every_calibration_image(trained) -> None:
     """ai-edge-quantizer's default range update is a moving average, which forgets early outliers."""
@@ -483,3 +543,34 @@ def test_executorch_int8_gives_relu6_its_own_range(relu6) -> None:
     assert "conv2d" in str(clamp.args[0].target)  # the conv output reaches the clamp unquantized
     (quantize,) = [u for u in clamp.users if "quantize_per_tensor" in str(u.target)]
     assert float(quantize.args[1]) <= 6 / 255 * 1.01  # the ReLU6 output's own [0, 6] range
+
+
+def test_gates_are_the_users_to_set_and_fp32_keeps_its_own() -> None:
+    from export.all import chosen_gates
+
+    gates = chosen_gates(flips="5%", auroc_drop=0.01, min_subgroup_class=3)
+    assert gates["int8"].max_flip_fraction == 0.05 and gates["fp16"].max_auroc_drop == 0.01
+    assert gates["fp32"] == parity.GATES["fp32"] and gates.min_subgroup_class == 3
+    assert gates.as_dict()["int8"]["max_flip_fraction"] == 0.05 and gates.as_dict()["min_subgroup_class"] == 3
+    assert chosen_gates(flips="0.02")["int8"].max_flip_fraction == 0.02
+    assert chosen_gates() == parity.DEFAULT_GATES
+    y = np.array([0, 1] * 50)
+    ref = np.where(y == 1, 0.8, 0.2) + np.linspace(0, 0.1, 100)
+    three = ref.copy()
+    three[[0, 2, 4]] = 0.55  # 3 flips in 100
+    figures = parity.compare(y, ref, three, 0.5)
+    assert parity.judge(figures, "int8")[0] == "fail" and parity.judge(figures, "int8", gates)[0] == "pass"
+    small = parity.compare(y[:12], ref[:12], ref[:12], 0.5, {"all": np.ones(12, bool)}, min_class=6)
+    assert small["subgroups"] and small["subgroups"][0]["one_pair_auroc"] == pytest.approx(1 / 36)
+    for bad in ({"flips": "lots"}, {"flips": "150%"}, {"auroc_drop": -0.1}, {"min_subgroup_class": 0}):
+        with pytest.raises(UserError):
+            chosen_gates(**bad)
+
+
+def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path) -> None:
+    from export import witness
+
+    with pytest.raises(witness.Unavailable, match="only one"):
+        witness.runtime_for(tmp_path / "m.pte")
+    assert witness.runtime_for(tmp_path / "m.onnx").startswith("openvino ")
+    assert witness.runtime_for(tmp_path / "m.tflite").startswith("tensorflow ")
