@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= efficientnet_lite0
 
-.PHONY: setup web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
+.PHONY: setup witness web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## TensorFlow's tf.lite, the second runtime that witnesses every .tflite (export/witness.py), in its own
+## environment: imported beside torch it crashes torch's triton (coremltools imports it when installed).
+WITNESS_VENV ?= .venv-witness
+WITNESS_STAMP := $(WITNESS_VENV)/.installed
+$(WITNESS_STAMP):
+	$(PYTHON) -m venv $(WITNESS_VENV)
+	$(WITNESS_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(WITNESS_VENV)/bin/python -m pip install --quiet tensorflow-cpu==2.21.0
+	touch $(WITNESS_STAMP)
+
+witness: $(WITNESS_STAMP)
 
 ## The browser demo's pinned runtimes (npm ci), when Node.js is here; its tests say what to install otherwise.
 web_demo/node_modules/.package-lock.json: web_demo/package-lock.json
@@ -24,14 +36,14 @@ web-deps: web_demo/node_modules/.package-lock.json
 
 ## Train EfficientNet-Lite0 (offline ImageNet weights) on the embedded SYNTHETIC set, export it to every
 ## format and precision with parity checks (replacing an earlier demo export), then benchmark every artifact.
-demo: setup
+demo: setup witness
 	$(PY) -m train --model efficientnet_lite0 --epochs 2 --image-size 128
 	$(PY) -m export.all --model efficientnet_lite0 --precision fp32,fp16,int8 --overwrite
 	$(PY) -m benchmark --model efficientnet_lite0
 	@echo "reports: dist/efficientnet_lite0/export_report.html and dist/efficientnet_lite0/benchmark.html"
 
 ## Lint, then the whole test suite (slow tests, the Kotlin JVM tests and the browser tests included).
-test: setup web-deps
+test: setup witness web-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
@@ -73,4 +85,4 @@ web-bench: setup web-deps
 	$(PY) web_demo/bench.py --model $(MODEL)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist
+	rm -rf $(VENV) $(WITNESS_VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist

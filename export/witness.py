@@ -1,43 +1,58 @@
 """A second, independent runtime of a format, as a witness: does the artifact mean the same thing to a runtime
 that did not make it and is not the one it was judged with?
 
-    probabilities, name = predict(Path("dist/x/x.int8.onnx"), image, meta)   # OpenVINO for .onnx
+    probability = predict(Path("dist/x/x.int8.onnx"), image, meta)   # [N], by OpenVINO for a .onnx
 
 - `.onnx`: OpenVINO (its ONNX front end), where ONNX Runtime made and judged the artifact;
-- `.tflite`: TensorFlow's own `tf.lite.Interpreter`, where LiteRT (ai-edge-litert) judged it;
+- `.tflite`: TensorFlow's own `tf.lite.Interpreter`, where LiteRT (ai-edge-litert) judged it. TensorFlow runs
+  in an environment of its own (`make witness`, or the Python named by MELANOMA_TF_PYTHON), through
+  export/tflite_witness.py: loaded before torch's triton in one process it crashes it;
 - `.pte`: none exists (ExecuTorch is the only runtime of its programs), said so in the row.
-Each is optional: without it the row says which package to install, and nothing else changes.
+Each is optional: without it the row says what to install, and nothing else changes.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import os
+import subprocess
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
-SECOND_RUNTIMES = {".onnx": ("openvino", "openvino"), ".tflite": ("tensorflow", "tensorflow-cpu")}
+ROOT = Path(__file__).resolve().parent.parent
+TF_ENV = "MELANOMA_TF_PYTHON"  # a Python with tensorflow-cpu (default: .venv-witness/bin/python, by make witness)
 
 
 class Unavailable(Exception):
     """No second runtime of this format here: the message says why (and what to install)."""
 
 
+def _tf_python() -> Path:
+    chosen = os.environ.get(TF_ENV)
+    path = Path(chosen) if chosen else ROOT / ".venv-witness" / "bin" / "python"
+    if not path.is_file():
+        where = f"{TF_ENV}={chosen} does not exist" if chosen else "there is no .venv-witness"
+        raise Unavailable(
+            f"TensorFlow's tf.lite runs in its own environment and {where} (make witness creates it), so no second "
+            "runtime ran"
+        )
+    return path
+
+
 def runtime_for(path: Path) -> str:
-    """The name and version of the second runtime of `path`'s format; Unavailable when there is none here."""
-    if path.suffix not in SECOND_RUNTIMES:
-        raise Unavailable(f"no second runtime of {path.suffix} exists (its own runtime is the only one)")
-    module, package = SECOND_RUNTIMES[path.suffix]
-    try:
-        __import__(module)
-    except ImportError:
-        raise Unavailable(f"{package} is not installed (pip install {package}), so no second runtime ran") from None
-    for dist in (package, module):
+    """The name (and version, where cheap to know) of the second runtime of `path`'s format; Unavailable when
+    there is none here."""
+    if path.suffix == ".onnx":
         try:
-            return f"{module} {importlib.metadata.version(dist)}"
+            return f"openvino {importlib.metadata.version('openvino')}"
         except importlib.metadata.PackageNotFoundError:
-            continue
-    return module
+            raise Unavailable("openvino is not installed (pip install openvino), so no second runtime ran") from None
+    if path.suffix == ".tflite":
+        _tf_python()
+        return "tensorflow tf.lite"
+    raise Unavailable(f"no second runtime of {path.suffix} exists (its own runtime is the only one)")
 
 
 def predict(path: Path, image: np.ndarray, meta: np.ndarray, nhwc: bool = False) -> np.ndarray:
@@ -65,25 +80,13 @@ def _openvino(path: Path, image: np.ndarray, meta: np.ndarray, batch: int = 16) 
 
 
 def _tf_lite(path: Path, image: np.ndarray, meta: np.ndarray) -> np.ndarray:
-    import tensorflow as tf
-
-    interpreter = tf.lite.Interpreter(model_path=str(path), num_threads=2)
-    runner = interpreter.get_signature_runner()
-    inputs, outputs = runner.get_input_details(), runner.get_output_details()
-
-    def fed(x: np.ndarray, detail: dict) -> np.ndarray:
-        if detail["dtype"] == np.float32:
-            return x
-        scale, zero = detail["quantization"]
-        info = np.iinfo(detail["dtype"])
-        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
-
-    out = []
-    for i in range(len(image)):
-        result = runner(image=fed(image[i : i + 1], inputs["image"]), meta=fed(meta[i : i + 1], inputs["meta"]))
-        value, detail = result["probability"], outputs["probability"]
-        if detail["dtype"] != np.float32:
-            scale, zero = detail["quantization"]
-            value = (value.astype(np.float32) - zero) * scale
-        out.append(np.asarray(value, np.float32).reshape(-1))
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs, output = Path(tmp) / "inputs.npz", Path(tmp) / "probability.npy"
+        np.savez(inputs, image=image, meta=meta)
+        script = Path(__file__).with_name("tflite_witness.py")
+        command = [str(_tf_python()), str(script), str(path), str(inputs), str(output)]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
+        if done.returncode != 0:
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
+        return np.load(output)

@@ -567,10 +567,21 @@ def test_gates_are_the_users_to_set_and_fp32_keeps_its_own() -> None:
             chosen_gates(**bad)
 
 
-def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path) -> None:
+def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path, monkeypatch) -> None:
     from export import witness
 
     with pytest.raises(witness.Unavailable, match="only one"):
         witness.runtime_for(tmp_path / "m.pte")
     assert witness.runtime_for(tmp_path / "m.onnx").startswith("openvino ")
-    assert witness.runtime_for(tmp_path / "m.tflite").startswith("tensorflow ")
+    assert witness.runtime_for(tmp_path / "m.tflite").startswith("tensorflow ")  # make test made .venv-witness
+    monkeypatch.setenv(witness.TF_ENV, str(tmp_path / "no-python"))
+    with pytest.raises(witness.Unavailable, match="make witness"):
+        witness.runtime_for(tmp_path / "m.tflite")
+
+
+def test_tensorflow_is_not_installed_beside_torch() -> None:
+    """TensorFlow imported before torch's triton crashes the process (coremltools imports it when it can),
+    so the .tflite witness keeps it in its own environment."""
+    import importlib.util
+
+    assert importlib.util.find_spec("tensorflow") is None
