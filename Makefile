@@ -48,7 +48,7 @@ test: setup witness web-deps
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-test-fast: setup
+test-fast: setup witness
 	$(PY) -m pytest -m "not slow"
 
 lint: setup

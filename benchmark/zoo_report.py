@@ -21,7 +21,7 @@ def _fmt(v: Any, spec: str = ".2f") -> str:
 
 
 def summary_rows(infos: list[dict[str, Any]], bench: dict[str, Any]) -> list[dict[str, Any]]:
-    """Per model: training, export time (and the ladder's share), eager / compiled / fastest passing latency."""
+    """Per model: training, export time (and the int8 search's share), eager / compiled / fastest passing latency."""
     rows = []
     for info in infos:
         mine = [r for r in bench["rows"] if r["model"] == info["model"] and r["batch"] == 1]
@@ -91,7 +91,7 @@ def write_zoo_report(out: Path, infos: list[dict[str, Any]]) -> dict[str, Path]:
         f"on {bench['environment']['cpu']}. Target: the fastest artifact that passed parity at least "
         f"{TARGET_SPEEDUP:.0f}x PyTorch eager."
     )
-    headers = ["model", "weights", "epochs", "test AUROC", "export s (int8 ladder parts)", "eager ms", "compiled ms"]
+    headers = ["model", "weights", "epochs", "test AUROC", "export s (int8 parts)", "eager ms", "compiled ms"]
     headers += ["fastest passing", "its ms", "x eager", f">= {TARGET_SPEEDUP:.0f}x"]
     doc.table(
         headers,
@@ -102,6 +102,12 @@ def write_zoo_report(out: Path, infos: list[dict[str, Any]]) -> dict[str, Path]:
             + [_fmt(s["best_speedup"], ".1f"), "yes" if s["meets_target"] else "no"]
             for s in summary
         ],
+    )
+    doc.heading("Static int8 per format: float modules and speed against fp32")
+    doc.table(
+        ["model", "format", "status", "float modules", "activation bits", "int8 ms", "fp32 ms", "x fp32"],
+        [row for info in infos for row in _int8_rows(info, bench["rows"])],
+        status_column="status",
     )
     figures = {}
     for info in infos:
@@ -128,6 +134,31 @@ def write_zoo_report(out: Path, infos: list[dict[str, Any]]) -> dict[str, Path]:
         "md": write_text(out / "zoo.md", doc.markdown()),
         "html": write_text(out / "zoo.html", doc.html(images=figures)),
     }
+
+
+def _int8_rows(info: dict[str, Any], timed: list[dict[str, Any]]) -> list[list[Any]]:
+    """One row per format with a static int8 artifact: how many modules the search kept float, its activation
+    bits, and its p50 against the same format's fp32 in the same interleaved run (batch 1)."""
+    parity = ParityReport.load(Path(info["export"])).data
+    p50 = {(r["format"], r["precision"]): r["p50_ms"] for r in timed if r["model"] == info["model"] and r["batch"] == 1}
+    rows = []
+    for r in parity["rows"]:
+        if r["precision"] != "int8" or r["status"] in ("unsupported", "not-run"):
+            continue
+        int8, fp32 = p50.get((r["format"], "int8")), p50.get((r["format"], "fp32"))
+        rows.append(
+            [
+                info["model"],
+                r["format"],
+                r["status"],
+                _fmt(r.get("float_modules"), "d"),
+                _fmt(r.get("activation_bits"), "d"),
+                _fmt(int8),
+                _fmt(fp32),
+                _fmt(fp32 / int8 if int8 and fp32 else None, ".2f"),
+            ]
+        )
+    return rows
 
 
 def _parts(seconds: dict[str, float]) -> str:

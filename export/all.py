@@ -9,7 +9,8 @@ PyTorch original.
     python -m export.all --program theirs.pt2 --contract theirs.contract.json --eval-csv ... --eval-images ...
 
 Writes, in --out (default dist/<model>/): one artifact per format with the ModelSpec embedded and beside it
-as <artifact>.spec.json, parity.json, export_report.md / .html, roc.png, golden.json + golden/, spec.json and
+as <artifact>.spec.json, parity.json, export_report.md / .html, roc.png, int8_search.png (when static int8 was
+searched), golden.json + golden/, spec.json and
 export.log (what the converters printed). The folder is built beside --out and swapped in whole when the run
 ends, so an interrupted export leaves the previous one intact. Exit status 0 when every requested format
 has an artifact that passed its gate at every requested precision (a format that cannot run here, or has no
@@ -33,6 +34,7 @@ DEFAULT_DIST = Path("dist")
 HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 EXPORT_FILES = frozenset(
     {"parity.json", "golden.json", "golden", "export_report.md", "export_report.html", "roc.png", "spec.json"}
+    | {"int8_search.png"}
     | {"export.log", "benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.log"}
     | {HISTORY, "benchmark_web.json"}
 )
@@ -68,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--precision",
         default="fp32",
-        help="comma-separated: fp32, fp16, int8 (int8 = every int8 variant "
-        "a format has: int8-dynamic, int8, int8-weights, palettized)",
+        help="comma-separated: fp32, fp16, int8 (= static int8, and Core ML's int8-weights, palettized), "
+        "int8-dynamic (only by name)",
     )
     p.add_argument(
         "--calibration-size",

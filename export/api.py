@@ -87,12 +87,15 @@ def export_model(
     fmt = parse_formats(formats if isinstance(formats, str) else join(formats))
     prec = parse_precisions(precisions if isinstance(precisions, str) else join(precisions))
     job = Job(build, Path(out), size_mb)
-    try:
-        chosen = chosen_gates(**(gates or {}))
-    except TypeError:
-        raise UserError(
-            f"gates takes auroc_drop, flips, subgroup_drop and min_subgroup_class, not {sorted(gates or {})}"
-        ) from None
+    known = ("auroc_drop", "flips", "subgroup_drop", "min_subgroup_class")
+    unknown = sorted(set(gates or {}) - set(known))
+    if unknown:
+        raise UserError(f"gates has no {unknown[0]!r}: give any of {', '.join(known)}")
+    for key, value in (gates or {}).items():
+        kinds = (int,) if key == "min_subgroup_class" else (int, float, str) if key == "flips" else (int, float)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kinds)):
+            raise UserError(f"gates[{key!r}] is a {type(value).__name__}: give a number (flips also takes '2%')")
+    chosen = chosen_gates(**(gates or {}))
     run_job(
         job,
         fmt,

@@ -1,4 +1,4 @@
-"""Int8-aware weight fine-tuning: the last rungs of the remedy ladder.
+"""Int8-aware weight fine-tuning: the last remedy a format tries after the int8 search's decision.
 
 Rounding every weight to its per-channel int8 grid moves each layer's output by about 1 %; through a deep
 network that is enough to push cases near the decision threshold across it. This step nudges the weights so

@@ -2,9 +2,9 @@
 onnxslim, the spec in `metadata_props`. Runs with ONNX Runtime.
 
 Every node is in the default ONNX domain, int8 included: static int8 is QuantizeLinear / DequantizeLinear
-(QDQ) around standard ops, and the 16-bit-activation remedy converts the graph to opset 21, the first whose
-QuantizeLinear takes 16-bit types, instead of ONNX Runtime's `com.microsoft` Q/DQ (which a second runtime
-reads wrongly: OpenVINO was 0.98 off on one such artifact)."""
+(QDQ) around standard ops, with uint8 activations. There is no 16-bit-activation variant: ONNX Runtime writes
+it with `com.microsoft` Q/DQ below opset 21, and OpenVINO, the second ONNX runtime here, misread it in either
+domain (0.98 off; 296 of 399 decisions flipped on the opset-21 one), so it would not be a portable artifact."""
 
 from __future__ import annotations
 
@@ -33,7 +33,6 @@ from export.precision import QuantOptions
 from export.scopes import in_module
 
 OPSET = 17
-WIDE_OPSET = 21  # 16-bit QuantizeLinear / DequantizeLinear in the default domain
 
 
 def _float_proto(model: torch.nn.Module, spec: ModelSpec, example: tuple):
@@ -88,11 +87,8 @@ def _quantize(proto, precision: str, options: QuantOptions):
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    wide = precision == "int8" and options.activation_bits == 16
-    if wide:
-        from onnx import version_converter
-
-        proto = version_converter.convert_version(proto, WIDE_OPSET)
+    if precision == "int8" and options.activation_bits != 8:
+        raise ValueError("ONNX int8 has 8-bit activations only (see the module docstring)")
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "q.onnx"))
         onnx.save(proto, str(src))
@@ -124,7 +120,7 @@ def _quantize(proto, precision: str, options: QuantOptions):
                 _calibration_reader(options.calibration),
                 quant_format=QuantFormat.QDQ,
                 per_channel=True,
-                activation_type=QuantType.QInt16 if wide else QuantType.QUInt8,
+                activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude,
                 # NOTE: 7-bit weights ([-64, 63]). ONNX Runtime's uint8 x int8 kernels on x86 without VNNI
@@ -132,12 +128,11 @@ def _quantize(proto, precision: str, options: QuantOptions):
                 # EfficientNet-Lite0, 36 flipped decisions against PyTorch with full 8-bit weights, 9 with 7-bit,
                 # and ONNX Runtime and OpenVINO 0.14 apart on one file (0.02 with 7-bit). uint8 weights do not
                 # saturate either but ran 5x slower than fp32 here. ONNX Runtime's documentation gives this fix.
-                reduce_range=not wide,
+                reduce_range=True,
             )
             method = (
-                f"onnxruntime quantize_static, QDQ{f' (opset {WIDE_OPSET})' if wide else ''}: "
-                f"per-channel {'int8' if wide else '7-bit (reduce_range)'} weights, "
-                f"{'int16' if wide else 'uint8'} activations, MinMax {calibrated_on(options.calibration)}; "
+                "onnxruntime quantize_static, QDQ: per-channel 7-bit (reduce_range) weights, "
+                f"uint8 activations, MinMax {calibrated_on(options.calibration)}; "
                 f"{AFTER_MODEL_FLOAT}"
             )
         return onnx.load(str(dst)), method, len(kept)

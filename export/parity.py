@@ -197,7 +197,8 @@ def judge(figures: dict[str, Any], precision: str, gates: Gates = DEFAULT_GATES)
         reasons.append(f"AUROC drop {-figures['auroc_delta']:.4f} > {gate.max_auroc_drop:g}")
     if figures["flip_fraction"] > gate.max_flip_fraction:
         reasons.append(
-            f"{figures['flips']} flipped decision(s) ({figures['flip_fraction']:.1%}) > {gate.max_flip_fraction:.0%}"
+            f"{figures['flips']} flipped decision(s) ({figures['flip_fraction']:.1%}) > "
+            f"{gate.max_flip_fraction * 100:g}%"
         )
     if gate.max_subgroup_auroc_drop is not None and figures.get("subgroups_considered") and not figures["subgroups"]:
         reasons.append(

@@ -263,8 +263,8 @@ def export_one(judge: Judge, inputs: Int8Search, fmt: Format, artifact: Artifact
         reason = f"{fmt.title} has no {precision} path; it makes {', '.join(fmt.precisions)}"
         reason += f" ({fmt.quantization})" if fmt.precisions == ("fp32",) else ""
         return {"format": fmt.label(artifact), "precision": precision, "status": "unsupported", "reason": reason}
-    if precision not in REMEDIABLE:
-        return judge.check(fmt, artifact, precision, QuantOptions())
+    if precision not in REMEDIABLE or fmt.label(artifact) in judge.unsupported:
+        return judge.check(fmt, artifact, precision, QuantOptions())  # (an unsupported format: its row at once)
     calibrated = precision in CALIBRATED
     rungs = inputs.rungs(calibrated, fmt.int16_activations)
     step: Callable[[QuantOptions, nn.Module | None], Row] = partial(judge.check, fmt, artifact, precision)
@@ -306,6 +306,10 @@ def export_source(
     model, spec, data = source.model, source.spec, source.judge
     spec.save(out / "spec.json")
     reference = TorchEagerRunner(source.reference_file or out / "spec.json", model, spec)
+    # Small chunks: eager convolutions on this 2-core CPU ran 2.7x slower per image in batches of 64 than of 4
+    # (EfficientNet-Lite0, 224 px; export.sensitivity.BATCH). Only the judge's reference: the benchmark times
+    # the batch it is asked for.
+    reference.max_batch = 4
     judge = Judge(model, spec, data, reference, out, console, foreign=source.foreign, gates=gates)
     cases = (data.image, data.meta)
     inputs = Int8Search(
@@ -352,7 +356,7 @@ def summarize(
 ) -> dict[str, Any]:
     """parity.json: the rows with their size reduction, the gates, the recommendation per format."""
     spec, data = source.spec, source.judge
-    ladders = round(sum(r.get("ladder_seconds", 0.0) for r in rows), 1)  # the int8 ladders' rungs not kept
+    discarded = round(sum(r.get("discarded_seconds", 0.0) for r in rows), 1)  # int8 attempts not kept
     fp32 = {r["format"]: r.get("size_mb") for r in rows if r["precision"] == "fp32"}
     for r in rows:
         if fp32.get(r["format"]) and r.get("size_mb"):
@@ -370,7 +374,7 @@ def summarize(
             "threshold_rule": spec.outputs.threshold_rule,
             "gates": gates.as_dict(),
             "seconds": round(seconds, 1),
-            "int8_seconds": search.seconds | ({"failed rungs": ladders} if ladders else {}),
+            "int8_seconds": search.seconds | ({"failed rungs": discarded} if discarded else {}),
             "int8_search": search.record(),
             "rows": rows,
             "recommended": recommend(rows),

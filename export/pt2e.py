@@ -54,7 +54,7 @@ def _quantizer():
     unclamped conv output (on EfficientNet-Lite0 up to 170 wide, a step of 0.66 for values in [0, 6]).
     Annotated like conv + ReLU, the conv output stays unquantized and the ReLU6 output gets its own
     range; XNNPACK then fuses the clamp into the quantized conv (its FuseActivationPass handles hardtanh).
-    Measured on the Lite0 checkpoint, everything int8 (the ladder's first rung, ExecuTorch runtime): 31
+    Measured on the Lite0 checkpoint, everything int8 (no module float, ExecuTorch runtime): 31
     flipped decisions -> 16. PyTorch's X86InductorQuantizer annotates conv + hardtanh the same way.
 
     It also makes XNNPACK's cat annotator and its range propagation obey the filter, which they ignore: a

@@ -108,11 +108,14 @@ class Decision:
     passed: bool
     probes: list[dict[str, Any]] = field(default_factory=list)
     ranked: list[tuple[str, float]] = field(default_factory=list)
+    error: str = ""  # why no simulation could be made (then no module is kept float by the decision)
+    kept: tuple[str, ...] = ()  # the float modules themselves (the first `float_modules` of the ranking)
 
     def as_dict(self) -> dict[str, Any]:
         return {
+            "error": self.error or None,
             "float_modules": self.float_modules,
-            "kept_float": [m for m, _ in self.ranked[: self.float_modules]],
+            "kept_float": list(self.kept),
             "candidates": self.candidates,
             "simulation_passed": self.passed,
             "probes": self.probes,
@@ -239,28 +242,42 @@ class Int8Search:
         return self._probes[count]
 
     def decision(self) -> Decision:
-        """The fewest ranked modules in float with which the simulation passes (see the module docstring)."""
+        """The fewest ranked modules in float with which the simulation passes (see the module docstring).
+
+        When the simulation itself cannot be made (torch.export or PT2E refuses the model), the decision is
+        "no module float" with the reason: every format then tries that, and the first conv and classifier
+        in float, with its own quantizer."""
         if self._decision is None:
-            n = len(self.candidates)
-            passes = lambda k: self.probe(k)["status"] == "pass"  # noqa: E731
-            if passes(0) or n == 0:
-                chosen, passed = 0, passes(0)
-            else:
-                failing, k = 0, 1
-                while k < n and not passes(k):
-                    failing, k = k, min(n, 2 * k)
-                passed = passes(k)
-                if passed:
-                    while k - failing > 1:
-                        middle = (failing + k) // 2
-                        failing, k = (failing, middle) if passes(middle) else (middle, k)
-                    chosen = k
-                else:  # not even every candidate in float passes: the closest miss (a probe stopped early is far)
-                    chosen = min(self._probes, key=lambda c: _miss(self._probes[c]))
-            probes = [self._probes[k] for k in sorted(self._probes)]
-            self._decision = Decision(chosen, n, passed, probes, list(self._ranked or []))
-            self.say(f"int8 decision for every format: {float_name(chosen, n)}")
+            try:
+                self._decision = self._search()
+            except Exception as exc:  # noqa: BLE001 - a model PT2E cannot take still gets each format's own int8
+                first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+                reason = f"the PT2E simulation could not be made ({exc.__class__.__name__}: {first})"
+                self.say(f"int8 search: {reason}; every format tries its own quantizer")
+                self._decision = Decision(0, len(self.candidates), False, [], [], error=reason)
         return self._decision
+
+    def _search(self) -> Decision:
+        """The doubling and bisection on the simulation (see the module docstring)."""
+        n = len(self.candidates)
+        passes = lambda k: self.probe(k)["status"] == "pass"  # noqa: E731
+        if passes(0) or n == 0:
+            chosen, passed = 0, passes(0)
+        else:
+            failing, k = 0, 1
+            while k < n and not passes(k):
+                failing, k = k, min(n, 2 * k)
+            passed = passes(k)
+            if passed:
+                while k - failing > 1:
+                    middle = (failing + k) // 2
+                    failing, k = (failing, middle) if passes(middle) else (middle, k)
+                chosen = k
+            else:  # not even every candidate in float passes: the closest miss (a probe stopped early is far)
+                chosen = min(self._probes, key=lambda c: (*_miss(self._probes[c]), -c))
+        probes = [self._probes[k] for k in sorted(self._probes)]
+        self.say(f"int8 decision for every format: {float_name(chosen, n)}")
+        return Decision(chosen, n, passed, probes, kept=self.top(chosen))
 
     def rungs(self, calibrated: bool = True, int16: bool = True) -> list[Remedy]:
         """What one format tries, in order: the decision, more float, 16-bit activations, fine-tuning."""
@@ -268,9 +285,16 @@ class Int8Search:
             return dynamic_rungs()
         decision = self.decision()
         k, n = decision.float_modules, decision.candidates
+        if decision.error:  # no simulation, so no ranking: the format's own quantizer, then the fixed modules
+            rungs = [Remedy(NONE), Remedy("first conv and classifier in float", fixed=True)]
+            if int16:
+                name = "int16 activations (16x8); first conv and classifier in float"
+                rungs.append(Remedy(name, fixed=True, activation_bits=16))
+            return rungs
+        more = " (more than the simulation needed)" if decision.passed else ""
         rungs, count = [Remedy(float_name(k, n), k)], k
         while (step := min(max(count + 2, 2 * count), n // 2)) > count:  # at most half the modules float
-            rungs.append(Remedy(float_name(step, n) + " (more than the simulation needed)", step))
+            rungs.append(Remedy(float_name(step, n) + more, step))
             count = step
         if int16:
             rungs.append(Remedy(f"int16 activations (16x8); {float_name(k, n)}", k, activation_bits=16))
@@ -306,8 +330,12 @@ class Int8Search:
         return QuantOptions(calibration, keep, remedy.name, remedy.activation_bits, report), source
 
     def record(self) -> dict[str, Any] | None:
-        """The decision for parity.json (None when no static int8 artifact was asked for)."""
-        return self._decision.as_dict() if self._decision else None
+        """The decision for parity.json (None when no static int8 artifact was asked for), with the ranking
+        as far as it was made (a format's later rung may have ranked after the decision)."""
+        if self._decision is None:
+            return None
+        self._decision.ranked = list(self._ranked or [])
+        return self._decision.as_dict()
 
 
 ATTEMPT_FIELDS = ("status", "reason", "auroc_delta", "flips", "max_abs_diff")
@@ -327,7 +355,7 @@ def quantize_with_remedies(
     is not a failure, or at a failure before any rung could be measured (the format cannot export this model
     at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
     again, so the file on disk is the best one tried. The row records every attempt with its seconds, and in
-    `ladder_seconds` the exports and judgements of artifacts it did not keep (the shared inputs, such as the
+    `discarded_seconds` the exports and judgements of artifacts it did not keep (the shared inputs, such as the
     search, are timed by Int8Search).
     """
     attempts, measured, spent, last = [], [], 0.0, 0.0
@@ -350,7 +378,9 @@ def quantize_with_remedies(
             row |= {"status": "fail"}
         last = time.time() - start
         spent += last
-        attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | {"remedy": remedy.name, "seconds": round(last, 1)})
+        done = {"remedy": remedy.name, "seconds": round(last, 1)}
+        done |= {k: row.get(k) for k in ("float_modules", "activation_bits")}
+        attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | done)
         if "auroc" in row:
             measured.append((remedy, options, source, row))
         if row["status"] != "fail" or not measured:
@@ -363,5 +393,8 @@ def quantize_with_remedies(
             row = described(export_and_judge(options, source), remedy, options)
             last = time.time() - start
             spent += last
-        row["reason"] += "; no remedy passed the gate (kept the closest miss)"
-    return row | {"attempts": attempts, "ladder_seconds": round(spent - last, 1)}
+            if row["status"] == "unsupported":  # the converter crashed this time: still a failed artifact
+                row |= {"status": "fail"}
+        if row["status"] == "fail":
+            row["reason"] = (row.get("reason") or "") + "; no remedy passed the gate (kept the closest miss)"
+    return row | {"attempts": attempts, "discarded_seconds": round(spent - last, 1)}

@@ -1,4 +1,5 @@
-"""export_report.md / .html and roc.png: the parity table a person reads, and every artifact's ROC curve."""
+"""export_report.md / .html, roc.png and int8_search.png: the parity table a person reads, every artifact's ROC
+curve, and the int8 search's flips against float modules."""
 
 from __future__ import annotations
 
@@ -41,6 +42,61 @@ def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     ax.set_ylabel("sensitivity (true positive rate)")
     ax.set_title("Test-split ROC of every artifact vs PyTorch")
     ax.legend(loc="lower right", fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def search_png(summary: dict[str, Any]) -> bytes | None:
+    """Flipped decisions against the number of float modules: the search's simulated probes and each format's
+    real static int8 attempts, with the gate's allowance; None when no static int8 was searched."""
+    import io
+
+    search = summary.get("int8_search")
+    if not search:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    allowed = summary["gates"]["int8"]["max_flip_fraction"] * summary["n"]
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=110)
+    probes = search["probes"]
+    top = max([allowed * 2, *(p["flips"] for p in probes if p.get("flips") is not None)])
+    for p in probes:
+        stopped = p.get("flips") is None  # stopped early: more flips than allowed
+        ax.scatter(
+            p["float_modules"],
+            top if stopped else p["flips"],
+            marker="^" if stopped else "o",
+            s=60,
+            facecolors="none" if stopped else "grey",
+            edgecolors="grey",
+        )
+    ax.scatter([], [], marker="o", color="grey", label="simulation (PT2E in PyTorch)")
+    ax.scatter([], [], marker="^", facecolors="none", edgecolors="grey", label="simulation, stopped early")
+    markers = {"onnx": "s", "tflite": "D", "executorch": "P"}
+    for r in summary["rows"]:
+        if r["precision"] != "int8" or not r.get("attempts"):
+            continue
+        points = [
+            (a["float_modules"], a["flips"])
+            for a in r["attempts"]
+            if a.get("flips") is not None and a.get("float_modules") is not None and a.get("activation_bits") == 8
+        ]
+        if points:
+            xs, ys = zip(*points, strict=True)
+            ax.plot(xs, ys, marker=markers.get(r["format"], "x"), lw=1, label=f"{r['format']} int8 artifacts")
+    ax.axhline(allowed, color="red", lw=1, ls="--", label=f"gate: at most {int(np.floor(allowed))} flips")
+    ax.axvline(search["float_modules"], color="black", lw=0.8, ls=":", label="the search's decision")
+    ax.set_xlabel(f"most int8-sensitive modules kept float (of {search['candidates']})")
+    ax.set_ylabel(f"flipped decisions (of {summary['n']})")
+    ax.set_title("Static int8: flips against float modules")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()
@@ -143,7 +199,7 @@ def _search_lines(summary: dict[str, Any]) -> list[str]:
         return []
     lines = [
         f"simulated with {p['float_modules']} of {search['candidates']} modules float: {p['status']}"
-        + (f" ({p['flips']} flips, dAUROC {p['auroc_delta']:+.4f})" if p.get("flips") is not None else "")
+        + (f" ({p['flips']} flips, dAUROC {_fmt(p.get('auroc_delta'), '+.4f')})" if p.get("flips") is not None else "")
         for p in search["probes"]
     ]
     kept = ", ".join(f"`{m}`" for m in search["kept_float"]) or "none"
@@ -162,8 +218,8 @@ def _witness_lines(rows: list[dict[str, Any]]) -> list[str]:
             lines.append(f"{r['format']} {r['precision']}: not run ({w['reason']})")
             continue
         figures = (
-            f" (max |dp| to the first runtime {w['max_abs_diff_to_primary']:.1e}, {w['flips']} flips, "
-            f"dAUROC {w['auroc_delta']:+.4f})"
+            f" (max |dp| to the first runtime {_fmt(w.get('max_abs_diff_to_primary'), '.1e')}, {w['flips']} flips, "
+            f"dAUROC {_fmt(w.get('auroc_delta'), '+.4f')})"
             if w.get("flips") is not None
             else ""
         )
@@ -201,6 +257,7 @@ def document(summary: dict[str, Any]) -> Document:
             "PT2E int8 simulated in PyTorch on the judge cases, judged by the int8 gate: every module int8 first, "
             "then the most int8-sensitive modules (ranked on training images) back to float, as few as pass."
         ).bullets(search)
+        doc.image("int8_search.png", "Flipped decisions against float modules: simulation and real artifacts")
     remedies = _remedies(summary["rows"])
     if remedies:
         doc.heading("Remedies tried").bullets(remedies)
@@ -247,9 +304,14 @@ def _time_split(seconds: dict[str, float]) -> str:
 
 
 def write_reports(folder: Path, summary: dict[str, Any], y: np.ndarray, curves: dict[str, np.ndarray]) -> None:
-    """export_report.md, export_report.html and roc.png in `folder`."""
-    roc = roc_png(y, curves)
+    """export_report.md, export_report.html, roc.png and (when static int8 was searched) int8_search.png in
+    `folder`."""
+    roc, search = roc_png(y, curves), search_png(summary)
     write_with(folder / "roc.png", lambda tmp: tmp.write_bytes(roc))
+    images = {"roc.png": roc}
+    if search is not None:
+        write_with(folder / "int8_search.png", lambda tmp: tmp.write_bytes(search))
+        images["int8_search.png"] = search
     doc = document(summary)
     write_text(folder / "export_report.md", doc.markdown())
-    write_text(folder / "export_report.html", doc.html(images={"roc.png": roc}))
+    write_text(folder / "export_report.html", doc.html(images=images))

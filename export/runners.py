@@ -31,9 +31,6 @@ class TorchEagerRunner(Runner):
     """The PyTorch model itself, from a training checkpoint: the reference every artifact is held to."""
 
     format = "pytorch-eager"
-    # Small chunks: eager convolutions on this 2-core CPU ran 2.7x slower per image in batches of 64 than of 4
-    # (EfficientNet-Lite0, 224 px; see export.sensitivity.BATCH).
-    max_batch = 4
 
     def __init__(
         self,

@@ -8,7 +8,8 @@ A layer-wise sensitivity analysis: each candidate block alone is quantized as PT
 quantizes it (per-channel int8 weights, int8 activations at its inputs, inside it and at its output), the
 rest of the model stays float, and the score is the rms difference of its logits from the fp32 model's on
 training images (never the test split). Blocks with the largest error come first. The simulation is the
-ExecuTorch path; ONNX and TFLite round the same tensors to the same grids, so the ranking carries over.
+ExecuTorch path; TFLite rounds about the same tensors to the same grids, ONNX to 7-bit weights (export.onnx_format),
+so the ranking carries over while the number of float modules a format needs may differ.
 
 Quantizing one block at a time attributes the error to the block that causes it. The opposite
 experiment (everything int8 but one block) cannot see a block whose error sits at its input, which stays
@@ -107,9 +108,10 @@ def only_block(converted: torch.fx.GraphModule, block: str) -> torch.fx.GraphMod
 
 def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torch.fx.GraphModule:
     """A copy of `converted` (PT2E-converted with fold_quantize=False) with the modules at `blocks` in float:
-    the quantize / dequantize pairs of the activations they compute and of the weights only they use are
-    removed. A pair that a quantized op puts on its own output stays, even where a float block reads it, as
-    PT2E puts it there when that block is left out of the quantizer (its output annotation)."""
+    the quantize / dequantize pairs between two of their ops, and those of the weights and inputs only they
+    use, are removed. A pair on a border stays: one that a quantized op puts on its own output where a float
+    block reads it (its output annotation), and one a quantized op puts on its input where it reads a float
+    block's output (its input annotation), as PT2E does when those blocks are left out of the quantizer."""
     from export.pt2e import module_paths
 
     graph_module = copy.deepcopy(converted)
@@ -125,7 +127,7 @@ def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torc
             continue
         source = q.args[0]
         constant = isinstance(source, torch.fx.Node) and not module_paths(source)
-        if inside(source) or (constant and dq.users and all(inside(user) for user in dq.users)):
+        if (inside(source) or constant) and dq.users and all(inside(user) for user in dq.users):
             dq.replace_all_uses_with(source)
             graph.erase_node(dq)
     for q in [n for n in graph.nodes if _is_op(n, "quantize") and not n.users]:
@@ -178,13 +180,15 @@ def fused(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
 def simulation(model: nn.Module, calibration, exclude: tuple[str, ...] = ()) -> torch.fx.GraphModule:
     """The model (in export.common.ExportModel, temperature 1) exported with a dynamic batch, PT2E-quantized
     everywhere but `exclude` with the quantize / dequantize pairs unfolded, calibrated on `calibration`: what
-    `only_block` and `with_float` cut from. Its outputs are (logit, sigmoid(logit))."""
+    `only_block` and `with_float` cut from. Its outputs are (logit, sigmoid(logit)). A single calibration
+    image is repeated to trace the batch dimension as dynamic."""
     from export.common import ExportModel
     from export.precision import QuantOptions
     from export.pt2e import pt2e_int8
 
     wrapper = ExportModel(model).eval()
-    image, meta = torch.from_numpy(calibration.image[:2]), torch.from_numpy(calibration.meta[:2])
+    pick = np.resize(np.arange(len(calibration)), 2)  # two cases, even from a calibration set of one
+    image, meta = torch.from_numpy(calibration.image[pick]), torch.from_numpy(calibration.meta[pick])
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         graph = torch.export.export(

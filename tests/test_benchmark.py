@@ -205,3 +205,26 @@ def test_benchmark_without_export_says_what_to_run(tmp_path: Path) -> None:
         timeout=120,
     )
     assert bad.returncode == 2 and "--threads takes comma-separated positive integers" in bad.stderr
+
+
+def test_the_zoo_report_gives_each_formats_int8_float_modules_and_speed_against_fp32(tmp_path) -> None:
+    import json
+
+    from benchmark.zoo_report import _int8_rows
+
+    rows = [
+        {"format": "pytorch-eager", "precision": "fp32", "status": "reference"},
+        {"format": "onnx", "precision": "int8", "status": "pass", "float_modules": 10, "activation_bits": 8},
+        {"format": "tflite", "precision": "int8", "status": "fail", "float_modules": 2, "activation_bits": 16},
+        {"format": "torchscript.pt", "precision": "int8", "status": "unsupported"},
+    ]
+    (tmp_path / "parity.json").write_text(json.dumps({"model": "m", "recommended": {}, "rows": rows}))
+    timed = [
+        {"model": "m", "batch": 1, "format": f, "precision": p, "p50_ms": ms}
+        for f, p, ms in (("onnx", "fp32", 10.0), ("onnx", "int8", 8.0), ("tflite", "fp32", 9.0))
+    ]
+    table = _int8_rows({"model": "m", "export": str(tmp_path)}, timed)
+    assert table == [
+        ["m", "onnx", "pass", "10", "8", "8.00", "10.00", "1.25"],
+        ["m", "tflite", "fail", "2", "16", "-", "9.00", "-"],
+    ]

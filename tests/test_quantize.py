@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from pathlib import Path
@@ -221,7 +222,7 @@ def _judged(flips: dict[str, int]):
 
     def export_and_judge(options: QuantOptions, model: torch.nn.Module | None) -> dict:
         exported.append(options.remedy)
-        time.sleep(0.1)  # each export takes time: the ladder's share is the time of artifacts not kept
+        time.sleep(0.1)  # each export takes time: the discarded share is the time of artifacts not kept
         n = flips[options.remedy]
         status, reason = ("pass", "") if n <= 2 else ("fail", f"{n} flips")
         return {"status": status, "reason": reason, "auroc": 0.7, "auroc_delta": 0.0, "flips": n}
@@ -229,20 +230,20 @@ def _judged(flips: dict[str, int]):
     return export_and_judge, exported
 
 
-def test_the_ladder_stops_at_the_first_pass_and_keeps_the_closest_miss_otherwise() -> None:
+def test_the_walk_stops_at_the_first_pass_and_keeps_the_closest_miss_otherwise() -> None:
     rungs = [Remedy(name="a"), Remedy(name="b"), Remedy(name="c")]
     judge, exported = _judged({"a": 9, "b": 1, "c": 0})
     row = quantize_with_remedies(rungs, _Rungs(), True, judge)
     assert exported == ["a", "b"] and row["remedy"] == "b" and row["status"] == "pass"
     assert [a["remedy"] for a in row["attempts"]] == ["a", "b"]
     assert all(a["seconds"] >= 0.1 for a in row["attempts"])
-    assert row["ladder_seconds"] == pytest.approx(row["attempts"][0]["seconds"], abs=0.11)
+    assert row["discarded_seconds"] == pytest.approx(row["attempts"][0]["seconds"], abs=0.11)
     judge, exported = _judged({"a": 9, "b": 5, "c": 7})
     row = quantize_with_remedies(rungs, _Rungs(), True, judge)
     assert exported == ["a", "b", "c", "b"]  # the closest miss is exported again: the file on disk is the best
     assert row["remedy"] == "b" and row["status"] == "fail" and "closest miss" in row["reason"]
     assert [a["flips"] for a in row["attempts"]] == [9, 5, 7]
-    assert row["ladder_seconds"] == pytest.approx(sum(a["seconds"] for a in row["attempts"]), abs=0.15)
+    assert row["discarded_seconds"] == pytest.approx(sum(a["seconds"] for a in row["attempts"]), abs=0.15)
 
 
 def test_a_failed_artifact_is_never_recommended() -> None:
@@ -291,6 +292,8 @@ def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
         assert foreign_domains(path) == {}, path.name
     report = (tmp_path / "export_report.md").read_text()
     assert "one search, applied in every format" in report and "one pair moves AUROC by" in report
+    assert (tmp_path / "int8_search.png").read_bytes()[:4] == b"\x89PNG" and "int8_search.png" in report
+    assert all(a.get("float_modules") is not None for r in summary["rows"] for a in r.get("attempts", []))
     assert result.returncode == (1 if any(r["status"] == "fail" for r in summary["rows"]) else 0)
     assert "## Recommended artifact per format" in (tmp_path / "export_report.md").read_text()
 
@@ -440,6 +443,40 @@ def test_sensitivity_quantizes_one_block_at_a_time() -> None:
             )
             edges = _quantized_edges(alone)
             assert len(edges) >= layers and edges == _quantized_edges(direct), block
+
+
+@pytest.mark.slow
+def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value() -> None:
+    """`with_float` (the converted graph with some blocks' pairs removed) quantizes what PT2E quantizes with those
+    blocks left out of the quantizer, with the same ranges, borders included; `fused` runs each pair as one
+    fake-quantize op with the same result; `logits` stops when asked."""
+    from export.pt2e import pt2e_int8
+    from export.sensitivity import candidate_blocks, fused, logits, with_float
+
+    torch.manual_seed(0)
+    model, _ = zoo.create_model("mobilenet_v2", 12, "none", 32)
+    wrapper, calibration = ExportModel(model).eval(), _random_calibration(32)
+    case = (torch.from_numpy(calibration.image[:1]), torch.from_numpy(calibration.meta[:1]))
+    kept = tuple(candidate_blocks(model)[2:4])
+    with torch.no_grad():
+        converted = pt2e_int8(
+            torch.export.export(wrapper, case, strict=False).module(), QuantOptions(calibration), fold=False
+        )
+        cut = with_float(converted, kept)
+        direct = pt2e_int8(
+            torch.export.export(wrapper, case, strict=False).module(),
+            QuantOptions(calibration, keep_float=kept),
+            fold=False,
+        )
+        assert _quantized_edges(cut) == _quantized_edges(direct)
+        weights = sum("dequantize_per_channel" in str(n.target) for n in cut.graph.nodes)
+        assert weights == sum("dequantize_per_channel" in str(n.target) for n in direct.graph.nodes)
+        before = logits(cut, calibration.image, calibration.meta, batch=1)  # a batch-1 graph
+        after = logits(fused(copy.deepcopy(cut)), calibration.image, calibration.meta, batch=1)
+    assert np.abs(before - after).max() < 1e-4 and np.abs(before).max() > 0
+    seen = []
+    short = logits(cut, calibration.image, calibration.meta, batch=1, stop=lambda done: seen.append(len(done)) or True)
+    assert len(short) == 1 and seen == [1]  # the first batch, then stopped
 
 
 @pytest.mark.slow
