@@ -36,6 +36,15 @@ class ImageRule(nn.Module):
         return (x - self.mean) / self.std if self.normalise else x
 
 
+def log_sum_exp(x: torch.Tensor, dim: int, keepdim: bool = True) -> torch.Tensor:
+    """log(sum(exp(x))) over `dim`, shifted by the maximum (exact, finite), written with max / exp / sum / log:
+    torch.logsumexp exports as ONNX ReduceLogSumExp, whose `axes` OpenVINO 2026.4 ignores (it reduced over the
+    batch too: one probability for a whole batch)."""
+    top = x.amax(dim, keepdim=True)
+    out = top + torch.log(torch.exp(x - top).sum(dim, keepdim=True))
+    return out if keepdim else out.squeeze(dim)
+
+
 class OutputRule(nn.Module):
     """The model's output -> one logit: a single logit passes through; C softmax logits become log(p / (1 - p))
     with p the summed probability of the positive classes, computed as logsumexp(positive) -
@@ -58,8 +67,8 @@ class OutputRule(nn.Module):
         out = out.reshape(out.shape[0], -1)
         if not self.softmax:
             return out[:, :1]
-        positive = torch.logsumexp(out.index_select(1, self.positive), dim=1, keepdim=True)
-        negative = torch.logsumexp(out.index_select(1, self.negative), dim=1, keepdim=True)
+        positive = log_sum_exp(out.index_select(1, self.positive), 1)
+        negative = log_sum_exp(out.index_select(1, self.negative), 1)
         return positive - negative
 
 
@@ -70,8 +79,8 @@ class ViewAverage(nn.Module):
     keeps_float = True
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
-        positive = torch.logsumexp(-nn.functional.softplus(-logits), dim=0)
-        negative = torch.logsumexp(-nn.functional.softplus(logits), dim=0)
+        positive = log_sum_exp(-nn.functional.softplus(-logits), 0, keepdim=False)
+        negative = log_sum_exp(-nn.functional.softplus(logits), 0, keepdim=False)
         return positive - negative
 
 

@@ -210,6 +210,13 @@ class Judge:
                 "status": "fail",
                 "reason": f"it cannot run the file ({exc.__class__.__name__}: {first})",
             }
+        if other.shape != prob.shape:
+            return {
+                "runtime": name,
+                "status": "fail",
+                "reason": f"it returned {other.size} probabilities for {prob.size} cases (outputs of shape "
+                f"{list(other.shape)}): it reads the file differently",
+            }
         figures = self.figures(other, n_boot=100)
         status, reasons = parity.judge(figures, precision, self.gates)
         keys = ("max_abs_diff", "auroc_delta", "flips", "worst_subgroup_delta")

@@ -277,7 +277,7 @@ def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
     assert rows["int8"]["attempts"] and rows["int8"]["remedy"]
     assert rows["int8"]["size_reduction"] > 2.5
     search = summary["int8_search"]
-    assert search["probes"][0]["float_modules"] == 0 and search["candidates"] >= 5
+    assert search["probes"][0]["float_modules"] == 0 and search["candidates"] >= 3  # the tiny CNN: 3 modules
     decided = search["float_modules"]
     for row in summary["rows"]:
         if row["precision"] == "int8":  # every format starts from the one decision
