@@ -18,10 +18,20 @@ def _fmt(value: Any, spec: str) -> str:
     return format(value, spec)
 
 
-def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
-    """The ROC curve of each label -> probabilities, overlaid, as PNG bytes."""
+def _png(fig: Any) -> bytes:
+    """A matplotlib figure as PNG bytes; the figure is closed."""
     import io
 
+    import matplotlib.pyplot as plt
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
+    """The ROC curve of each label -> probabilities, overlaid, as PNG bytes."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -44,17 +54,12 @@ def roc_png(y: np.ndarray, curves: dict[str, np.ndarray]) -> bytes:
     ax.legend(loc="lower right", fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def search_png(summary: dict[str, Any]) -> bytes | None:
     """Flipped decisions against the number of float modules: the search's simulated probes and each format's
     real static int8 attempts, with the gate's allowance; None when no static int8 was searched."""
-    import io
-
     search = summary.get("int8_search")
     if not search:
         return None
@@ -99,10 +104,7 @@ def search_png(summary: dict[str, Any]) -> bytes | None:
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return _png(fig)
 
 
 def _artifact_rows(rows: list[dict[str, Any]]) -> list[list[Any]]:

@@ -80,38 +80,11 @@ def _is_op(node: torch.fx.Node, prefix: str) -> bool:
     return node.op == "call_function" and str(node.target).startswith(f"quantized_decomposed.{prefix}")
 
 
-def only_block(converted: torch.fx.GraphModule, block: str) -> torch.fx.GraphModule:
-    """A copy of `converted` (PT2E-converted with fold_quantize=False) in which only the quantize /
-    dequantize pairs that feed an op of `block` or leave one stay: that block alone in int8."""
-    from export.pt2e import module_paths
-
-    graph_module = copy.deepcopy(converted)
-    graph = graph_module.graph
-
-    def inside(node: object) -> bool:
-        return isinstance(node, torch.fx.Node) and any(within(p, [f"{WRAPPED}.{block}"]) for p in module_paths(node))
-
-    for dq in [n for n in graph.nodes if _is_op(n, "dequantize")]:
-        q = dq.args[0]
-        if not (isinstance(q, torch.fx.Node) and _is_op(q, "quantize")):
-            continue
-        source = q.args[0]
-        if not inside(source) and not any(inside(user) for user in dq.users):
-            dq.replace_all_uses_with(source)
-            graph.erase_node(dq)
-    for q in [n for n in graph.nodes if _is_op(n, "quantize") and not n.users]:
-        graph.erase_node(q)
-    graph.lint()
-    graph_module.recompile()
-    return graph_module
-
-
-def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torch.fx.GraphModule:
-    """A copy of `converted` (PT2E-converted with fold_quantize=False) with the modules at `blocks` in float:
-    the quantize / dequantize pairs between two of their ops, and those of the weights and inputs only they
-    use, are removed. A pair on a border stays: one that a quantized op puts on its own output where a float
-    block reads it (its output annotation), and one a quantized op puts on its input where it reads a float
-    block's output (its input annotation), as PT2E does when those blocks are left out of the quantizer."""
+def _cut(
+    converted: torch.fx.GraphModule, blocks: tuple[str, ...], drop: Callable[[bool, bool, list[bool]], bool]
+) -> torch.fx.GraphModule:
+    """A copy of `converted` (PT2E-converted with fold_quantize=False) without the quantize / dequantize pairs
+    for which `drop(source inside blocks, source is a weight or input, [each user inside blocks])` holds."""
     from export.pt2e import module_paths
 
     graph_module = copy.deepcopy(converted)
@@ -127,7 +100,7 @@ def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torc
             continue
         source = q.args[0]
         constant = isinstance(source, torch.fx.Node) and not module_paths(source)
-        if (inside(source) or constant) and dq.users and all(inside(user) for user in dq.users):
+        if drop(inside(source), constant, [inside(user) for user in dq.users]):
             dq.replace_all_uses_with(source)
             graph.erase_node(dq)
     for q in [n for n in graph.nodes if _is_op(n, "quantize") and not n.users]:
@@ -135,6 +108,21 @@ def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torc
     graph.lint()
     graph_module.recompile()
     return graph_module
+
+
+def only_block(converted: torch.fx.GraphModule, block: str) -> torch.fx.GraphModule:
+    """A copy of `converted` (PT2E-converted with fold_quantize=False) in which only the quantize /
+    dequantize pairs that feed an op of `block` or leave one stay: that block alone in int8."""
+    return _cut(converted, (block,), lambda source, _, users: not source and not any(users))
+
+
+def with_float(converted: torch.fx.GraphModule, blocks: tuple[str, ...]) -> torch.fx.GraphModule:
+    """A copy of `converted` (PT2E-converted with fold_quantize=False) with the modules at `blocks` in float:
+    the quantize / dequantize pairs between two of their ops, and those of the weights and inputs only they
+    use, are removed. A pair on a border stays: one that a quantized op puts on its own output where a float
+    block reads it (its output annotation), and one a quantized op puts on its input where it reads a float
+    block's output (its input annotation), as PT2E does when those blocks are left out of the quantizer."""
+    return _cut(converted, blocks, lambda source, constant, users: (source or constant) and bool(users) and all(users))
 
 
 def _fake_quantize_channels(weight, scales, zero_points, axis, quant_min, quant_max):
