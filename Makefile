@@ -72,13 +72,15 @@ zoo: setup
 android-core:
 	android_demo/build-core.sh
 
-## Copy dist/$(MODEL)'s recommended .tflite, its spec and golden vectors into the Android app's assets.
+## Copy dist/$(MODEL)'s recommended .tflite, its spec and golden vectors (and model.sig) into the Android app's
+## assets; TRUST=keys/signing_key.pub pins that key: the app then runs only models signed with it.
 android-assets:
-	$(PYTHON) android_demo/copy-assets.py dist/$(MODEL)
+	$(PYTHON) android_demo/copy-assets.py dist/$(MODEL) $(if $(TRUST),--trust $(TRUST))
 
 ## Serve the browser demo of an exported model: make web MODEL=efficientnet_lite0 [PORT=8000] [LAN=1 for a phone]
+## [TRUST=keys/signing_key.pub: the page then runs only models signed with that key (export.sign)]
 web: setup web-deps
-	$(PY) web_demo/build.py --model $(MODEL) --serve $(or $(PORT),8000) $(if $(LAN),--lan)
+	$(PY) web_demo/build.py --model $(MODEL) --serve $(or $(PORT),8000) $(if $(LAN),--lan) $(if $(TRUST),--trust $(TRUST))
 
 ## Load time and p50 latency of the page's artifacts in headless Chromium -> dist/$(MODEL)/benchmark_web.json
 web-bench: setup web-deps

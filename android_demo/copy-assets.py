@@ -3,6 +3,7 @@
 
     python3 android_demo/copy-assets.py dist/efficientnet_lite0            # what `make android-assets` runs
     python3 android_demo/copy-assets.py dist/efficientnet_lite0 --precision fp32
+    python3 android_demo/copy-assets.py dist/efficientnet_lite0 --trust keys/signing_key.pub   # pin the key
 
 Reads `parity.json` of the export folder (written by `python -m export.all`), takes the .tflite it recommends
 (the smallest one that passed its parity gate; `--precision` picks another that passed), refuses it when its
@@ -11,6 +12,12 @@ sha256 differs from the one parity.json recorded, and writes into android_demo/a
   model.tflite.spec.json   its sidecar spec (the app checks the embedded spec against it)
   model.json               which artifact this is (file name, precision, sha256), for the instrumented test
   golden.json, golden/     the golden vectors the instrumented test replays on a device
+  model.sig                the export's signature, when it is signed (python -m export.sign)
+  signing_key.pub          with --trust: the public key the app pins; while it is there the app verifies
+                           model.sig and every file above against it before it runs anything, and refuses
+                           an unsigned model (--no-trust removes it)
+With a signature the files copied are also checked against the signed sha256s (the signature itself is
+checked by the app: the standard library has no ECDSA).
 Standard library only (core.io, core.errors and core.parity_file, which it shares, are too): it runs before any
 virtual environment exists.
 """
@@ -18,6 +25,8 @@ virtual environment exists.
 from __future__ import annotations
 
 import argparse
+import base64
+import hashlib
 import json
 import shutil
 import sys
@@ -39,6 +48,8 @@ SPEC_ASSET = "model.tflite.spec.json"
 MANIFEST_ASSET = "model.json"
 GOLDEN_ASSET = "golden.json"
 GOLDEN_DIR_ASSET = "golden"
+SIGNATURE_ASSET = "model.sig"
+TRUSTED_KEY_ASSET = "signing_key.pub"
 
 
 def _read_json(path: Path, what: str) -> Any:
@@ -100,8 +111,52 @@ def collect(folder: Path, precision: str | None) -> tuple[dict[str, Path], dict[
     return files, manifest
 
 
-def install(files: dict[str, Path], manifest: dict[str, Any], dest: Path) -> None:
-    """Write everything into a staging folder, then swap it into `dest` (old model files never half-replaced)."""
+def _canonical_pem(text: str, path: Path) -> bytes:
+    """A PEM public key rewritten as model-signing hashes it for its key hint (64-character lines)."""
+    lines = [line.strip() for line in text.strip().splitlines()]
+    if len(lines) < 3 or lines[0] != "-----BEGIN PUBLIC KEY-----" or lines[-1] != "-----END PUBLIC KEY-----":
+        raise UserError(f"the trusted key {path} is not a PEM EC public key (no PUBLIC KEY block): give the .pub")
+    try:
+        der = base64.b64decode("".join(lines[1:-1]), validate=True)
+    except ValueError:
+        raise UserError(f"the trusted key {path} is not a PEM EC public key (bad base64)") from None
+    body = base64.b64encode(der).decode("ascii")
+    wrapped = "".join(body[i : i + 64] + "\n" for i in range(0, len(body), 64))
+    return f"-----BEGIN PUBLIC KEY-----\n{wrapped}-----END PUBLIC KEY-----\n".encode("ascii")
+
+
+def check_signed(folder: Path, files: dict[str, Path], manifest: dict[str, Any], trust: Path | None) -> None:
+    """What the standard library can check of the export's model.sig before it is copied: its key hint against
+    --trust, and the sha256 of every file copied against the signed one (the app checks the signature)."""
+    bundle = _read_json(folder / SIGNATURE_ASSET, "the signature")
+    try:
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        signed = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+        hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint", "")
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise UserError(f"malformed signature: {folder / SIGNATURE_ASSET} is not a signed model statement") from None
+    if trust is not None:
+        trusted = hashlib.sha256(_canonical_pem(trust.read_text(encoding="ascii", errors="replace"), trust))
+        if hint and hint != trusted.hexdigest():
+            raise UserError(
+                f"signed by another key: model.sig names key {hint[:16]}, not the trusted key "
+                f"{trusted.hexdigest()[:16]}"
+            )
+    for source in files.values():
+        name = source.relative_to(folder).as_posix()
+        if name not in signed:
+            raise UserError(f"{name} was added after signing: the signature does not list it")
+        if sha256_file(source) != signed[name]:
+            raise UserError(f"{name} was changed after signing: its sha256 is not the signed one")
+    manifest["signed"] = True
+
+
+def install(
+    files: dict[str, Path], manifest: dict[str, Any], dest: Path, trust: Path | None = None, untrust: bool = False
+) -> None:
+    """Write everything into a staging folder, then swap it into `dest` (old model files never half-replaced).
+    A model.sig in `files` replaces the old one, which is removed otherwise; `trust` replaces the pinned key,
+    `untrust` removes it, and neither keeps it."""
     check_folder_path(dest, "--dest")
     dest.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".assets-", dir=dest))
@@ -111,10 +166,20 @@ def install(files: dict[str, Path], manifest: dict[str, Any], dest: Path) -> Non
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(source, target)
         (staging / MANIFEST_ASSET).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if trust is not None:
+            shutil.copyfile(trust, staging / TRUSTED_KEY_ASSET)
         # Each asset replaced whole (core.io.replace swaps a folder, never merges); the assets folder may hold
-        # the app's other assets, so it is not swapped itself.
-        for name in (GOLDEN_DIR_ASSET, MODEL_ASSET, SPEC_ASSET, GOLDEN_ASSET, MANIFEST_ASSET):
-            replace(staging / name, dest / name)
+        # the app's other assets, so it is not swapped itself. The signature goes last and the key after it:
+        # an app built in between sees an old pin and a new signature, which it refuses, never the reverse.
+        for name in (GOLDEN_DIR_ASSET, MODEL_ASSET, SPEC_ASSET, GOLDEN_ASSET, MANIFEST_ASSET, SIGNATURE_ASSET):
+            if (staging / name).exists():
+                replace(staging / name, dest / name)
+            elif name == SIGNATURE_ASSET:
+                (dest / name).unlink(missing_ok=True)
+        if trust is not None:
+            replace(staging / TRUSTED_KEY_ASSET, dest / TRUSTED_KEY_ASSET)
+        elif untrust:
+            (dest / TRUSTED_KEY_ASSET).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
@@ -125,11 +190,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("export", type=Path, help="the export folder, e.g. dist/efficientnet_lite0")
     parser.add_argument("--dest", type=Path, default=DEFAULT_DEST, help=f"assets folder (default: {DEFAULT_DEST})")
     parser.add_argument("--precision", help="copy the .tflite of this precision (fp32, int8, ...) instead")
+    parser.add_argument(
+        "--trust",
+        type=Path,
+        help=f"pin this public key (PEM) as {TRUSTED_KEY_ASSET}: the app then runs signed models only",
+    )
+    parser.add_argument("--no-trust", action="store_true", help=f"remove a pinned {TRUSTED_KEY_ASSET} from --dest")
     args = parser.parse_args(argv)
+    if args.trust and args.no_trust:
+        raise UserError("give --trust KEY.pub or --no-trust, not both")
+    if args.trust and not args.trust.is_file():
+        raise UserError(f"the trusted key {args.trust} is not a PEM EC public key (no such file)")
     files, manifest = collect(args.export, args.precision)
-    install(files, manifest, args.dest)
+    signed = (args.export / SIGNATURE_ASSET).is_file()
+    pinned = args.trust is not None or ((args.dest / TRUSTED_KEY_ASSET).is_file() and not args.no_trust)
+    if signed:
+        check_signed(args.export, files, manifest, args.trust)
+        files[SIGNATURE_ASSET] = args.export / SIGNATURE_ASSET
+    elif pinned:
+        pin = args.trust or args.dest / TRUSTED_KEY_ASSET
+        raise UserError(
+            f"no signature: {args.export / SIGNATURE_ASSET} is missing, and the app would pin {pin}: sign the export "
+            "(python -m export.sign DIR --key KEY.pem), or pass --no-trust to run unsigned models"
+        )
+    install(files, manifest, args.dest, args.trust, args.no_trust)
     print(f"copied {manifest['artifact']} ({manifest['precision']}, sha256 matches parity.json) as {MODEL_ASSET}")
-    print(f"copied its spec, golden.json and {len(files) - 3} golden PNGs into {args.dest}")
+    golden = sum(name.startswith(f"{GOLDEN_DIR_ASSET}/") for name in files)
+    print(f"copied its spec, golden.json and {golden} golden PNGs into {args.dest}")
+    if signed:
+        key = f"pinned {TRUSTED_KEY_ASSET}" if pinned else "no pinned key: add one with --trust KEY.pub"
+        print(f"copied {SIGNATURE_ASSET} (files match the signed sha256s; {key})")
     return 0
 
 

@@ -6,7 +6,8 @@
 
 Reads each model's parity.json (what export.all verified) and times the artifacts it lists from the folder it
 was given, after checking that each file is the one parity checked (same sha256), through the same runners,
-interleaved. Writes benchmark.{json,csv,md,html}, plots and a history line to --out (default: beside the
+interleaved (with --trust KEY.pub, after each export folder's signature verified: export.sign). Writes
+benchmark.{json,csv,md,html}, plots and a history line to --out (default: beside the
 artifacts, or dist/benchmark/ for several models); runtime output goes to benchmark.log there.
 """
 
@@ -75,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="JSON",
         help="add headless-browser rows (litert-web, onnxruntime-web) written by web_demo/bench.py",
+    )
+    p.add_argument(
+        "--trust",
+        default=None,
+        metavar="PUBLIC_KEY",
+        help="time only export folders signed with this key (PEM; export.sign): each folder's model.sig and "
+        "every file in it are verified first",
     )
     p.add_argument("--verbose", action="store_true", help="show the runtimes' own output instead of logging it")
     return p
@@ -220,6 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model:
         models = [zoo.resolve_name(m) for m in args.model.split(",") if m.strip()]
     else:  # an export folder alone, e.g. of a model trained elsewhere: its name is the one parity.json records
+        _verify(args, Path(args.artifacts))  # before parity.json is read
         models = [ParityReport.load(Path(args.artifacts), hint="give a folder python -m export.all wrote").model]
     threads, batches = _ints(args.threads, "--threads"), _ints(args.batch, "--batch")
     if args.runs < 3 or args.warmup < 0:
@@ -248,8 +257,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         for folder in dict.fromkeys(f.resolve() for f in folders.values()):
             if folder != out:
                 locks.enter_context(exclusive(folder, "benchmark", shared=True))
+        for folder in folders.values():  # before anything in them is read
+            _verify(args, folder)
         out.mkdir(parents=True, exist_ok=True)
         return _run(args, models, folders, out, threads, batches, phones, web)
+
+
+_VERIFIED: set[Path] = set()
+
+
+def _verify(args: argparse.Namespace, folder: Path) -> None:
+    """With --trust: the folder's signature and every file in it, once per folder (export.sign.verify_folder)."""
+    if not args.trust or folder.resolve() in _VERIFIED:
+        return
+    from export.sign import verify_folder
+
+    statement = verify_folder(folder, Path(args.trust))
+    _VERIFIED.add(folder.resolve())
+    print(f"{folder}: signature verified ({len(statement.resources)} files)", file=sys.stderr)
 
 
 def _run(

@@ -207,7 +207,7 @@ def document(result: dict[str, Any], figures: list[str]) -> Document:
         )
     _imported(doc, result)
     for name in figures:
-        doc.image(name, name.removesuffix(".png").replace("_", " "))
+        doc.image(name, Path(name).stem.replace("_", " "))
     if result.get("peak_note"):
         doc.paragraph(result["peak_note"])
     doc.paragraph("Machine-readable: `benchmark.json`, `benchmark.csv`.")
@@ -219,9 +219,15 @@ def markdown(result: dict[str, Any]) -> str:
     return document(result, [name for name, _ in _figure_names(result)]).markdown()
 
 
+# The plots go into a folder of their own: a signed export leaves it (and the other benchmark files) out of its
+# signature by name (export.sign.BENCHMARK_OUTPUTS), whatever threads and batches a run plots.
+FIGURE_DIR = "benchmark_figures"
+
+
 def _figure_names(result: dict[str, Any]) -> list[tuple[str, tuple[int, int] | None]]:
     names = [(f"latency_t{t}_b{b}.png", (t, b)) for t in result["threads"] for b in result["batches"]]
-    return [*names, ("size_vs_latency.png", None), ("parity_vs_speed.png", None)]
+    names += [("size_vs_latency.png", None), ("parity_vs_speed.png", None)]
+    return [(f"{FIGURE_DIR}/{name}", key) for name, key in names]
 
 
 def _colour(row: dict[str, Any]) -> str:
@@ -282,7 +288,7 @@ def _figures(result: dict[str, Any]) -> list[tuple[str, bytes]]:
         if key is not None:
             sel = [r for r in rows if (r["threads"], r["batch"]) == key]
             fig = _latency_bars(plt, sel, *key) if sel else None
-        elif name == "size_vs_latency.png":
+        elif name.endswith("/size_vs_latency.png"):
             fig = _scatter(plt, first, "size_mb", "p50_ms", "artifact size, MB", "p50 latency, ms", "Size vs latency")
         else:
             judged = [r for r in first if r.get("auroc_delta") is not None]

@@ -123,33 +123,43 @@ def exclusive(folder: str | os.PathLike[str], what: str, shared: bool = False) -
 
 
 @contextmanager
-def staged_folder(out: str | os.PathLike[str], keep: Callable[[Path], bool] | None = None) -> Iterator[Path]:
-    """Yield an empty hidden folder beside `out` to build a whole result set in; when the block ends normally
-    it replaces `out` (swapped whole, so nothing stale survives); if the block raises (an error, Ctrl-C,
-    SIGTERM) it is removed and an earlier `out` stays exactly as it was. Call it under `exclusive(out)`:
-    staging folders a killed process left behind (SIGKILL, out of memory) are removed first.
+def staged_folder(
+    out: str | os.PathLike[str],
+    keep: Callable[[Path], bool] | None = None,
+    before_swap: Callable[[Path], Any] | None = None,
+) -> Iterator[Path]:
+    """Yield an empty folder named like `out` inside a hidden one beside it, to build a whole result set in;
+    when the block ends normally it replaces `out` (swapped whole, so nothing stale survives); if the block
+    raises (an error, Ctrl-C, SIGTERM) it is removed and an earlier `out` stays exactly as it was. Call it
+    under `exclusive(out)`: staging folders a killed process left behind (SIGKILL, out of memory) are removed
+    first.
 
     Args:
         out: the folder to build.
         keep: entries of the earlier `out` to carry into the new one at the swap (when the new one has no
             entry of that name): a history file, or anything that appeared in the folder while it was being
             rebuilt and is not the command's own, which the swap would otherwise delete.
+        before_swap: called with the finished folder (carried entries in it) just before the swap: the export
+            signs it there, so that a failed signature leaves the earlier `out` in place.
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     for leftover in out.parent.glob(f".{out.name}.staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes 0700; the result is an ordinary folder
+    holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    staging = holder / out.name  # the folder's own name while it is built (a signature records it)
+    staging.mkdir(mode=0o777 & ~_umask())
     try:
         yield staging
         if keep is not None and out.is_dir():
             for entry in out.iterdir():
                 if keep(entry) and not (staging / entry.name).exists():
                     os.replace(entry, staging / entry.name)
+        if before_swap is not None:
+            before_swap(staging)
         replace(staging, out)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(holder, ignore_errors=True)
 
 
 def check_folder_path(folder: str | os.PathLike[str], option: str = "--out") -> None:

@@ -34,7 +34,7 @@ DEFAULT_DIST = Path("dist")
 HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 EXPORT_FILES = frozenset(
     {"parity.json", "golden.json", "golden", "export_report.md", "export_report.html", "roc.png", "spec.json"}
-    | {"int8_search.png"}
+    | {"int8_search.png", "model.sig", "benchmark_figures"}
     | {"export.log", "benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.log"}
     | {HISTORY, "benchmark_web.json"}
 )
@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="melanomas and benign cases a subgroup needs to be judged (5; applies to fp32 too)",
     )
     p.add_argument("--out", default=None, help="output folder (default dist/<model>/)")
+    p.add_argument(
+        "--sign-key",
+        default=None,
+        help="sign the finished export folder with this EC private key (PEM; python -m export.sign --new-key "
+        "makes one): model.sig, which apps and runners verify",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.add_argument("--runs", default=str(DEFAULT_RUNS), help="where python -m train wrote its runs")
     p.add_argument("--golden", type=int, default=4, help="test cases in golden.json")
@@ -266,6 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.strict,
         args.verbose,
         gates=gates,
+        sign_key=Path(args.sign_key) if args.sign_key else None,
     )
 
 
@@ -308,15 +315,22 @@ def run_job(
     verbose: bool = False,
     overwrite_flag: str = "--overwrite",
     gates: Any = None,
+    sign_key: Path | None = None,
 ) -> int:
-    """Claim the output folder, build the source and export it in a staged folder swapped in at the end;
-    print the counts; the exit status main returns."""
+    """Claim the output folder, build the source and export it in a staged folder swapped in at the end (signed
+    there first when `sign_key` is given); print the counts; the exit status main returns."""
     from core.console import Console
     from core.io import claim_output_folder, exclusive, staged_folder
     from export.parity import DEFAULT_GATES
     from export.pipeline import export_source, plan, unmet
+    from export.sign import key_description, read_signing_key, sign_folder
 
     out = job.out
+    signature = None
+    if sign_key is not None:  # checked before anything is exported
+        signature = key_description(read_signing_key(sign_key).public_key())
+        if out.resolve() in sign_key.resolve().parents:
+            raise UserError(f"--sign-key {sign_key} lies inside --out {out}: keep the private key out of the export")
     if job.protected and (
         job.protected.resolve().parent == out.resolve() or out.resolve() in job.protected.resolve().parents
     ):
@@ -331,7 +345,11 @@ def run_job(
     with (
         exclusive(out, "export"),
         # Carried over at the swap: the benchmark history, and anything not an export's that appeared meanwhile.
-        staged_folder(out, keep=lambda entry: entry.name == HISTORY or not ours(entry)) as staging,
+        staged_folder(
+            out,
+            keep=lambda entry: entry.name == HISTORY or not ours(entry),
+            before_swap=(lambda folder: sign_folder(folder, sign_key)) if sign_key else None,
+        ) as staging,
         Console(staging / "export.log", verbose=verbose) as console,
     ):
         source = job.build(console)
@@ -340,12 +358,15 @@ def run_job(
             f"{', '.join(precisions)}); converter output: {out / 'export.log'}"
         )
         gates = gates or DEFAULT_GATES
-        summary = export_source(source, staging, formats, precisions, golden, calibration_size, console, gates)
+        summary = export_source(
+            source, staging, formats, precisions, golden, calibration_size, console, gates, signature
+        )
     counts = {s: sum(r["status"] == s for r in summary["rows"]) for s in ("pass", "fail", "not-run", "unsupported")}
     missing = unmet(summary["rows"])
     print(
         f"{counts['pass']} passed, {counts['fail']} failed, {counts['not-run']} not run here, "
-        f"{counts['unsupported']} unsupported; report: {out / 'export_report.html'}",
+        f"{counts['unsupported']} unsupported; report: {out / 'export_report.html'}"
+        + (f"; signed: {out / 'model.sig'}" if sign_key else ""),
         file=sys.stderr,
     )
     if missing:

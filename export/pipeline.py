@@ -305,10 +305,11 @@ def export_source(
     calibration_size: int = 128,
     console: Console | None = None,
     gates: parity.Gates = parity.DEFAULT_GATES,
+    signature: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Export `source` (export.sources: a model, its spec, an evaluation set) to `formats` x `precisions` in
     the folder `out`, judge each artifact against the model on the judge cases under `gates`, write the
-    reports."""
+    reports (which say whether the folder will be signed: `signature` is export.sign.key_description)."""
     started, console = time.time(), console or Console()
     model, spec, data = source.model, source.spec, source.judge
     spec.save(out / "spec.json")
@@ -339,7 +340,7 @@ def export_source(
             console.say("\n".join(f"    | {line}" for line in console.tail()))
     summary = summarize(source, rows, inputs, gates, time.time() - started)
     write_json(out / "parity.json", summary)
-    write_reports(out, summary, data.target, judge.curves)
+    write_reports(out, summary, data.target, judge.curves, signature)
     if golden_count > 0:
         write_golden(out, spec, data.table, reference, golden_count, judge.runners)
     return summary

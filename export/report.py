@@ -11,6 +11,8 @@ import numpy as np
 from core.document import Document
 from core.io import write_text, write_with
 
+FIGURES = ("roc.png", "int8_search.png")
+
 
 def _fmt(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
@@ -232,8 +234,24 @@ def _witness_lines(rows: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def document(summary: dict[str, Any]) -> Document:
-    """The export report as a Document (rendered to Markdown and HTML)."""
+def _signature_lines(signature: dict[str, str] | None) -> str:
+    if signature is None:
+        return (
+            "**Unsigned.** Apps and runners can check each file's sha256 against parity.json, which sits beside it "
+            "and can be rewritten with it. Sign the folder with `python -m export.sign DIR --key KEY.pem` "
+            "(`--new-key DIR` makes a key pair)."
+        )
+    return (
+        f"**Signed** ({signature['curve']} key, hint `{signature['key_hint'][:16]}`): `model.sig` covers every file "
+        "of this folder except the benchmark's later outputs. Verify it with `python -m export.sign --verify DIR "
+        "--trust KEY.pub` or the reference `python -m model_signing verify key DIR --signature DIR/model.sig "
+        "--public_key KEY.pub`; the apps check it with the key pinned in their assets."
+    )
+
+
+def document(summary: dict[str, Any], signature: dict[str, str] | None = None) -> Document:
+    """The export report as a Document (rendered to Markdown and HTML); `signature` is sign.key_description of
+    the key the folder is signed with, None when it is not."""
     doc = Document(f"Export report: {summary['model']}")
     doc.paragraph(
         f"Checkpoint `{summary['checkpoint']}` (weights sha256 `{summary['weights_sha256'][:12]}...`), test split of "
@@ -298,6 +316,7 @@ def document(summary: dict[str, Any]) -> Document:
     else:
         doc.paragraph("No subgroup has enough cases of both classes.")
     doc.paragraph("Golden vectors for apps: `golden.json` + `golden/`. Machine-readable results: `parity.json`.")
+    doc.heading("Provenance").paragraph(_signature_lines(signature))
     return doc
 
 
@@ -305,15 +324,26 @@ def _time_split(seconds: dict[str, float]) -> str:
     return ", ".join(f"{name.replace('_', ' ')} {value:.0f} s" for name, value in seconds.items())
 
 
-def write_reports(folder: Path, summary: dict[str, Any], y: np.ndarray, curves: dict[str, np.ndarray]) -> None:
+def write_reports(
+    folder: Path,
+    summary: dict[str, Any],
+    y: np.ndarray,
+    curves: dict[str, np.ndarray],
+    signature: dict[str, str] | None = None,
+) -> None:
     """export_report.md, export_report.html, roc.png and (when static int8 was searched) int8_search.png in
     `folder`."""
     roc, search = roc_png(y, curves), search_png(summary)
     write_with(folder / "roc.png", lambda tmp: tmp.write_bytes(roc))
-    images = {"roc.png": roc}
     if search is not None:
         write_with(folder / "int8_search.png", lambda tmp: tmp.write_bytes(search))
-        images["int8_search.png"] = search
-    doc = document(summary)
+    rewrite_documents(folder, summary, signature)
+
+
+def rewrite_documents(folder: Path, summary: dict[str, Any], signature: dict[str, str] | None) -> None:
+    """export_report.md and .html from parity.json's `summary` and the figures already in `folder` (what
+    export.sign does to an existing export before it signs it)."""
+    images = {name: (folder / name).read_bytes() for name in FIGURES if (folder / name).is_file()}
+    doc = document(summary, signature)
     write_text(folder / "export_report.md", doc.markdown())
     write_text(folder / "export_report.html", doc.html(images=images))

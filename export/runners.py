@@ -10,6 +10,12 @@ The same runners serve the parity checks and the latency benchmarks, so what is 
 verified. An artifact is refused when it carries no spec, when its `<artifact>.spec.json` sidecar disagrees
 with the embedded spec, or when the embedded spec disagrees with the artifact's own input and output shapes;
 `predict` refuses inputs that break the spec's contract (shape, dtype, value range, metadata encoding).
+
+    r = runners.load("dist/efficientnet_lite0/efficientnet_lite0.tflite", trust="keys/signing_key.pub")
+
+With `trust`, the folder's signature (model.sig, export.sign) is verified with that public key, and every file
+of the folder against it, before anything is read: a missing, foreign or broken signature, or any file
+changed, added or removed since signing, is refused in one sentence (export.sign.SignatureError).
 """
 
 from __future__ import annotations
@@ -109,15 +115,21 @@ def read_spec(path: str | Path) -> ModelSpec:
     return read_checkpoint_spec(path) if fmt is None else _embedded_spec(fmt, path)
 
 
-def load(path: str | Path, **options) -> Runner:
-    """A runner for `path` whose spec is read from the artifact (see module docstring).
+def load(path: str | Path, trust: str | Path | None = None, **options) -> Runner:
+    """A runner for `path` whose spec is read from the artifact (see module docstring); with `trust` (a PEM
+    public key) only after the signature of the folder holding it verified with that key.
 
     Raises:
         UserError: unknown file type, missing/invalid/disagreeing spec, or an artifact the runtime rejects.
+        export.sign.SignatureError (a UserError): `trust` given and the folder does not verify.
         export.common.NotRunnable: a valid artifact that cannot run on this machine (Core ML off macOS).
     """
     path = Path(path)
     fmt = _format_of(path)
+    if trust is not None:
+        from export.sign import verify_artifact
+
+        verify_artifact(path, trust)
     if fmt is None:
         return TorchEagerRunner(path, **options)
     runner = fmt.runner_class()(path, _embedded_spec(fmt, path), **options)

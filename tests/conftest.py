@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -150,4 +151,34 @@ def phone_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     command += ["--formats", "onnx,tflite", "--precision", "fp32,int8", "--golden", "6"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert (out / "golden.json").is_file(), result.stderr[-4000:]
+    return out
+
+
+@pytest.fixture(scope="session")
+def signing_keys(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Two P-256 key pairs made by `python -m export.sign --new-key`: `private` / `public` sign the exports
+    the tests trust, `other_private` / `other_public` stand for somebody else's key."""
+    from types import SimpleNamespace
+
+    from export.sign import new_key
+
+    root = tmp_path_factory.mktemp("keys")
+    private, public = new_key(root / "ours")
+    other_private, other_public = new_key(root / "theirs")
+    return SimpleNamespace(private=private, public=public, other_private=other_private, other_public=other_public)
+
+
+@pytest.fixture(scope="session")
+def signed_export(phone_export: Path, signing_keys: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of `phone_export` signed by `python -m export.sign DIR --key` with `signing_keys.private`. Read
+    only: a test that tampers with it copies it first."""
+    import shutil
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("signed") / "dist"
+    shutil.copytree(phone_export, out)
+    command = [sys.executable, "-m", "export.sign", str(out), "--key", str(signing_keys.private)]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and (out / "model.sig").is_file(), result.stderr[-2000:]
     return out

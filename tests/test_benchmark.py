@@ -119,7 +119,7 @@ def test_reports_are_written(tmp_path: Path) -> None:
         assert paths[key].is_file()
     assert json.loads(paths["json"].read_text())["rows"][1]["format"] == "onnx"
     assert "data:image/png;base64," in paths["html"].read_text()
-    assert (tmp_path / "latency_t2_b1.png").stat().st_size > 1000
+    assert (tmp_path / "benchmark_figures" / "latency_t2_b1.png").stat().st_size > 1000
     assert "| m | anywhere (ONNX Runtime) | `m.onnx` |" in markdown(result)
     write_reports(tmp_path, result, tmp_path / "history.jsonl")
     assert len((tmp_path / "history.jsonl").read_text().splitlines()) == 2
@@ -181,7 +181,8 @@ def test_benchmark_command_on_an_export(tiny_run: Path, tmp_path: Path) -> None:
     assert eager["speedup_vs_eager"] == pytest.approx(1.0)
     assert all(r["p50_ms"] > 0 and r["size_mb"] > 0 for r in bench["rows"])
     assert any(r.get("peak_mb") for r in bench["rows"])
-    for name in ("benchmark.md", "benchmark.html", "benchmark.csv", "size_vs_latency.png", "benchmark_history.jsonl"):
+    figure = "benchmark_figures/size_vs_latency.png"
+    for name in ("benchmark.md", "benchmark.html", "benchmark.csv", figure, "benchmark_history.jsonl"):
         assert (dist / name).is_file()
 
 

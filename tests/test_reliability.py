@@ -107,7 +107,7 @@ def test_an_interrupted_export_leaves_the_previous_export_intact(tiny_run: Path,
     deadline = time.time() + 300
     staging = []
     while time.time() < deadline and process.poll() is None:  # wait until the new export has written an artifact
-        staging = [p for p in out.parent.glob(f".{out.name}.staging-*") if any(p.glob("*.onnx"))]
+        staging = [p for p in out.parent.glob(f".{out.name}.staging-*") if any(p.glob("*/*.onnx"))]
         if staging:
             break
         time.sleep(0.2)

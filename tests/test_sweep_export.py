@@ -70,6 +70,7 @@ def test_an_earlier_export_is_recognised_by_its_parity_json(tmp_path: Path) -> N
     ours = earlier_export(folder)
     assert ours(folder / "m.onnx") and ours(folder / "m.onnx.spec.json") and ours(folder / "benchmark.json")
     assert ours(folder / "latency_t2_b1.png") and ours(folder / ".benchmark.json.k3j2") and ours(folder / "roc.png")
+    assert ours(folder / "benchmark_figures") and ours(folder / "model.sig")
     assert not ours(folder / "holiday.jpg") and not ours(folder / "holiday.png") and not ours(folder / ".bashrc")
     assert not earlier_export(tmp_path)(folder)
     (folder / "parity.json").write_text("damaged")  # the artifacts are still recognised by their suffixes

@@ -1,0 +1,285 @@
+"""Signed exports (export/sign.py): what we sign the reference verifier accepts, and every change to a signed
+folder is refused in one sentence by our verifier, by the reference verifier, by runners.load(trust=), by the
+benchmark and by copy-assets alike. The Kotlin and JavaScript verifiers are held to the same sentences in
+test_android_core.py and test_web_demo.py."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from export.sign import SIGNATURE, SignatureError, key_description, new_key, read_trusted_key, verify_folder
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([PY, *args], cwd=cwd, capture_output=True, text=True, check=False)
+
+
+def _reference(folder: Path, public: Path) -> subprocess.CompletedProcess[str]:
+    """The reference verifier of the format (model-signing's own command)."""
+    sig = str(folder / SIGNATURE)
+    return _run("-m", "model_signing", "verify", "key", str(folder), "--signature", sig, "--public_key", str(public))
+
+
+def _flip_byte(path: Path, at: int = 100) -> None:
+    data = bytearray(path.read_bytes())
+    data[min(at, len(data) - 1)] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _change_digit(path: Path) -> None:
+    """One byte of a JSON file changed and the file still JSON: its first digit after the opening bytes."""
+    data = bytearray(path.read_bytes())
+    at = next(i for i in range(20, len(data)) if chr(data[i]).isdigit())
+    data[at] = ord("7") if data[at] != ord("7") else ord("3")
+    path.write_bytes(bytes(data))
+
+
+def _artifact(folder: Path, suffix: str) -> str:
+    """The name of the export's int8 artifact with `suffix`, as parity.json lists it."""
+    rows = json.loads((folder / "parity.json").read_text())["rows"]
+    return next(r["file"] for r in rows if r.get("file", "").endswith(suffix) and r["precision"] == "int8")
+
+
+def _resign(folder: Path, key: Path) -> None:
+    result = _run("-m", "export.sign", str(folder), "--key", str(key))
+    assert result.returncode == 0, result.stderr
+
+
+# name -> (tamper the copied folder, the sentence every verifier must say; {tflite} is the int8 .tflite's name)
+TAMPERS: dict[str, tuple[Callable[[Path, Any], None], str]] = {
+    "tflite byte": (lambda f, k: _flip_byte(f / _artifact(f, ".tflite")), "{tflite} was changed after signing"),
+    "spec sidecar byte": (
+        lambda f, k: _flip_byte(f / f"{_artifact(f, '.tflite')}.spec.json", 40),
+        "{tflite}.spec.json was changed after signing",
+    ),
+    "golden.json byte": (lambda f, k: _change_digit(f / "golden.json"), "golden.json was changed after signing"),
+    "file renamed": (
+        lambda f, k: (f / "roc.png").rename(f / "roc2.png"),
+        "roc.png was removed after signing: the signature lists it (and 1 more)",
+    ),
+    "file added": (lambda f, k: (f / "notes.txt").write_text("x"), "notes.txt was added after signing"),
+    "file removed": (lambda f, k: (f / "export.log").unlink(), "export.log was removed after signing"),
+    "another key": (lambda f, k: _resign(f, k.other_private), "signed by another key: model.sig names key"),
+    "no signature": (lambda f, k: (f / SIGNATURE).unlink(), "no signature: model.sig is missing"),
+    "malformed": (lambda f, k: (f / SIGNATURE).write_text("{"), "malformed signature: model.sig is not a signed"),
+}
+
+
+@pytest.fixture(scope="module")
+def tampered(signed_export: Path, signing_keys: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """One tampered copy of the signed export per TAMPERS entry, and the untouched copy under "none"."""
+    root = tmp_path_factory.mktemp("tampered")
+    folders = {}
+    for i, (name, (tamper, _)) in enumerate({"none": (lambda f, k: None, ""), **TAMPERS}.items()):
+        folder = root / f"{i}" / "dist"
+        shutil.copytree(signed_export, folder)
+        tamper(folder, signing_keys)
+        folders[name] = folder
+    return folders
+
+
+def test_reference_verifier_accepts_what_we_sign(signed_export: Path, signing_keys: Any) -> None:
+    result = _reference(signed_export, signing_keys.public)
+    assert result.returncode == 0 and "Verification succeeded" in result.stdout, result.stdout + result.stderr
+    statement = verify_folder(signed_export, signing_keys.public)
+    names = set(statement.resources)
+    tflite = _artifact(signed_export, ".tflite")
+    # The artifacts, their spec sidecars, parity.json, golden vectors and PNGs, the reports: all signed.
+    for name in (tflite, f"{tflite}.spec.json", "parity.json", "golden.json", "export_report.md", "export_report.html"):
+        assert name in names, name
+    assert any(n.startswith("golden/") and n.endswith(".png") for n in names)
+    assert SIGNATURE not in names and "benchmark_figures" in statement.ignored
+    assert statement.name == "dist"  # the folder's own name, not a staging name
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERS))
+def test_every_tamper_is_refused_alike(case: str, tampered: dict[str, Path], signing_keys: Any) -> None:
+    """Our verifier says the documented sentence; the reference verifier refuses too (naming the file where it
+    does); runners.load(trust=) refuses before loading, with the same sentence."""
+    from export import runners
+
+    folder = tampered[case]
+    expected = TAMPERS[case][1].format(tflite=_artifact(folder, ".tflite"))
+    with pytest.raises(SignatureError) as caught:
+        verify_folder(folder, signing_keys.public)
+    assert str(caught.value).startswith(expected) and "\n" not in str(caught.value), str(caught.value)
+    reference = _reference(folder, signing_keys.public)
+    assert reference.returncode != 0, reference.stdout
+    if case in ("tflite byte", "spec sidecar byte", "golden.json byte", "file added", "file removed"):
+        named = expected.split(" was ")[0]
+        assert named in reference.stdout + reference.stderr
+    with pytest.raises(SignatureError) as again:
+        runners.load(folder / _artifact(folder, ".onnx"), trust=signing_keys.public)
+    assert str(again.value) == str(caught.value)
+
+
+def test_untouched_copy_loads_with_trust(tampered: dict[str, Path], signing_keys: Any) -> None:
+    from export import runners
+
+    folder = tampered["none"]
+    runner = runners.load(folder / _artifact(folder, ".tflite"), trust=signing_keys.public)
+    assert runner.spec.name
+    with pytest.raises(SignatureError, match="signed by another key"):
+        runners.load(folder / _artifact(folder, ".tflite"), trust=signing_keys.other_public)
+    with pytest.raises(SignatureError, match=r"^the trusted key .* is not a PEM EC public key \(a private key"):
+        runners.load(folder / _artifact(folder, ".tflite"), trust=signing_keys.private)
+
+
+def test_a_changed_statement_does_not_verify(signed_export: Path, signing_keys: Any, tmp_path: Path) -> None:
+    """The statement rewritten to match a changed file (a consistent root digest, the old signature): the
+    signature check, not the digest check, refuses it."""
+    import hashlib
+
+    folder = tmp_path / "dist"
+    shutil.copytree(signed_export, folder)
+    (folder / "golden.json").write_text("{}")
+    bundle = json.loads((folder / SIGNATURE).read_text())
+    statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+    resources = statement["predicate"]["resources"]
+    for r in resources:
+        if r["name"] == "golden.json":
+            r["digest"] = hashlib.sha256(b"{}").hexdigest()
+    root = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
+    statement["subject"][0]["digest"]["sha256"] = root
+    bundle["dsseEnvelope"]["payload"] = base64.b64encode(json.dumps(statement).encode()).decode()
+    (folder / SIGNATURE).write_text(json.dumps(bundle))
+    hint = key_description(read_trusted_key(signing_keys.public))["key_hint"][:16]
+    with pytest.raises(
+        SignatureError, match=f"^invalid signature: model.sig does not verify with the trusted key {hint}$"
+    ):
+        verify_folder(folder, signing_keys.public)
+    assert _reference(folder, signing_keys.public).returncode != 0
+
+
+@pytest.mark.slow
+def test_export_all_signs_and_says_so(tiny_run: Path, signing_keys: Any, tmp_path: Path) -> None:
+    """--sign-key signs the staged folder before the swap: the reference verifier accepts the result, the report
+    says it is signed; a bad key or a key inside --out is refused before anything is exported."""
+    out = tmp_path / "dist"
+    base = ["-m", "export.all", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(out)]
+    base += ["--formats", "onnx", "--golden", "2"]
+    result = _run(*base, "--sign-key", str(signing_keys.private))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "signed:" in result.stderr
+    assert _reference(out, signing_keys.public).returncode == 0
+    verify_folder(out, signing_keys.public)
+    report = (out / "export_report.md").read_text()
+    assert "**Signed** (P-256 key" in report
+    assert not list(tmp_path.glob(".dist.*")), "a staging or signing folder is left behind"
+    before = sorted(p.name for p in out.iterdir())
+    for key, words in (
+        (signing_keys.public, "is not a PEM private key (that is a public key"),
+        (tmp_path / "absent.pem", "does not exist: make one with python -m export.sign --new-key"),
+    ):
+        bad = _run(*base, "--overwrite", "--sign-key", str(key))
+        assert bad.returncode == 2 and words in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+    inside = out / "k"
+    inside.mkdir()
+    shutil.copy(signing_keys.private, inside / "k.pem")
+    bad = _run(*base, "--overwrite", "--sign-key", str(inside / "k.pem"))
+    assert bad.returncode == 2 and "keep the private key out of the export" in bad.stderr, bad.stderr
+    shutil.rmtree(inside)
+    assert sorted(p.name for p in out.iterdir()) == before
+    unsigned = _run(*base, "--overwrite")
+    assert unsigned.returncode == 0 and not (out / SIGNATURE).exists(), "a stale signature survived a re-export"
+    assert "**Unsigned.**" in (out / "export_report.md").read_text()
+
+
+def test_sign_command(phone_export: Path, signing_keys: Any, tmp_path: Path) -> None:
+    """export.sign on an existing export rewrites its report to say so and signs it; --new-key refuses an export
+    folder and an existing key; --verify prints what it checked; bad input is one sentence."""
+    folder = tmp_path / "dist"
+    shutil.copytree(phone_export, folder)
+    assert "**Unsigned.**" in (folder / "export_report.md").read_text()
+    result = _run("-m", "export.sign", str(folder), "--key", str(signing_keys.private))
+    assert result.returncode == 0 and "signed" in result.stdout, result.stderr
+    assert "**Signed** (P-256 key" in (folder / "export_report.md").read_text()
+    assert "Provenance" in (folder / "export_report.html").read_text()
+    ok = _run("-m", "export.sign", "--verify", str(folder), "--trust", str(signing_keys.public))
+    assert ok.returncode == 0 and "signature verified" in ok.stdout, ok.stderr
+    private, public = new_key(tmp_path / "fresh")
+    assert (private.stat().st_mode & 0o777) == 0o600 and public.read_text().startswith("-----BEGIN PUBLIC KEY-----")
+    for argv, words in (
+        (["--new-key", str(folder)], "is an export folder: keep the private key elsewhere"),
+        (["--new-key", str(tmp_path / "fresh")], "already exists"),
+        ([str(folder), "--key", str(signing_keys.public)], "that is a public key"),
+        ([str(tmp_path / "nowhere"), "--key", str(signing_keys.private)], "is not a folder"),
+        (["--verify", str(folder)], "--verify needs --trust"),
+        ([str(folder)], "give the private key"),
+    ):
+        bad = _run("-m", "export.sign", *argv)
+        assert bad.returncode == 2 and words in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
+
+
+def test_encrypted_key_is_refused(tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from core.errors import UserError
+    from export.sign import read_signing_key
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    )
+    (tmp_path / "k.pem").write_bytes(pem)
+    with pytest.raises(UserError, match="is encrypted: give an unencrypted copy"):
+        read_signing_key(tmp_path / "k.pem")
+
+
+@pytest.mark.slow
+def test_benchmark_trusts_a_signed_export_after_benchmarking_it(
+    signed_export: Path, signing_keys: Any, tmp_path: Path
+) -> None:
+    """The benchmark writes into the signed folder only what the signature leaves out, so the folder still
+    verifies (with the reference verifier too) and a second --trust run passes; a tampered folder is refused
+    before anything is timed."""
+    folder = tmp_path / "dist"
+    shutil.copytree(signed_export, folder)
+    argv = ["-m", "benchmark", "--artifacts", str(folder), "--runs", "3", "--warmup", "0", "--no-memory"]
+    for _ in range(2):
+        result = _run(*argv, "--trust", str(signing_keys.public))
+        assert result.returncode == 0 and "signature verified" in result.stderr, result.stderr[-3000:]
+    assert (folder / "benchmark_figures").is_dir() and (folder / "benchmark.json").is_file()
+    verify_folder(folder, signing_keys.public)
+    assert _reference(folder, signing_keys.public).returncode == 0
+    _flip_byte(folder / "parity.json", 10)
+    refused = _run(*argv, "--trust", str(signing_keys.public))
+    assert refused.returncode == 2 and "parity.json was changed after signing" in refused.stderr, refused.stderr
+    assert len(refused.stderr.strip().splitlines()) == 1
+
+
+def test_copy_assets_carries_the_signature(signed_export: Path, phone_export: Path, signing_keys: Any, tmp_path: Path):
+    """copy-assets.py copies model.sig and, with --trust, the pinned key; it checks what it copies against the
+    signed sha256s and the key hint, and refuses an unsigned export while a key is pinned."""
+    script = str(ROOT / "android_demo" / "copy-assets.py")
+    dest = tmp_path / "assets"
+    ok = _run(script, str(signed_export), "--dest", str(dest), "--trust", str(signing_keys.public))
+    assert ok.returncode == 0 and "copied model.sig" in ok.stdout, ok.stderr
+    assert (dest / SIGNATURE).read_bytes() == (signed_export / SIGNATURE).read_bytes()
+    assert (dest / "signing_key.pub").read_bytes() == signing_keys.public.read_bytes()
+    assert json.loads((dest / "model.json").read_text())["signed"] is True
+    other = _run(script, str(signed_export), "--dest", str(tmp_path / "a2"), "--trust", str(signing_keys.other_public))
+    assert other.returncode == 2 and "signed by another key: model.sig names key" in other.stderr, other.stderr
+    pinned = _run(script, str(phone_export), "--dest", str(dest))
+    assert pinned.returncode == 2 and "no signature:" in pinned.stderr and "--no-trust" in pinned.stderr
+    assert (dest / SIGNATURE).is_file(), "a refused copy changed the assets"
+    unpinned = _run(script, str(phone_export), "--dest", str(dest), "--no-trust")
+    assert unpinned.returncode == 0 and not (dest / SIGNATURE).exists() and not (dest / "signing_key.pub").exists()
+    changed = tmp_path / "changed" / "dist"
+    shutil.copytree(signed_export, changed)
+    _change_digit(changed / "golden.json")
+    refused = _run(script, str(changed), "--dest", str(tmp_path / "a3"), "--trust", str(signing_keys.public))
+    assert refused.returncode == 2 and "golden.json was changed after signing" in refused.stderr, refused.stderr
