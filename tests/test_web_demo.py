@@ -11,6 +11,9 @@
   page (file input, form, Assess) with LiteRT.js and onnxruntime-web, fp32 and the recommended int8; the form
   a foreign contract generates (one control per feature) and a prediction through it; the clear error for an
   artifact without a spec; no request leaving localhost; a screenshot; load and p50 latency.
+- Signed exports: provenance.js in Node on the signed export and tampered copies says export.sign's sentence
+  for each; build.py --trust copies model.sig and the key, refuses a file that differs from the statement and
+  an unsigned export; the page of a --trust build runs, and the same build with a changed .tflite runs nothing.
 
 Skips with the install line when node, the npm packages or chromium are missing, and fails instead when CI=true.
 """
@@ -1132,3 +1135,192 @@ def test_bench_rows_for_every_runtime_and_precision(
             f"bench {r['format']} {r['precision']} ({r['image_size']} px): load {r['load_ms']:.0f} ms, "
             f"p50 {r['p50_ms']:.2f} ms over {r['runs']} runs, 1 thread, {r['browser']}"
         )
+
+
+# ------------------------------------------------------------------------------------------ signed exports
+
+
+def _linked_copy(source: Path, target: Path) -> Path:
+    """A copy of an export folder made of hard links (fast, no disk); tamper only through _rewrite."""
+    shutil.copytree(source, target, copy_function=os.link)
+    return target
+
+
+def _rewrite(path: Path, data: bytes) -> None:
+    """Replace a file of a _linked_copy without touching the file it is linked to."""
+    path.unlink()
+    path.write_bytes(data)
+
+
+def _flip_byte(path: Path) -> None:
+    """One byte of `path` changed (its middle byte, xor 1)."""
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 1
+    _rewrite(path, bytes(data))
+
+
+def _int8_tflite(folder: Path) -> Path:
+    """The int8 .tflite of an export (the page's recommended LiteRT.js artifact)."""
+    return next(p for p in sorted(folder.glob("*.tflite")) if "int8" in p.name)
+
+
+def _python_says(folder: Path, trust: Path) -> str:
+    """export.sign.verify_folder's sentence for `folder` ("verified" when it verifies)."""
+    from export.sign import SignatureError, verify_folder
+
+    try:
+        verify_folder(folder, trust)
+    except SignatureError as exc:
+        return str(exc)
+    return "verified"
+
+
+def _node_says(folder: Path, trust: Path | None = None) -> str:
+    """web_demo/tools/verify.mjs's sentence for what the page would hold of `folder` ("verified" when it does)."""
+    command = ["node", str(WEB / "tools" / "verify.mjs"), str(folder), *(["--trust", str(trust)] if trust else [])]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    assert result.returncode in (0, 1), result.stderr[-2000:]
+    return "verified" if result.returncode == 0 else result.stdout.strip()
+
+
+def _tampers(signing_keys: Any) -> dict[str, Any]:
+    """What happens to a copy of the signed export, by name: each a function of the copy."""
+    from export.sign import sign_folder
+
+    def rename_png(folder: Path) -> None:
+        png = sorted((folder / "golden").glob("*.png"))[0]
+        png.rename(png.with_name(f"renamed-{png.name}"))
+
+    return {
+        "untouched": lambda folder: None,
+        "int8 .tflite byte": lambda folder: _flip_byte(_int8_tflite(folder)),
+        "golden.json byte": lambda folder: _flip_byte(folder / "golden.json"),
+        "golden PNG renamed": rename_png,
+        "signed by the other key": lambda folder: (
+            (folder / "model.sig").unlink(),
+            sign_folder(folder, signing_keys.other_private),
+        ),
+        "model.sig deleted": lambda folder: (folder / "model.sig").unlink(),
+        "model.sig not JSON": lambda folder: _rewrite(folder / "model.sig", b"this is not a signature\n"),
+    }
+
+
+@pytest.mark.slow
+def test_provenance_js_says_what_python_says(
+    node_tool: None, signed_export: Path, signing_keys: Any, tmp_path: Path, summary: _Summary
+) -> None:
+    """provenance.js in Node (tools/verify.mjs: the files the page would hold) against export.sign.verify_folder
+    on the same copy of the signed export: the untouched one verifies, every tamper gets Python's sentence."""
+    said = {}
+    for i, (name, tamper) in enumerate(_tampers(signing_keys).items()):
+        folder = _linked_copy(signed_export, tmp_path / f"copy{i}" / signed_export.name)
+        tamper(folder)
+        python, node = _python_says(folder, signing_keys.public), _node_says(folder, signing_keys.public)
+        assert node == python, f"{name}: provenance.js says {node!r}, export.sign says {python!r}"
+        said[name] = python
+    assert said["untouched"] == "verified"
+    assert len(set(said.values())) == len(said), said  # each tamper is caught, each by its own sentence
+    summary.lines.append(f"provenance.js in Node: {len(said)} signed / tampered exports, export.sign's sentence each")
+
+
+@pytest.fixture(scope="module")
+def signed_build(
+    npm_packages: None, signed_export: Path, signing_keys: Any, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """build.py --trust of the signed export into a temporary dist folder."""
+    out = tmp_path_factory.mktemp("web_demo_signed_build") / "dist"
+    command = [sys.executable, str(WEB / "build.py"), "--artifacts", str(signed_export), "--out", str(out)]
+    result = subprocess.run([*command, "--trust", str(signing_keys.public)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out, json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+
+
+@pytest.mark.slow
+def test_build_with_trust_copies_the_signature_and_refuses_what_does_not_match(
+    signed_build: tuple[Path, dict], signed_export: Path, phone_export: Path, signing_keys: Any, tmp_path: Path
+) -> None:
+    """--trust: model.sig, the key and each file's signed_name in the build (Node verifies the build as the page
+    will); a copied file that differs from the statement is refused with Python's sentence; --trust of an unsigned
+    export is refused in one sentence."""
+    out, manifest = signed_build
+    assert manifest["signing"] == {"signature": "models/model.sig", "trusted_key": build.TRUSTED_KEY_FILE}
+    assert (out / "models" / "model.sig").read_bytes() == (signed_export / "model.sig").read_bytes()
+    assert (out / build.TRUSTED_KEY_FILE).read_bytes() == signing_keys.public.read_bytes()
+    copied = [*manifest["artifacts"], *manifest["golden_files"]]
+    golden_files = [signed_export / "golden.json", *signed_export.glob("golden/*")]
+    assert {f["signed_name"] for f in manifest["golden_files"]} == {
+        p.relative_to(signed_export).as_posix() for p in golden_files
+    }
+    for f in copied:
+        assert (out / f["file"]).read_bytes() == (signed_export / f["signed_name"]).read_bytes(), f
+    assert _node_says(out) == "verified"
+    # A golden image changed in the export before the build: build.py's sha256 check, Python's sentence.
+    tampered = _linked_copy(signed_export, tmp_path / "tampered" / signed_export.name)
+    _flip_byte(sorted((tampered / "golden").glob("*.png"))[-1])
+
+    def run(folder: Path, target: Path) -> subprocess.CompletedProcess:
+        command = [sys.executable, str(WEB / "build.py"), "--artifacts", str(folder), "--out", str(target)]
+        return subprocess.run([*command, "--trust", str(signing_keys.public)], capture_output=True, text=True)
+
+    refused = run(tampered, tmp_path / "out")
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
+    assert refused.stderr.strip().splitlines() == [f"error: {_python_says(tampered, signing_keys.public)}"]
+    assert not (tmp_path / "out").exists()
+    unsigned = run(phone_export, tmp_path / "out")
+    assert unsigned.returncode == 2 and "Traceback" not in unsigned.stderr, unsigned.stderr
+    assert len(unsigned.stderr.strip().splitlines()) == 1 and "model.sig" in unsigned.stderr
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_signed_build_runs_and_a_tampered_one_runs_nothing(
+    browser_page: Any, signed_build: tuple[Path, dict], signed_export: Path, signing_keys: Any, tmp_path: Path
+) -> None:
+    """The page of a --trust build verifies model.sig and runs a golden case as an unsigned one does (which says
+    "unsigned model"); the same build with one byte of its .tflite changed shows Python's sentence for that
+    tamper and loads no model."""
+    new_page, _, _, browser = browser_page
+    out, manifest = signed_build
+    golden = json.loads((signed_export / "golden.json").read_text())
+    case = golden["cases"][0]
+    spec = ModelSpec.from_json((signed_export / "spec.json").read_text())
+    unsigned = new_page([])
+    try:
+        assert unsigned.text_content("#provenance").startswith("unsigned model")
+    finally:
+        unsigned.close()
+    copied = out / _entry(manifest, "litert", "int8")["file"]  # what the page loads first
+    original = copied.read_bytes()
+    with bench.serving(out) as url:
+        requests: list[str] = []
+        page = bench.open_page(browser, url, requests)
+        try:
+            assert not page.is_visible("#error"), page.text_content("#error")
+            assert page.evaluate("window.melanomaDemo.state.provenance.status") == "verified"
+            assert page.evaluate("window.melanomaDemo.state.load.file") == copied.name
+            assert page.text_content("#provenance").startswith("signed model")
+            # The examples it offers are the verified bytes: the first one, through the form, as an upload would.
+            page.wait_for_function("document.querySelectorAll('#example option').length > 1")
+            page.select_option("#example", "0")
+            page.wait_for_function("n => window.melanomaDemo.state.image?.name === n", arg=f"{case['image_name']}.png")
+            page.evaluate("window.melanomaDemo.waitIdle()")
+            _fill(page, spec, case["metadata"])
+            shown = _assess(page)
+            assert abs(shown - case["artifacts"][copied.name]["probability"]) <= INT8_BOUND
+        finally:
+            page.close()
+        _assert_local(requests)
+        tampered = _linked_copy(signed_export, tmp_path / "tampered" / signed_export.name)
+        _flip_byte(tampered / copied.name)
+        _flip_byte(copied)  # the build's copy, the same byte
+        try:
+            page = bench.open_page(browser, url, [])
+            try:
+                assert page.text_content("#error") == _python_says(tampered, signing_keys.public)
+                assert page.evaluate("window.melanomaDemo.state.model") is None
+                assert page.evaluate("window.melanomaDemo.state.provenance.status") == "refused"
+                assert page.is_disabled("#assess") and not page.is_visible("#result")
+            finally:
+                page.close()
+        finally:
+            copied.write_bytes(original)

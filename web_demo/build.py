@@ -5,6 +5,7 @@ web_demo/dist/, then serve web_demo/ on this machine (or the local network, for 
     python web_demo/build.py --model efficientnet_lite0 --serve 8080 --lan   # a phone on the same network
     python web_demo/build.py --artifacts path/to/export --out /tmp/webdist   # build only, anywhere
     python web_demo/build.py --out /tmp/webdist --serve 0                     # serve a build (0: any free port)
+    python web_demo/build.py --model efficientnet_lite0 --trust KEY.pub --serve   # a signed export, checked
 
 What it copies (from the folder `python -m export.all` wrote, read through its parity.json):
 - per format (.tflite for LiteRT.js, .onnx for onnxruntime-web): the fp32 artifact and the recommended
@@ -12,7 +13,14 @@ What it copies (from the folder `python -m export.all` wrote, read through its p
   recorded is refused;
 - golden.json and golden/*.png (the page offers them as examples);
 - the wasm runtimes from web_demo/node_modules (`npm ci` installs them): nothing is fetched from a CDN.
-It writes dist/manifest.json, which the page reads to list what it can run.
+It writes dist/manifest.json, which the page reads to list what it can run, with each copied file's
+`signed_name` (its name in the export folder, the name a signed statement gives it).
+
+With `--trust KEY.pub` (a signed export: `python -m export.sign`, docs/signing.md) it also copies the export's
+model.sig and the key, as signing_key.pub; the page then verifies the signature with WebCrypto and the bytes
+of every file it runs or offers against the signed statement before it loads a model, and runs nothing when
+a check fails. Here the build refuses an unsigned export and a copied file whose sha256 is not the one the
+statement lists (the same sentences; it cannot check the ECDSA signature itself: that is the page's job).
 
 Standard library only (core.io, which it shares, is too), so that it runs before anything else is installed.
 """
@@ -20,11 +28,15 @@ Standard library only (core.io, which it shares, is too), so that it runs before
 from __future__ import annotations
 
 import argparse
+import base64
+import binascii
 import datetime as _dt
 import functools
+import hashlib
 import json
 import os
 import posixpath
+import re
 import shutil
 import socket
 import sys
@@ -76,7 +88,15 @@ MIME_TYPES = {
 # Served folders of web_demo/ (anything else, node_modules included, is not served: the page must run from
 # its own files and dist/).
 SERVED = ("index.html", "src", "dist", "screenshot.png", "README.md")
-BUILD_ENTRIES = ("models", "runtime", "manifest.json")  # what a build folder holds (anything else is refused)
+SIGNATURE_FILE = "model.sig"  # in an export folder and in the build's models/
+TRUSTED_KEY_FILE = "signing_key.pub"  # the key --trust names, in the build
+# what a build folder holds (anything else is refused)
+BUILD_ENTRIES = ("models", "runtime", "manifest.json", TRUSTED_KEY_FILE)
+# The DER of the OIDs id-ecPublicKey and prime256v1: an EC P-256 SubjectPublicKeyInfo holds both.
+EC_PUBLIC_KEY_OID = bytes.fromhex("06072a8648ce3d0201")
+P256_OID = bytes.fromhex("06082a8648ce3d030107")
+PEM_PUBLIC_KEY = re.compile(r"-----BEGIN PUBLIC KEY-----([A-Za-z0-9+/=\s]*)-----END PUBLIC KEY-----")
+GOLDEN_PNG = re.compile(r"^golden/[^/]+\.png$")  # the signed golden images a phone checks for removal
 
 
 def choose_artifacts(report: ParityReport) -> tuple[list[dict[str, Any]], list[str]]:
@@ -127,6 +147,86 @@ def choose_artifacts(report: ParityReport) -> tuple[list[dict[str, Any]], list[s
     return entries, notes
 
 
+def read_trusted_key(path: Path) -> bytes:
+    """The text of the key --trust names, when it looks like a PEM EC P-256 public key (the page checks it
+    for real with WebCrypto; the standard library cannot).
+
+    Raises:
+        UserError: docs/signing.md's sentence for a bad key.
+    """
+
+    def bad(detail: str) -> UserError:
+        return UserError(f"the trusted key {path} is not a PEM EC public key ({detail})")
+
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise bad("no such file") from None
+    except OSError as exc:
+        raise bad(f"it cannot be read: {exc.strerror}") from None
+    if b"PRIVATE KEY" in data[:200]:
+        raise bad("a private key: give its .pub")
+    block = PEM_PUBLIC_KEY.search(data.decode("ascii", errors="replace"))
+    if block is None:
+        raise bad("no PUBLIC KEY block")
+    try:
+        der = base64.b64decode("".join(block.group(1).split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise bad("its PUBLIC KEY block is not base64") from None
+    if EC_PUBLIC_KEY_OID not in der or P256_OID not in der:
+        raise bad("not a P-256 key")
+    return data
+
+
+def signed_statement(folder: Path) -> dict[str, Any]:
+    """The in-toto statement `folder`/model.sig carries, read but not verified (only the page can).
+
+    Raises:
+        UserError: the export is unsigned, or its model.sig is not a signed model statement.
+    """
+    path = folder / SIGNATURE_FILE
+    if not path.is_file():
+        raise UserError(
+            f"--trust needs a signed export, and {folder} holds no {SIGNATURE_FILE}: sign it with "
+            f"`python -m export.sign {folder} --key KEY.pem`, or build without --trust"
+        )
+    try:
+        bundle = json.loads(path.read_bytes())
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"], validate=True))
+        resources = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
+        ignore = list(statement["predicate"]["serialization"].get("ignore_paths", []))
+    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
+        raise UserError(
+            f"malformed signature: {SIGNATURE_FILE} is not a signed model statement "
+            "(not a JSON bundle with an in-toto statement of resources)"
+        ) from None
+    return {"resources": resources, "ignore_paths": ignore}
+
+
+def check_signed_files(statement: dict[str, Any], held: dict[str, Path], required: Sequence[str]) -> None:
+    """The files the build copies against the statement, as the page checks them (provenance.js checkFiles):
+    changed, then removed (a required name or a signed golden/*.png not held), then added, each sorted.
+
+    Raises:
+        UserError: the first sentence, with " (and N more)" when others differ too.
+    """
+    resources, ignore = statement["resources"], statement["ignore_paths"]
+    changed, added = [], []
+    for name, path in held.items():
+        if name not in resources:
+            if not any(name == p or name.startswith(f"{p}/") for p in ignore):
+                added.append(name)
+        elif hashlib.sha256(path.read_bytes()).hexdigest() != resources[name]:
+            changed.append(name)
+    expected = set(required) | {n for n in resources if GOLDEN_PNG.match(n)}
+    removed = [n for n in expected if n in resources and n not in held]
+    problems = [f"{n} was changed after signing: its sha256 is not the signed one" for n in sorted(changed)]
+    problems += [f"{n} was removed after signing: the signature lists it" for n in sorted(removed)]
+    problems += [f"{n} was added after signing: the signature does not list it" for n in sorted(added)]
+    if problems:
+        raise UserError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+
+
 def _package_version(package: str) -> str:
     try:
         return json.loads((NODE_MODULES / package / "package.json").read_text(encoding="utf-8"))["version"]
@@ -143,8 +243,11 @@ def check_runtimes() -> None:
         )
 
 
-def build(folder: Path, out: Path) -> dict[str, Any]:
+def build(folder: Path, out: Path, trust: Path | None = None) -> dict[str, Any]:
     """Copy the artifacts of the export in `folder` and the runtimes into `out`; returns the manifest.
+
+    With `trust` (a PEM public key), the export must be signed: its model.sig and the key go into the build
+    for the page to verify, and every copied file must have the sha256 the signed statement lists.
 
     The build is written into a staging folder beside `out` and swapped in at the end, so a failed build
     leaves the previous one intact.
@@ -154,6 +257,8 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
         folder, hint="export the model first with `python -m export.all --model NAME` (or point --artifacts at it)"
     )
     entries, notes = choose_artifacts(report)
+    key = read_trusted_key(trust) if trust is not None else None
+    statement = signed_statement(folder) if trust is not None else None
     check_runtimes()
     if out.resolve() == folder or folder in out.resolve().parents or out.resolve() in folder.parents:
         raise UserError(f"--out {out} is or holds the export it reads ({folder}): build into another folder")
@@ -164,13 +269,26 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
         for e in entries:
             name = e["source"].name
             shutil.copy2(e["source"], staging / "models" / name)
-            artifacts.append({k: v for k, v in e.items() if k != "source"} | {"file": f"models/{name}"})
+            copied = {"file": f"models/{name}", "signed_name": name}
+            artifacts.append({k: v for k, v in e.items() if k != "source"} | copied)
         golden = None
+        golden_files = []  # golden.json and its images: {file in the build, signed_name in the export}
         if (folder / "golden.json").is_file():
             shutil.copy2(folder / "golden.json", staging / "models" / "golden.json")
+            golden_files.append({"file": "models/golden.json", "signed_name": "golden.json"})
             if (folder / "golden").is_dir():
                 shutil.copytree(folder / "golden", staging / "models" / "golden")
+                for path in sorted(p for p in (staging / "models" / "golden").rglob("*") if p.is_file()):
+                    relative = path.relative_to(staging / "models").as_posix()
+                    golden_files.append({"file": f"models/{relative}", "signed_name": relative})
             golden = "models/golden.json"
+        signing = None
+        if statement is not None and key is not None:
+            held = {f["signed_name"]: staging / f["file"] for f in (*artifacts, *golden_files)}
+            check_signed_files(statement, held, [a["signed_name"] for a in artifacts])
+            shutil.copy2(folder / SIGNATURE_FILE, staging / "models" / SIGNATURE_FILE)
+            (staging / TRUSTED_KEY_FILE).write_bytes(key)
+            signing = {"signature": f"models/{SIGNATURE_FILE}", "trusted_key": TRUSTED_KEY_FILE}
         for src, dst in RUNTIME_FILES:
             target = staging / "runtime" / dst
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -182,6 +300,8 @@ def build(folder: Path, out: Path) -> dict[str, Any]:
             "threshold": report.data.get("threshold"),
             "artifacts": artifacts,
             "golden": golden,
+            "golden_files": golden_files,
+            "signing": signing,
             "notes": notes,
             "runtimes": {
                 "litert": {
@@ -272,6 +392,13 @@ def serve(out: Path, port: int, lan: bool, quiet: bool = True) -> None:
             "(plain http: the page still runs; it is not cross-origin isolated there)",
             flush=True,
         )
+        if (out / TRUSTED_KEY_FILE).is_file():
+            print(
+                "note: this build checks a signature, and browsers offer WebCrypto only over https or on "
+                "localhost: over the plain-http LAN address the page refuses to run the model (serve it over "
+                "https, e.g. behind a reverse proxy, or build without --trust)",
+                flush=True,
+            )
     with server:
         try:
             server.serve_forever()
@@ -302,6 +429,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--serve", nargs="?", const=8000, type=_port, default=None, metavar="PORT", help="then serve (default 8000)"
     )
+    p.add_argument(
+        "--trust",
+        metavar="KEY.pub",
+        help="a signed export's public key (PEM): the page verifies model.sig and every file it runs against it",
+    )
     p.add_argument("--lan", action="store_true", help="listen on all interfaces so a phone on the network can open it")
     p.add_argument("--verbose", action="store_true", help="log every request while serving")
     return p
@@ -318,11 +450,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"{folder} is not a folder: export first with "
                 f"`python -m export.all --model {args.model or 'NAME'}` or give --artifacts DIR"
             )
-        manifest = build(folder, out)
+        manifest = build(folder, out, Path(args.trust) if args.trust else None)
         offered = ", ".join(f"{a['format']} {a['precision']}" for a in manifest["artifacts"])
-        print(f"Built {out} for {manifest['model']}: {offered}")
+        signed = f", signed (the page verifies {SIGNATURE_FILE} with {args.trust})" if manifest["signing"] else ""
+        print(f"Built {out} for {manifest['model']}: {offered}{signed}")
         for note in manifest["notes"]:
             print(f"note: {note}")
+    elif args.trust:
+        raise UserError("--trust applies to a build: give --model NAME (or --artifacts DIR) with it")
     elif args.serve is None:
         raise UserError("nothing to do: give --model NAME (or --artifacts DIR) to build, and/or --serve to serve")
     if args.serve is not None:

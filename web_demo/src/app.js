@@ -4,11 +4,28 @@
  * number input per number feature, a select per one-hot or code feature), run the model, and show the
  * probability, the spec's threshold, the decision and the latency.
  *
+ * When the build holds a trusted key (build.py --trust KEY.pub), nothing runs before the checks of
+ * docs/signing.md pass (provenance.js): model.sig verifies with that key, and the bytes of the artifact about
+ * to run, golden.json and the golden images are the ones the signed statement lists; a refusal is shown as
+ * its one sentence. Without a key the page says "unsigned model".
+ *
  * Everything happens in this page: the artifacts and wasm files come from this origin and nothing is sent
  * anywhere. `window.melanomaDemo` exposes the state and a benchmark for tests and for bench.py.
  */
 
-import {canonical, checkContract, decide, encodeMeta, formatG, imageTensor, metadataLayout, readSpec} from './contract.js';
+import {
+  canonical,
+  checkContract,
+  checkFiles,
+  decide,
+  encodeMeta,
+  formatG,
+  imageTensor,
+  metadataLayout,
+  readSpec,
+  readTrustedKey,
+  verifySignature,
+} from './contract.js';
 import {RUNTIME_LABELS, loadModel} from './runtimes.js';
 
 const DIST = 'dist/';
@@ -28,6 +45,9 @@ const state = {
   form: [], // the patient form: one {field, kind, element} per case field the contract reads
   busy: 0, // operations in flight
   lastResult: null,
+  // The build's signature: {status: 'unsigned'} without a trusted key; else {status: 'signed' | 'verified' |
+  // 'refused', statement, held: Map(signed name -> bytes of golden.json and its images), hint, message}.
+  provenance: null,
 };
 
 /** Readiness: resolves once the first model load has finished (successfully or not). */
@@ -104,6 +124,69 @@ async function fetchBytes(url) {
   return new Uint8Array(await response.arrayBuffer());
 }
 
+/** The bytes at `url`, or null when the server has no such file (HTTP 404). */
+async function fetchOptional(url) {
+  const response = await fetch(url, {cache: 'no-cache'});
+  if (response.status === 404) return null;
+  if (!response.ok) throw new Error(`Could not load ${url} (HTTP ${response.status}): rebuild with \`make web MODEL=...\`.`);
+  return new Uint8Array(await response.arrayBuffer());
+}
+
+// -------------------------------------------------------------------------------------------- signature
+
+/**
+ * Checks 1-5 of docs/signing.md for a build with a trusted key: the key, then model.sig. Reads golden.json
+ * and its images (the bytes the page will offer), which each model load checks with its artifact.
+ *
+ * @returns {Promise<void>} sets state.provenance; a ContractError is the refusal sentence
+ */
+async function verifyBuild() {
+  const signing = state.manifest.signing;
+  if (!signing) {
+    state.provenance = {status: 'unsigned'};
+    $('provenance').textContent = 'unsigned model (this build checks no signature; build it with --trust KEY.pub)';
+    return;
+  }
+  state.provenance = {status: 'refused'};
+  const trusted = await readTrustedKey(await fetchOptional(DIST + signing.trusted_key), signing.trusted_key);
+  const statement = await verifySignature(await fetchOptional(DIST + signing.signature), trusted);
+  const held = new Map();
+  for (const f of state.manifest.golden_files || []) {
+    const bytes = await fetchOptional(DIST + f.file);
+    if (bytes !== null) held.set(f.signed_name, bytes); // absent: checkFiles says "removed"
+  }
+  state.provenance = {status: 'signed', statement, held, hint: trusted.hint};
+}
+
+/**
+ * Check 6 before a model is loaded: the artifact's bytes (under its signed name), golden.json and the golden
+ * images against the signed statement. No-op for an unsigned build.
+ */
+async function checkArtifact(signedName, bytes) {
+  const p = state.provenance;
+  if (!p || p.status === 'unsigned') return;
+  if (!p.statement) throw new Error('This build is signed, but its signature was not verified: reload the page.');
+  try {
+    await checkFiles(p.statement, new Map([...p.held, [signedName, bytes]]), [signedName]);
+  } catch (err) {
+    p.status = 'refused';
+    $('provenance').textContent = `signature check failed: ${signedName} does not run`;
+    throw err;
+  }
+  p.status = 'verified';
+  $('provenance').textContent =
+    `signed model: ${signedName} and ${p.held.size} example files match model.sig, ` +
+    `verified with the trusted key ${p.hint.slice(0, 16)}`;
+}
+
+function refuseAll(err) {
+  state.provenance = {...state.provenance, status: 'refused', message: messageOf(err)};
+  $('model-status').textContent = 'Nothing runs: the signed model did not verify.';
+  $('provenance').textContent = 'signature refused';
+  for (const id of ['runtime', 'precision', 'model-file']) $(id).disabled = true;
+  showError(messageOf(err));
+}
+
 function runtimeFor(fileName) {
   if (/\.tflite$/i.test(fileName)) return 'litert';
   if (/\.onnx$/i.test(fileName)) return 'onnxruntime-web';
@@ -138,6 +221,8 @@ async function loadArtifact(source) {
     const bytes = source instanceof File ? new Uint8Array(await source.arrayBuffer()) : await fetchBytes(DIST + source.file);
     const t1 = performance.now();
     if (stale()) return;
+    await checkArtifact(source instanceof File ? source.name : source.signed_name, bytes);
+    if (stale()) return;
     const spec = readSpec(bytes);
     checkContract(spec);
     const wasmBase = DIST + state.manifest.runtimes[runtime].wasm;
@@ -159,6 +244,7 @@ async function loadArtifact(source) {
       `${name} (${spec.name}, ${spec.image.size} px ${spec.image.layout}, threshold ${fmt(spec.outputs.threshold, 4)}) ` +
       `ready in ${state.load.ms.toFixed(0)} ms on ${RUNTIME_LABELS[runtime]}, 1 thread.`;
     $('intended-use').textContent = spec.provenance?.intended_use || '';
+    if (state.provenance?.status === 'verified') loadExamples(); // the verified bytes, once
   } catch (err) {
     if (stale()) return;
     $('model-status').textContent = `${name} could not be used.`;
@@ -358,12 +444,24 @@ async function useImage(blob, name) {
   }
 }
 
+/**
+ * Offer golden.json's cases as examples. A signed build offers the bytes it verified (and only cases whose
+ * image is among them); an unsigned one fetches them.
+ */
+let examplesOffered = false;
+
 async function loadExamples() {
-  if (!state.manifest.golden) return;
+  if (!state.manifest.golden || examplesOffered) return;
+  examplesOffered = true;
   try {
-    const golden = await (await fetch(DIST + state.manifest.golden)).json();
+    const verified = state.provenance?.status === 'verified' ? state.provenance.held : null;
+    const golden = verified
+      ? JSON.parse(new TextDecoder().decode(verified.get('golden.json')))
+      : await (await fetch(DIST + state.manifest.golden)).json();
     const base = DIST + state.manifest.golden.split('/').slice(0, -1).join('/');
-    state.examples = golden.cases.map((c) => ({name: c.image_name, url: `${base}/${c.png}`, metadata: c.metadata}));
+    state.examples = golden.cases
+      .filter((c) => !verified || verified.has(c.png))
+      .map((c) => ({name: c.image_name, url: `${base}/${c.png}`, bytes: verified?.get(c.png), metadata: c.metadata}));
     const select = $('example');
     for (const [i, c] of state.examples.entries()) {
       const text = Object.values(c.metadata || {})
@@ -381,7 +479,7 @@ async function useExample(index) {
   const example = state.examples[index];
   if (!example) return;
   fillForm(example.metadata || {});
-  const blob = await (await fetch(example.url)).blob();
+  const blob = example.bytes ? new Blob([example.bytes], {type: 'image/png'}) : await (await fetch(example.url)).blob();
   await useImage(blob, `${example.name}.png`);
 }
 
@@ -533,7 +631,17 @@ async function start() {
   });
   $('precision').addEventListener('change', () => loadArtifact(selectedEntry()));
   if (state.manifest.notes?.length) $('model-status').title = state.manifest.notes.join('\n');
-  loadExamples();
+  setBusy(true);
+  try {
+    await verifyBuild(); // before any model is loaded; a refusal runs nothing
+  } catch (err) {
+    refuseAll(err);
+    markReady();
+    return;
+  } finally {
+    setBusy(false);
+  }
+  if (state.provenance.status === 'unsigned') loadExamples(); // a signed build offers them once verified
   await loadArtifact(selectedEntry());
 }
 

@@ -12,6 +12,8 @@
  *     modelcontract.js  readContract, featureEntries, encodeFeature, canonical (the model contract)
  *     metadata.js       metadataLayout, encodeMeta                            (Metadata.kt)
  *     pyformat.js       formatG, pyRepr: values written as Python writes them
+ *     provenance.js     readTrustedKey, verifySignature, checkFiles: a signed export's model.sig
+ *                       (docs/signing.md), with WebCrypto only                (Provenance.kt)
  *     fields.js         typed reading of spec fields that never fills one in  (Json.kt)
  *     errors.js         ContractError                                         (ContractException.kt)
  *
@@ -33,7 +35,8 @@
  * of core.images.to_rgb, toFloat <-> core.images.to_float, imageTensor <-> core.images.preprocess,
  * readContract <-> core.contract.Contract.from_dict, encodeFeature <-> Feature.encode, encodeMeta <->
  * core.contract.ContractEncoder.encode, metadataLayout <-> core.spec.metadata_layout, decide <->
- * core.spec.OutputContract.decide.
+ * core.spec.OutputContract.decide, readTrustedKey / verifySignature / checkFiles <-> export.sign (the checks of
+ * verify_folder, on the files a page holds).
  *
  * A contract reader never fills in a missing field: a spec without `image.layout`, `outputs.threshold` or
  * any other field that shapes the inputs or the decision is refused with a ContractError naming it.
@@ -67,3 +70,17 @@ export {
 } from './modelcontract.js';
 export {encodeMeta, metadataLayout} from './metadata.js';
 export {formatG, pyRepr} from './pyformat.js';
+export {
+  NO_WEBCRYPTO,
+  SENTENCES,
+  SIGNATURE_FILE,
+  canonicalPem,
+  checkFiles,
+  derToRaw,
+  isIgnored,
+  pae,
+  readTrustedKey,
+  sha256Hex,
+  verifyHeld,
+  verifySignature,
+} from './provenance.js';

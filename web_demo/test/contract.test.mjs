@@ -501,7 +501,9 @@ describe('contract.js is the public entry', () => {
       'CONTRACT_SCHEMA', 'FEATURE_KINDS', 'readSpec', 'isTflite', 'tfliteMetadata', 'onnxMetadata', 'checkContract',
       'checkImageContract', 'outputContract', 'decide', 'passOrder', 'resampleCoefficients', 'resizeRgb', 'linearTaps',
       'resizeBilinear', 'compositeOnWhite', 'toFloat', 'imageTensor', 'readContract', 'featureEntries', 'encodeFeature',
-      'canonical', 'metadataLayout', 'encodeMeta', 'formatG', 'pyRepr',
+      'canonical', 'metadataLayout', 'encodeMeta', 'formatG', 'pyRepr', 'NO_WEBCRYPTO', 'SENTENCES', 'SIGNATURE_FILE',
+      'canonicalPem', 'checkFiles', 'derToRaw', 'isIgnored', 'pae', 'readTrustedKey', 'sha256Hex', 'verifyHeld',
+      'verifySignature',
     ];
     for (const name of names) assert.notEqual(contract[name], undefined, `contract.js does not export ${name}`);
     assert.deepEqual(Object.keys(contract).sort(), [...names].sort());
