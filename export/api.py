@@ -36,6 +36,7 @@ def export_model(
     overwrite: bool = False,
     verbose: bool = False,
     gates: dict[str, Any] | None = None,
+    sign_key: str | Path | None = None,
 ) -> dict[str, Any]:
     """Export `model` to `formats` x `precisions` in `out` with parity checks; returns parity.json's content.
 
@@ -47,6 +48,7 @@ def export_model(
         out: the export folder (an earlier export there is replaced only with `overwrite`).
         formats, precisions: as `--formats` / `--precision` take them (comma-separated text or a list).
         gates: the --gate-* values by name (auroc_drop, flips, subgroup_drop, min_subgroup_class).
+        sign_key: an EC private key (PEM) to sign the finished folder with, as `--sign-key` does.
     """
     from core.eval_csv import read_evaluation_csv
     from export.all import Job, chosen_gates, run_job
@@ -107,6 +109,7 @@ def export_model(
         verbose,
         overwrite_flag="overwrite=True",
         gates=chosen,
+        sign_key=Path(sign_key) if sign_key is not None else None,
     )
     from core.parity_file import ParityReport
 

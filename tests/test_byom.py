@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -202,9 +203,10 @@ def test_paper_model_exports_from_its_own_code_with_parity(user_files: dict[str,
 
 
 @pytest.mark.slow
-def test_torchvision_model_through_the_python_api(user_files: dict[str, Path]) -> None:
+def test_torchvision_model_through_the_python_api(user_files: dict[str, Path], signing_keys: Any) -> None:
     """export_model(model, contract, evaluation): a torchvision trunk (RGB, no normalisation, sigmoid, age with
-    a missing flag, one-hot with missing zeros, a code) to ONNX, TFLite and ExecuTorch at fp32 and int8."""
+    a missing flag, one-hot with missing zeros, a code) to ONNX, TFLite and ExecuTorch at fp32 and int8, the
+    folder signed (sign_key) and each artifact loaded only after it verified."""
     from export.api import export_model
     from export.runners import load
 
@@ -219,6 +221,7 @@ def test_torchvision_model_through_the_python_api(user_files: dict[str, Path]) -
         formats="onnx,tflite,executorch",
         precisions="fp32,int8",
         golden=2,
+        sign_key=signing_keys.private,
     )
     rows = {(r["format"], r["precision"]): r for r in summary["rows"]}
     for fmt in ("onnx", "tflite", "executorch"):
@@ -228,7 +231,7 @@ def test_torchvision_model_through_the_python_api(user_files: dict[str, Path]) -
         assert int8["int8_tensors"]["activations"] > 0
         assert int8["second_runtime"]["status"] == ("not-run" if fmt == "executorch" else "pass")
     assert summary["source"]["kind"] == "memory"
-    tflite = load(root / "dist_small" / rows[("tflite", "fp32")]["file"])
+    tflite = load(root / "dist_small" / rows[("tflite", "fp32")]["file"], trust=signing_keys.public)
     assert tflite.spec.contract == theirs.torchvision_contract() and tflite.spec.meta_size == 7
     with pytest.raises(UserError, match="already holds an export"):
         export_model(
