@@ -3,9 +3,10 @@
 Builds :core and its JUnit tests once per session with Debian's kotlinc (android_demo/build-core.sh), writes
 what the JUnit cross-checks read (PIL resize, cv2-rule resize and decoding outputs on odd sizes, Python's
 metadata encodings and refusals under the export's contract and under a foreign contract with every feature
-kind, Python's refusals of broken contracts, .tflite variants), runs the JUnit suite once against them and
-against `phone_export` (golden.json, the golden PNGs, the real .tflite / .onnx files), and reports one pytest
-test per JUnit class. Then runs
+kind, Python's refusals of broken contracts, .tflite variants; edits of a real model.sig, and asset folders that
+copy-assets.py made from `signed_export`, untouched and tampered, each with the verdict of Python's verifier
+export/sign.py), runs the JUnit suite once against them and against `phone_export` (golden.json, the golden PNGs,
+the real .tflite / .onnx files), and reports one pytest test per JUnit class. Then runs
 `android_demo/bin/preprocess` on images it has never seen and on bad input. The JUnit counts and the golden
 result appear in pytest's terminal summary.
 
@@ -15,6 +16,7 @@ What this cannot prove (LiteRT on a phone) is the instrumented test in android_d
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.util
 import json
@@ -47,7 +49,15 @@ JARS = ("gson.jar", "kotlin-stdlib.jar", "junit4.jar", "hamcrest-core.jar")
 # One 8-bit level: v / 255 and (v + 1) / 255 in float32 may differ by 1/255 plus a float32 rounding.
 IMAGE_BOUND = 1.0 / 255 + 1e-6
 # One pytest test per JUnit class (android_demo/core/src/test: TEST_CLASSES in JsonReportRunner.kt).
-JUNIT_CLASSES = ("ResizeTest", "DecodeTest", "MetadataTest", "SpecTest", "GoldenTest", "ClassifierTest")
+JUNIT_CLASSES = (
+    "ResizeTest",
+    "DecodeTest",
+    "MetadataTest",
+    "SpecTest",
+    "GoldenTest",
+    "ClassifierTest",
+    "ProvenanceTest",
+)
 
 # (input width, input height, [(output width, output height), ...]): odd sizes, both aspect ratios, upscaling,
 # sizes where Pillow 13 runs the vertical pass first and where it runs the horizontal one first, several S.
@@ -633,6 +643,237 @@ def write_cases(out: Path, export: Path, seed: int = 0) -> Path:
     return out
 
 
+# ----------------------------------------------------------------------------------------- signed exports
+
+# What is done to a signed asset folder (as copy-assets.py writes it) and, for Python's sentence, to a copy of
+# the export folder: the same change to the same file, under its name there.
+SIGNING_TAMPERS = (
+    "untouched",
+    "model byte flipped",
+    "spec byte flipped",
+    "golden.json byte flipped",
+    "golden PNG renamed",
+    "signed by the other key",
+    "signed by the other key, no key hint",
+    "signature deleted",
+    "signature truncated",
+)
+
+
+def _flip_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _tamper(folder: Path, tamper: str, names: dict[str, str], other_signature: Path) -> None:
+    """Applies `tamper` to `folder`, whose files `names` names (model, spec, golden, png, sig)."""
+    flips = {"model byte flipped": "model", "spec byte flipped": "spec", "golden.json byte flipped": "golden"}
+    signature = folder / names["sig"]
+    if tamper in flips:
+        _flip_byte(folder / names[flips[tamper]])
+    elif tamper == "golden PNG renamed":
+        png = folder / names["png"]
+        png.rename(png.with_name(png.stem + "-renamed.png"))
+    elif tamper == "signed by the other key":
+        shutil.copyfile(other_signature, signature)
+    elif tamper == "signed by the other key, no key hint":  # the signature check alone must refuse it
+        bundle = json.loads(other_signature.read_text())
+        del bundle["verificationMaterial"]["publicKey"]["hint"]
+        signature.write_text(json.dumps(bundle))
+    elif tamper == "signature deleted":
+        signature.unlink()
+    elif tamper == "signature truncated":
+        signature.write_bytes(signature.read_bytes()[: signature.stat().st_size // 2])
+    else:
+        assert tamper == "untouched", f"unknown tamper {tamper!r}"
+
+
+def _python_verdict(folder: Path, trust: Path) -> str:
+    """What Python's verifier says of `folder`: "verified", or its refusal's sentence."""
+    from export.sign import SignatureError, verify_folder
+
+    try:
+        verify_folder(folder, trust)
+    except SignatureError as exc:
+        return str(exc)
+    return "verified"
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def _edit_statement(edit: Any) -> Any:
+    """A bundle edit that changes the decoded statement (the signature then no longer matches it)."""
+
+    def apply(bundle: dict[str, Any]) -> None:
+        envelope = bundle["dsseEnvelope"]
+        statement = json.loads(base64.b64decode(envelope["payload"]))
+        edit(statement)
+        envelope["payload"] = _b64(json.dumps(statement).encode())
+
+    return apply
+
+
+def _resource(i: int, key: str, value: Any) -> Any:
+    return _edit_statement(lambda s: s["predicate"]["resources"][i].__setitem__(key, value))
+
+
+def _upper_digests(statement: dict[str, Any]) -> None:
+    for resource in statement["predicate"]["resources"]:
+        resource["digest"] = resource["digest"].upper()
+    statement["subject"][0]["digest"]["sha256"] = statement["subject"][0]["digest"]["sha256"].upper()
+
+
+# Edits of a real model.sig (its JSON; a bytes -> bytes function for what is not JSON), each judged by Python's
+# verify_bundle: every malformed detail, the key hint, the signature.
+BUNDLE_EDITS: dict[str, Any] = {
+    "untouched": lambda b: None,
+    "truncated": lambda raw: raw[: len(raw) // 2],
+    "not UTF-8": lambda raw: b"\xff" + raw,
+    "a list": lambda raw: b"[1]",
+    "media type": lambda b: b.__setitem__("mediaType", "application/json"),
+    "no envelope": lambda b: b.pop("dsseEnvelope"),
+    "payload type": lambda b: b["dsseEnvelope"].__setitem__("payloadType", "application/json"),
+    "no signatures": lambda b: b["dsseEnvelope"].pop("signatures"),
+    "zero signatures": lambda b: b["dsseEnvelope"].__setitem__("signatures", []),
+    "two signatures": lambda b: b["dsseEnvelope"]["signatures"].append(b["dsseEnvelope"]["signatures"][0]),
+    "signature not text": lambda b: b["dsseEnvelope"]["signatures"][0].__setitem__("sig", 5),
+    "signature not base64": lambda b: b["dsseEnvelope"]["signatures"][0].__setitem__("sig", "MEU*"),
+    "signature unpadded": lambda b: b["dsseEnvelope"]["signatures"][0].__setitem__("sig", "MEUC"[:3]),
+    "signature not DER": lambda b: b["dsseEnvelope"]["signatures"][0].__setitem__("sig", _b64(bytes(64))),
+    "no payload": lambda b: b["dsseEnvelope"].pop("payload"),
+    "payload not base64": lambda b: b["dsseEnvelope"].__setitem__("payload", "e*J9"),
+    "payload padded twice": lambda b: b["dsseEnvelope"].__setitem__("payload", "eyJ9=="),  # Python reads '{"}'
+    "payload not JSON": lambda b: b["dsseEnvelope"].__setitem__("payload", _b64(b"not json")),
+    "statement type": _edit_statement(lambda s: s.__setitem__("_type", "https://in-toto.io/Statement/v0.1")),
+    "predicate type": _edit_statement(lambda s: s.__setitem__("predicateType", "x")),
+    "two subjects": _edit_statement(lambda s: s["subject"].append(s["subject"][0])),
+    "subject without digest": _edit_statement(lambda s: s["subject"][0].pop("digest")),
+    "no predicate": _edit_statement(lambda s: s.pop("predicate")),
+    "shard serialization": _edit_statement(lambda s: s["predicate"]["serialization"].__setitem__("method", "shards")),
+    "ignore_paths null": _edit_statement(lambda s: s["predicate"]["serialization"].__setitem__("ignore_paths", None)),
+    "no ignore_paths": _edit_statement(lambda s: s["predicate"]["serialization"].pop("ignore_paths")),
+    "resource without name": _edit_statement(lambda s: s["predicate"]["resources"][0].pop("name")),
+    "resource not an object": _edit_statement(lambda s: s["predicate"]["resources"].__setitem__(0, "x")),
+    "sha512 resource": _resource(0, "algorithm", "sha512"),
+    "short digest": _resource(0, "digest", "ab"),
+    "digest not hex": _resource(0, "digest", "g" * 64),
+    "root digest": _resource(0, "digest", "0" * 64),
+    "upper-case digests": _edit_statement(_upper_digests),
+    "no key hint": lambda b: b["verificationMaterial"]["publicKey"].pop("hint"),
+    "no verification material": lambda b: b.pop("verificationMaterial"),
+    "another key's hint": lambda b: b["verificationMaterial"]["publicKey"].__setitem__("hint", "ab" * 32),
+    "signature of another payload": lambda b: b["dsseEnvelope"].__setitem__(
+        "payload", _b64(base64.b64decode(b["dsseEnvelope"]["payload"]) + b" ")
+    ),
+}
+RAW_EDITS = ("truncated", "not UTF-8", "a list")
+
+
+def write_bundle_cases(out: Path, signature: Path, trust: Path) -> list[dict[str, str]]:
+    """BUNDLE_EDITS applied to `signature`, each with Python's verdict (verify_bundle with the key `trust`)."""
+    from export.sign import SignatureError, read_trusted_key, verify_bundle
+
+    key = read_trusted_key(trust)
+    (out / "bundles").mkdir()
+    cases = []
+    for i, (name, edit) in enumerate(BUNDLE_EDITS.items()):
+        raw = signature.read_bytes()
+        if name in RAW_EDITS:
+            data = edit(raw)
+        else:
+            bundle = json.loads(raw)
+            edit(bundle)
+            data = json.dumps(bundle).encode()
+        try:
+            verify_bundle(data, key)
+            expected = "verified"
+        except SignatureError as exc:
+            expected = str(exc)
+        (out / f"bundles/{i}.sig").write_bytes(data)
+        cases.append({"name": name, "file": f"bundles/{i}.sig", "expected": expected})
+    return cases
+
+
+def write_signing_cases(out: Path, signed_export: Path, keys: Any) -> list[dict[str, Any]]:
+    """Asset folders made by copy-assets.py from the signed export (`--trust` the signing key), each tampered as
+    SIGNING_TAMPERS says, the same tampers on copies of the export folder, and one asset folder without a pinned
+    key; each with Python's verdict on the tampered export (verify_folder). Writes out/manifest.json for
+    ProvenanceTest; returns the cases."""
+    from export.sign import sign_folder
+
+    copy_assets = _load_copy_assets()
+    out.mkdir(parents=True)
+    (out / "keys").mkdir()
+    shutil.copyfile(keys.public, out / "keys/ours.pub")
+    shutil.copyfile(keys.other_public, out / "keys/theirs.pub")
+    other = out / "other_signed"
+    shutil.copytree(signed_export, other)
+    sign_folder(other, keys.other_private)
+    other_signature = other / copy_assets.SIGNATURE_ASSET
+
+    def run_copy_assets(dest: Path, *flags: str | Path) -> None:
+        command = [sys.executable, str(ANDROID / "copy-assets.py"), str(signed_export), "--dest", str(dest)]
+        result = subprocess.run([*command, *map(str, flags)], capture_output=True, text=True, check=False)
+        assert result.returncode == 0, f"copy-assets.py {' '.join(map(str, flags))}: {result.stderr}"
+        assert (dest / copy_assets.SIGNATURE_ASSET).read_bytes() == (signed_export / "model.sig").read_bytes()
+
+    base = out / "assets_base"
+    run_copy_assets(base, "--trust", keys.public)
+    assert (base / copy_assets.TRUSTED_KEY_ASSET).read_bytes() == keys.public.read_bytes()
+    artifact = json.loads((base / copy_assets.MANIFEST_ASSET).read_text())["artifact"]
+    png = sorted((base / copy_assets.GOLDEN_DIR_ASSET).glob("*.png"))[0].name
+    golden_png = f"{copy_assets.GOLDEN_DIR_ASSET}/{png}"
+    asset_names = {"model": copy_assets.MODEL_ASSET, "spec": copy_assets.SPEC_ASSET, "golden": copy_assets.GOLDEN_ASSET}
+    asset_names.update({"png": golden_png, "sig": copy_assets.SIGNATURE_ASSET})
+    export_names = {"model": artifact, "spec": f"{artifact}.spec.json", "golden": "golden.json"}
+    export_names.update({"png": f"golden/{png}", "sig": "model.sig"})
+    cases = []
+    for i, tamper in enumerate(SIGNING_TAMPERS):
+        export_copy = out / f"export{i}"
+        shutil.copytree(signed_export, export_copy)
+        _tamper(export_copy, tamper, export_names, other_signature)
+        expected = _python_verdict(export_copy, out / "keys/ours.pub")
+        assert (expected == "verified") == (tamper == "untouched"), (tamper, expected)
+        assets = out / f"assets{i}"
+        shutil.copytree(base, assets)
+        _tamper(assets, tamper, asset_names, other_signature)
+        cases.append({"name": tamper, "kind": "assets", "folder": assets.name, "key": None, "expected": expected})
+        cases.append(
+            {"name": tamper, "kind": "folder", "folder": export_copy.name, "key": "keys/ours.pub", "expected": expected}
+        )
+    # copy-assets.py without --trust: model.sig is copied, no key is pinned, and the app runs the model unsigned.
+    run_copy_assets(out / "assets_unpinned")
+    assert not (out / "assets_unpinned" / copy_assets.TRUSTED_KEY_ASSET).exists()
+    cases.append(
+        {"name": "no pinned key", "kind": "assets", "folder": "assets_unpinned", "key": None, "expected": "unsigned"}
+    )
+    hint = json.loads((signed_export / "model.sig").read_text())["verificationMaterial"]["publicKey"]["hint"]
+    ours = sha256_file(out / "keys/ours.pub")
+    assert hint == ours, "model-signing's key hint is the sha256 of the .pub file export.sign writes"
+    manifest = {
+        "bundles": write_bundle_cases(out, signed_export / "model.sig", out / "keys/ours.pub"),
+        "assets": {
+            "model": copy_assets.MODEL_ASSET,
+            "spec": copy_assets.SPEC_ASSET,
+            "manifest": copy_assets.MANIFEST_ASSET,
+            "golden": copy_assets.GOLDEN_ASSET,
+            "golden_dir": copy_assets.GOLDEN_DIR_ASSET,
+            "signature": copy_assets.SIGNATURE_ASSET,
+            "trusted_key": copy_assets.TRUSTED_KEY_ASSET,
+        },
+        "keys": [
+            {"pem": "keys/ours.pub", "hint": ours},
+            {"pem": "keys/theirs.pub", "hint": sha256_file(out / "keys/theirs.pub")},
+        ],
+        "cases": cases,
+    }
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return cases
+
+
 # ------------------------------------------------------------------------------------------------ the JUnit run
 
 
@@ -651,10 +892,17 @@ class _Summary:
 
 @pytest.fixture(scope="session")
 def junit_report(
-    core_build: Path, phone_export: Path, tmp_path_factory: pytest.TempPathFactory, pytestconfig: pytest.Config
+    core_build: Path,
+    phone_export: Path,
+    signed_export: Path,
+    signing_keys: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    pytestconfig: pytest.Config,
 ) -> dict[str, Any]:
-    """Runs the whole JUnit suite once against the session's inputs; its JSON report plus the golden summary."""
+    """Runs the whole JUnit suite once against the session's inputs; its JSON report plus the golden and
+    signature summaries."""
     cases = write_cases(tmp_path_factory.mktemp("android_cases"), phone_export)
+    write_signing_cases(cases / "signing", signed_export, signing_keys)
     report_dir = tmp_path_factory.mktemp("android_report")
     classpath = [core_build / "melanoma-core.jar", core_build / "melanoma-core-tests.jar"]
     classpath += [JAVA_LIBS / jar for jar in JARS]
@@ -667,6 +915,8 @@ def junit_report(
     report = json.loads((report_dir / "junit.json").read_text())
     golden_file = report_dir / "golden.json"
     report["golden"] = json.loads(golden_file.read_text()) if golden_file.is_file() else None
+    signing = [report_dir / "signing_bundles.json", report_dir / "signing.json"]
+    report["signing"] = [c for f in signing if f.is_file() for c in json.loads(f.read_text())]
     summary = _Summary()
     passed = sum(t["status"] == "passed" for t in report["tests"])
     summary.lines.append(
@@ -680,6 +930,15 @@ def junit_report(
         summary.lines.append(
             f"golden ({golden['model']}): {golden['cases']} cases, image max |d| = {golden['max_abs_diff']:g} "
             f"({'bit-identical' if exact else 'NOT bit-identical'}; bound {golden['bound']:.6f}); per case: {per_case}"
+        )
+    if report["signing"]:
+        kinds = {k: sum(c["kind"] == k for c in report["signing"]) for k in ("bundle", "assets", "folder")}
+        agree = sum(c["kotlin"] == c["python"] for c in report["signing"])
+        refused = sum(c["python"] not in ("verified", "unsigned") for c in report["signing"])
+        summary.lines.append(
+            f"signatures: Kotlin's verdict is Python's on {agree} of {len(report['signing'])} cases "
+            f"({kinds['bundle']} model.sig edits, {kinds['assets']} asset folders, {kinds['folder']} export folders; "
+            f"{refused} refusals, each the same sentence)"
         )
     pytestconfig.pluginmanager.register(summary, "android-core-summary")
     return report
@@ -973,13 +1232,19 @@ def test_gradle_project_consistent_with_the_tree() -> None:
 
     copy_assets = _load_copy_assets()
     app_constants = _kotlin_constants(ANDROID / "app/src/main/kotlin/com/melanomaexport/demo/ModelAssets.kt")
-    for name in ("MODEL_ASSET", "SPEC_ASSET", "MANIFEST_ASSET", "GOLDEN_ASSET", "GOLDEN_DIR_ASSET"):
+    names = ("MODEL_ASSET", "SPEC_ASSET", "MANIFEST_ASSET", "GOLDEN_ASSET", "GOLDEN_DIR_ASSET")
+    for name in (*names, "SIGNATURE_ASSET", "TRUSTED_KEY_ASSET"):
         assert app_constants[name] == getattr(copy_assets, name), f"{name}: app and copy-assets.py disagree"
     demo = ANDROID / "app/src"
     loader = (demo / "main/kotlin/com/melanomaexport/demo/LiteRtClassifier.kt").read_text()
     assert "readAsset(context, MODEL_ASSET)" in loader and "readTextAsset(context, SPEC_ASSET)" in loader
     replay = (demo / "androidTest/kotlin/com/melanomaexport/demo/GoldenReplayTest.kt").read_text()
     assert "GOLDEN_ASSET)" in replay and "MANIFEST_ASSET)" in replay and "LiteRtClassifier.fromAssets" in replay
+    assert "verifyModelAssets(context)" in replay
+    # The app verifies the signature (when a key is pinned) before it creates the classifier.
+    model = (demo / "main/kotlin/com/melanomaexport/demo/AssessViewModel.kt").read_text()
+    verify, load = model.find("verifyModelAssets("), model.find("LiteRtClassifier.fromAssets(")
+    assert 0 <= verify < load, "AssessViewModel must call verifyModelAssets before LiteRtClassifier.fromAssets"
     wrapper = ANDROID / "gradle/wrapper"
     assert (wrapper / "gradle-wrapper.properties").is_file()
     assert not (wrapper / "gradle-wrapper.jar").exists(), "no wrapper jar can be made here: do not commit a fake one"

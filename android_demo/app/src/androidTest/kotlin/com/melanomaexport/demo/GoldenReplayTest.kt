@@ -10,7 +10,9 @@ import com.melanomaexport.core.caseFromJson
 import com.melanomaexport.core.decide
 import com.melanomaexport.core.imageTensor
 import org.junit.Assert.assertEquals
+import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertTrue
+import org.junit.Assume.assumeTrue
 import org.junit.Test
 import org.junit.runner.RunWith
 import java.nio.ByteBuffer
@@ -25,6 +27,9 @@ import java.nio.ByteOrder
  *   of Python's;
  * - an fp32 model's probability is within golden.json's bound (1e-4) of PyTorch's `expected`; a quantized model
  *   is held to its own Python LiteRT result (`artifacts`), within [QUANTIZED_BOUND].
+ *
+ * And, when the assets pin a key ([TRUSTED_KEY_ASSET], copy-assets.py --trust KEY.pub), that the bundled model
+ * verifies on the device as the app checks it (model.sig with the device's java.security, then every asset).
  *
  * Run: ./gradlew :app:connectedDebugAndroidTest (results per case in logcat, tag GoldenReplay).
  */
@@ -95,6 +100,18 @@ class GoldenReplayTest {
             }
         }
         assertTrue(failures.joinToString("; "), failures.isEmpty())
+    }
+
+    @Test
+    fun theBundledModelVerifiesWhenAKeyIsPinned() {
+        val pinned = context.assets.list("")?.contains(TRUSTED_KEY_ASSET) == true
+        assumeTrue("the assets pin no key (copy-assets.py --trust KEY.pub adds $TRUSTED_KEY_ASSET)", pinned)
+        val statement = verifyModelAssets(context)
+        assertNotNull("a pinned key must make verifyModelAssets verify", statement)
+        val manifest = JsonParser.parseString(readTextAsset(context, MANIFEST_ASSET)).asJsonObject
+        val artifact = manifest.get("artifact").asString
+        assertTrue("the signature lists $artifact", statement!!.resources.containsKey(artifact))
+        Log.i(TAG, "$SIGNATURE_ASSET verified: ${statement.resources.size} files signed, key ${statement.keyHint}")
     }
 
     // android.util.Base64: java.util.Base64 needs API 26 and the app supports 24.

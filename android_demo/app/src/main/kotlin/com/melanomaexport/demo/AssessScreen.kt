@@ -69,9 +69,9 @@ fun AssessScreen(viewModel: AssessViewModel) {
             val spec = state.spec
             when {
                 state.loading -> Text("Loading the model…")
-                state.modelError != null -> ErrorText("The model cannot be used: ${state.modelError}")
+                state.modelError != null -> ErrorText(state.modelError)
                 spec != null -> {
-                    ModelLine(spec)
+                    ModelLine(spec, state.provenance)
                     PhotoSection(state, viewModel::onPhoto)
                     Form(spec, state, viewModel)
                     Button(
@@ -101,13 +101,15 @@ private fun Banner() {
     }
 }
 
+/** The model's name and shape, and below it how its origin was checked ("unsigned model" or the signing key). */
 @Composable
-private fun ModelLine(spec: ModelSpec) {
+private fun ModelLine(spec: ModelSpec, provenance: String) {
     val precision = if (spec.precision.isEmpty()) "fp32" else spec.precision
     Text(
         "Model ${spec.name} ($precision), ${spec.image.size} x ${spec.image.size} px, ${spec.image.layout}",
         style = MaterialTheme.typography.bodySmall,
     )
+    Text(provenance, style = MaterialTheme.typography.labelSmall)
 }
 
 @Composable

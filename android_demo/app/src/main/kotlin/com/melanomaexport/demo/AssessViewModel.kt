@@ -11,6 +11,7 @@ import androidx.lifecycle.viewModelScope
 import com.melanomaexport.core.ArgbImage
 import com.melanomaexport.core.Assessment
 import com.melanomaexport.core.ContractException
+import com.melanomaexport.core.HINT_CHARS
 import com.melanomaexport.core.ModelSpec
 import com.melanomaexport.core.assess
 import kotlinx.coroutines.Dispatchers
@@ -21,9 +22,14 @@ import kotlinx.coroutines.withContext
  * formInputs). */
 data class UiState(
     val loading: Boolean = true,
-    /** Set when the model cannot be used at all (missing asset, spec mismatch): the screen shows only this. */
+    /**
+     * Set when the model cannot be used at all (missing asset, spec mismatch, a signature that does not verify):
+     * the screen shows only this sentence.
+     */
     val modelError: String? = null,
     val spec: ModelSpec? = null,
+    /** How the model's origin was checked, shown small: "unsigned model", or the key its signature verified with. */
+    val provenance: String = "",
     val photo: ArgbImage? = null,
     val preview: Bitmap? = null,
     /**
@@ -52,9 +58,19 @@ class AssessViewModel(application: Application) : AndroidViewModel(application) 
     init {
         viewModelScope.launch {
             state = try {
-                val loaded = withContext(worker) { LiteRtClassifier.fromAssets(getApplication<Application>()) }
+                val (loaded, statement) = withContext(worker) {
+                    val app = getApplication<Application>()
+                    // The signature first: with a pinned key, nothing reads the model before it verifies.
+                    val statement = verifyModelAssets(app)
+                    LiteRtClassifier.fromAssets(app) to statement
+                }
                 classifier = loaded
-                state.copy(loading = false, spec = loaded.spec)
+                val provenance = if (statement == null) {
+                    "unsigned model"
+                } else {
+                    "signed model, verified with key ${statement.keyHint.take(HINT_CHARS)}"
+                }
+                state.copy(loading = false, spec = loaded.spec, provenance = provenance)
             } catch (e: ContractException) {
                 state.copy(loading = false, modelError = e.message)
             } catch (e: Exception) {

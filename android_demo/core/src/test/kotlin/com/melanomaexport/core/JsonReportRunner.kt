@@ -18,7 +18,8 @@ val TEST_CLASSES = listOf(
     MetadataTest::class.java,
     SpecTest::class.java,
     GoldenTest::class.java,
-    ClassifierTest::class.java
+    ClassifierTest::class.java,
+    ProvenanceTest::class.java
 )
 
 /**
