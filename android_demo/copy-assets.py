@@ -134,7 +134,10 @@ def check_signed(folder: Path, files: dict[str, Path], manifest: dict[str, Any],
         signed = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
         hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint", "")
     except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(f"malformed signature: {folder / SIGNATURE_ASSET} is not a signed model statement") from None
+        raise UserError(
+            f"malformed signature: {SIGNATURE_ASSET} is not a signed model statement (in {folder}; no readable "
+            "statement)"
+        ) from None
     if trust is not None:
         trusted = hashlib.sha256(_canonical_pem(trust.read_text(encoding="ascii", errors="replace"), trust))
         if hint and hint != trusted.hexdigest():
@@ -204,14 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     files, manifest = collect(args.export, args.precision)
     signed = (args.export / SIGNATURE_ASSET).is_file()
     pinned = args.trust is not None or ((args.dest / TRUSTED_KEY_ASSET).is_file() and not args.no_trust)
-    if signed:
-        check_signed(args.export, files, manifest, args.trust)
+    if signed:  # against the key the app will pin: the new one, or the one already in its assets
+        check_signed(args.export, files, manifest, args.trust or (args.dest / TRUSTED_KEY_ASSET if pinned else None))
         files[SIGNATURE_ASSET] = args.export / SIGNATURE_ASSET
     elif pinned:
         pin = args.trust or args.dest / TRUSTED_KEY_ASSET
         raise UserError(
-            f"no signature: {args.export / SIGNATURE_ASSET} is missing, and the app would pin {pin}: sign the export "
-            "(python -m export.sign DIR --key KEY.pem), or pass --no-trust to run unsigned models"
+            f"no signature: {SIGNATURE_ASSET} is missing, and a trusted key requires a signed model (the app pins "
+            f"{pin}): sign the export with python -m export.sign, or pass --no-trust to run unsigned models"
         )
     install(files, manifest, args.dest, args.trust, args.no_trust)
     print(f"copied {manifest['artifact']} ({manifest['precision']}, sha256 matches parity.json) as {MODEL_ASSET}")

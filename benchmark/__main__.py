@@ -228,7 +228,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.model:
         models = [zoo.resolve_name(m) for m in args.model.split(",") if m.strip()]
     else:  # an export folder alone, e.g. of a model trained elsewhere: its name is the one parity.json records
-        _verify(args, Path(args.artifacts))  # before parity.json is read
+        _verify(args, Path(args.artifacts), lock=True)  # before parity.json is read (again under the locks)
         models = [ParityReport.load(Path(args.artifacts), hint="give a folder python -m export.all wrote").model]
     threads, batches = _ints(args.threads, "--threads"), _ints(args.batch, "--batch")
     if args.runs < 3 or args.warmup < 0:
@@ -258,22 +258,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if folder != out:
                 locks.enter_context(exclusive(folder, "benchmark", shared=True))
         for folder in folders.values():  # before anything in them is read
-            _verify(args, folder)
+            _verify(args, folder, lock=False)  # the locks above are held
         out.mkdir(parents=True, exist_ok=True)
         return _run(args, models, folders, out, threads, batches, phones, web)
 
 
-_VERIFIED: set[Path] = set()
-
-
-def _verify(args: argparse.Namespace, folder: Path) -> None:
-    """With --trust: the folder's signature and every file in it, once per folder (export.sign.verify_folder)."""
-    if not args.trust or folder.resolve() in _VERIFIED:
+def _verify(args: argparse.Namespace, folder: Path, lock: bool) -> None:
+    """With --trust: the folder's signature and every file in it (export.sign.verify_folder)."""
+    if not args.trust:
         return
     from export.sign import verify_folder
 
-    statement = verify_folder(folder, Path(args.trust))
-    _VERIFIED.add(folder.resolve())
+    statement = verify_folder(folder, Path(args.trust), lock=lock)
     print(f"{folder}: signature verified ({len(statement.resources)} files)", file=sys.stderr)
 
 

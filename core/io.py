@@ -149,16 +149,22 @@ def staged_folder(
     holder = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
     staging = holder / out.name  # the folder's own name while it is built (a signature records it)
     staging.mkdir(mode=0o777 & ~_umask())
+    carried: list[str] = []
     try:
         yield staging
         if keep is not None and out.is_dir():
             for entry in out.iterdir():
                 if keep(entry) and not (staging / entry.name).exists():
                     os.replace(entry, staging / entry.name)
+                    carried.append(entry.name)
         if before_swap is not None:
             before_swap(staging)
         replace(staging, out)
+        carried.clear()
     finally:
+        for name in carried:  # the swap did not happen: what was carried goes back where it was
+            if out.is_dir() and not (out / name).exists():
+                os.replace(staging / name, out / name)
         shutil.rmtree(holder, ignore_errors=True)
 
 

@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import base64
 import binascii
+import contextlib
 import hashlib
 import json
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
@@ -53,6 +55,7 @@ STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
 HINT_CHARS = 16  # how much of a key hint the sentences show
+REPORTS = ("export_report.md", "export_report.html")  # what export.sign rewrites before it signs
 
 
 class SignatureError(UserError):
@@ -126,9 +129,10 @@ def read_signing_key(path: str | os.PathLike[str]) -> Any:
             f"the signing key {path} is encrypted: give an unencrypted copy (openssl pkcs8 -topk8 -nocrypt)"
         ) from None
     except (OSError, ValueError) as exc:
-        hint = " (that is a public key: give the private .pem)" if b"PUBLIC KEY" in _head(path) else ""
-        first = str(exc).split("\n")[0]
-        raise UserError(f"the signing key {path} is not a PEM private key{hint}: {first}") from None
+        if b"PUBLIC KEY" in _head(path):
+            raise UserError(f"the signing key {path} is a public key: give the private .pem it was made with") from None
+        first = str(exc).split("\n")[0].rstrip(".")
+        raise UserError(f"the signing key {path} is not a PEM private key ({first})") from None
     if not isinstance(key, ec.EllipticCurvePrivateKey) or key.curve.name not in CURVES:
         raise UserError(f"the signing key {path} is not an EC key on P-256, P-384 or P-521: make one with --new-key")
     return key
@@ -184,16 +188,20 @@ def sign_folder(folder: str | os.PathLike[str], key_path: str | os.PathLike[str]
     key = read_signing_key(key_path)
     if folder.resolve() in key_path.resolve().parents:
         raise UserError(f"the signing key {key_path} lies inside {folder}: keep the private key out of the export")
+    plain_entries(folder)  # one sentence for a link or a special file, before model-signing's own error
     config = signing.Config().use_elliptic_key_signer(private_key=key_path)
     config.set_hashing_config(hashing.Config().set_ignored_paths(paths=list(UNSIGNED), ignore_git_paths=True))
+    for leftover in folder.parent.glob(f".{folder.name}.sig-*"):  # of a signing killed before its cleanup
+        shutil.rmtree(leftover, ignore_errors=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.sig-", dir=folder.parent))
     try:
-        config.sign(folder, tmp_dir / SIGNATURE)
+        try:
+            config.sign(folder, tmp_dir / SIGNATURE)
+        except (ValueError, OSError) as exc:
+            raise UserError(f"cannot sign {folder}: {str(exc).splitlines()[0]}") from None
         os.replace(tmp_dir / SIGNATURE, folder / SIGNATURE)
     finally:
-        for leftover in tmp_dir.iterdir():
-            leftover.unlink()
-        tmp_dir.rmdir()
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return key_description(key.public_key())
 
 
@@ -248,7 +256,10 @@ def verify_bundle(bundle: bytes | None, trusted_key: Any) -> SignedStatement:
     payload = _b64(_field(envelope, "payload", str, "dsseEnvelope."), "the payload")
     statement = _statement(payload)
     material = data.get("verificationMaterial")
-    hint = material.get("publicKey", {}).get("hint", "") if isinstance(material, dict) else ""
+    public = material.get("publicKey") if isinstance(material, dict) else None
+    hint = public.get("hint") if isinstance(public, dict) else None
+    if hint is not None and not isinstance(hint, str):
+        raise _malformed("the key hint is not text")
     trusted_hint = _hint(trusted_key)
     if hint and hint != trusted_hint:
         raise SignatureError(
@@ -307,7 +318,8 @@ def check_files(statement: SignedStatement, held: Mapping[str, Path], required: 
     are the signed names that must be held. SignatureError on the first difference, in the documented order."""
     changed = sorted(n for n, p in held.items() if n in statement.resources and _sha256(p) != statement.resources[n])
     removed = sorted(n for n in set(required) if n not in held)
-    added = sorted(n for n in held if n not in statement.resources and not statement.is_ignored(n))
+    # No name is let off here: a phone holds only files it uses, and folder_files leaves out what is ignored.
+    added = sorted(n for n in held if n not in statement.resources)
     problems = [f"{n} was changed after signing: its sha256 is not the signed one" for n in changed]
     problems += [f"{n} was removed after signing: the signature lists it" for n in removed]
     problems += [f"{n} was added after signing: the signature does not list it" for n in added]
@@ -322,29 +334,47 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
+def plain_entries(folder: Path) -> list[Path]:
+    """Every entry under `folder`, sorted; UserError for a symbolic link or anything neither a file nor a folder
+    (the reference refuses both, ignored paths included, and so do we, before signing and when verifying)."""
+    if folder.is_symlink():
+        raise SignatureError(f"{folder} is a symbolic link: give the export folder itself")
+    entries = sorted(folder.rglob("*"))
+    for path in entries:
+        name = path.relative_to(folder).as_posix()
+        if path.is_symlink():
+            raise SignatureError(f"{name} is a symbolic link: a signed export holds plain files only")
+        if not (path.is_file() or path.is_dir()):
+            raise SignatureError(f"{name} is not a plain file: a signed export holds plain files only")
+    return entries
+
+
 def folder_files(folder: Path, statement: SignedStatement) -> dict[str, Path]:
     """Every file under `folder` the statement does not ignore (name relative to the folder -> path)."""
     held: dict[str, Path] = {}
-    for path in sorted(folder.rglob("*")):
+    for path in plain_entries(folder):
         name = path.relative_to(folder).as_posix()
-        if statement.is_ignored(name):
-            continue
-        if path.is_symlink():
-            raise SignatureError(f"{name} is a symbolic link: a signed export holds plain files only")
-        if path.is_file():
+        if path.is_file() and not statement.is_ignored(name):
             held[name] = path
     return held
 
 
-def verify_folder(folder: str | os.PathLike[str], trust: str | os.PathLike[str]) -> SignedStatement:
+def verify_folder(folder: str | os.PathLike[str], trust: str | os.PathLike[str], lock: bool = True) -> SignedStatement:
     """Verify folder/model.sig with the trusted public key and every file of the folder against it (what the
-    reference verifier checks); SignatureError with the one sentence when anything differs."""
+    reference verifier checks); SignatureError with the one sentence when anything differs. Under a shared
+    lock on the folder (`lock`; False for a caller that holds one), so that an export or a benchmark writing
+    it is named instead of read half-written."""
+    from core.io import exclusive
+
     folder = Path(folder)
     key = read_trusted_key(trust)
-    signature = folder / SIGNATURE
-    bundle = signature.read_bytes() if signature.is_file() else None
-    statement = verify_bundle(bundle, key)
-    check_files(statement, folder_files(folder, statement), statement.resources)
+    if not folder.is_dir():
+        raise UserError(f"{folder} is not a folder: give the export folder python -m export.all wrote")
+    with exclusive(folder, "signature check", shared=True) if lock else contextlib.nullcontext():
+        signature = folder / SIGNATURE
+        bundle = signature.read_bytes() if signature.is_file() and not signature.is_symlink() else None
+        statement = verify_bundle(bundle, key)
+        check_files(statement, folder_files(folder, statement), statement.resources)
     return statement
 
 
@@ -352,6 +382,8 @@ def verify_artifact(path: str | os.PathLike[str], trust: str | os.PathLike[str])
     """Verify the export folder holding `path` (a file, or an .mlpackage folder) and that the signature lists
     it: what runners.load(path, trust=...) does before it loads anything."""
     path = Path(path)
+    if not path.exists():
+        raise UserError(f"{path} does not exist: give a file of a signed export folder")
     folder = path.parent
     statement = verify_folder(folder, trust)
     name = path.name
@@ -359,22 +391,6 @@ def verify_artifact(path: str | os.PathLike[str], trust: str | os.PathLike[str])
     if not covered:
         raise SignatureError(f"{name} was added after signing: the signature does not list it")
     return statement
-
-
-def describe(folder: Path) -> dict[str, str] | None:
-    """{"key_hint", "signed_files"} of folder/model.sig as it claims (unverified), or None when unsigned."""
-    signature = folder / SIGNATURE
-    if not signature.is_file():
-        return None
-    try:
-        data = json.loads(signature.read_text(encoding="utf-8"))
-        statement = json.loads(base64.b64decode(data["dsseEnvelope"]["payload"]))
-        return {
-            "key_hint": str(data["verificationMaterial"]["publicKey"]["hint"]),
-            "signed_files": str(len(statement["predicate"]["resources"])),
-        }
-    except (ValueError, KeyError, TypeError):
-        return {"key_hint": "unreadable", "signed_files": "0"}
 
 
 # ---- the command ----
@@ -396,7 +412,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def sign_export(folder: Path, key: Path) -> dict[str, str]:
     """Sign an existing export: its report is rewritten to say so, then the whole folder is signed."""
-    from core.io import exclusive
+    from core.io import exclusive, write_with
     from core.parity_file import ParityReport
     from export.report import rewrite_documents
 
@@ -406,8 +422,15 @@ def sign_export(folder: Path, key: Path) -> dict[str, str]:
     report = ParityReport.load(folder, hint="sign the folder python -m export.all wrote")
     with exclusive(folder, "export"):
         description = key_description(read_signing_key(key).public_key())
+        plain_entries(folder)
+        reports = {name: (folder / name).read_bytes() for name in REPORTS if (folder / name).is_file()}
         rewrite_documents(folder, report.data, description)
-        return sign_folder(folder, key)
+        try:
+            return sign_folder(folder, key)
+        except BaseException:  # the report must not say "Signed" over an unsigned folder
+            for name, data in reports.items():
+                write_with(folder / name, lambda tmp, d=data: tmp.write_bytes(d))
+            raise
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -422,6 +445,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise UserError("give the export folder: python -m export.sign DIR --key KEY.pem (or --verify --trust)")
     folder = Path(args.folder)
     if args.verify:
+        if args.key:
+            raise UserError("--verify checks with --trust PUBLIC_KEY.pem; --key (a private key) signs")
         if not args.trust:
             raise UserError("--verify needs --trust PUBLIC_KEY.pem, the key the folder must be signed with")
         statement = verify_folder(folder, Path(args.trust))

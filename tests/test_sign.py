@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -180,7 +181,7 @@ def test_export_all_signs_and_says_so(tiny_run: Path, signing_keys: Any, tmp_pat
     assert not list(tmp_path.glob(".dist.*")), "a staging or signing folder is left behind"
     before = sorted(p.name for p in out.iterdir())
     for key, words in (
-        (signing_keys.public, "is not a PEM private key (that is a public key"),
+        (signing_keys.public, "is a public key: give the private .pem"),
         (tmp_path / "absent.pem", "does not exist: make one with python -m export.sign --new-key"),
     ):
         bad = _run(*base, "--overwrite", "--sign-key", str(key))
@@ -214,7 +215,7 @@ def test_sign_command(phone_export: Path, signing_keys: Any, tmp_path: Path) -> 
     for argv, words in (
         (["--new-key", str(folder)], "is an export folder: keep the private key elsewhere"),
         (["--new-key", str(tmp_path / "fresh")], "already exists"),
-        ([str(folder), "--key", str(signing_keys.public)], "that is a public key"),
+        ([str(folder), "--key", str(signing_keys.public)], "is a public key: give the private .pem"),
         ([str(tmp_path / "nowhere"), "--key", str(signing_keys.private)], "is not a folder"),
         (["--verify", str(folder)], "--verify needs --trust"),
         ([str(folder)], "give the private key"),
@@ -261,7 +262,9 @@ def test_benchmark_trusts_a_signed_export_after_benchmarking_it(
     assert len(refused.stderr.strip().splitlines()) == 1
 
 
-def test_copy_assets_carries_the_signature(signed_export: Path, phone_export: Path, signing_keys: Any, tmp_path: Path):
+def test_copy_assets_carries_the_signature(
+    signed_export: Path, phone_export: Path, signing_keys: Any, tmp_path: Path
+) -> None:
     """copy-assets.py copies model.sig and, with --trust, the pinned key; it checks what it copies against the
     signed sha256s and the key hint, and refuses an unsigned export while a key is pinned."""
     script = str(ROOT / "android_demo" / "copy-assets.py")
@@ -273,6 +276,11 @@ def test_copy_assets_carries_the_signature(signed_export: Path, phone_export: Pa
     assert json.loads((dest / "model.json").read_text())["signed"] is True
     other = _run(script, str(signed_export), "--dest", str(tmp_path / "a2"), "--trust", str(signing_keys.other_public))
     assert other.returncode == 2 and "signed by another key: model.sig names key" in other.stderr, other.stderr
+    theirs = tmp_path / "theirs" / "dist"
+    shutil.copytree(signed_export, theirs)
+    _resign(theirs, signing_keys.other_private)
+    foreign = _run(script, str(theirs), "--dest", str(dest))  # no --trust: the key already pinned is the judge
+    assert foreign.returncode == 2 and "signed by another key" in foreign.stderr, foreign.stderr
     pinned = _run(script, str(phone_export), "--dest", str(dest))
     assert pinned.returncode == 2 and "no signature:" in pinned.stderr and "--no-trust" in pinned.stderr
     assert (dest / SIGNATURE).is_file(), "a refused copy changed the assets"
@@ -283,3 +291,85 @@ def test_copy_assets_carries_the_signature(signed_export: Path, phone_export: Pa
     _change_digit(changed / "golden.json")
     refused = _run(script, str(changed), "--dest", str(tmp_path / "a3"), "--trust", str(signing_keys.public))
     assert refused.returncode == 2 and "golden.json was changed after signing" in refused.stderr, refused.stderr
+
+
+def test_a_phone_never_lets_a_held_file_off_by_the_ignored_paths(
+    signed_export: Path, signing_keys: Any, tmp_path: Path
+) -> None:
+    """The phones check the files they hold by the names an unsigned manifest gives: a model passed off under an
+    ignored name (benchmark.json) is "added", not waved through."""
+    from export.sign import check_files, verify_bundle
+
+    statement = verify_bundle((signed_export / SIGNATURE).read_bytes(), read_trusted_key(signing_keys.public))
+    assert statement.is_ignored("benchmark.json")
+    evil = tmp_path / "evil.tflite"
+    evil.write_bytes(b"not the model")
+    with pytest.raises(SignatureError, match=r"^benchmark.json was added after signing: the signature does not list"):
+        check_files(statement, {"benchmark.json": evil}, ["benchmark.json"])
+
+
+def test_odd_bundles_links_and_special_files(signed_export: Path, signing_keys: Any, tmp_path: Path) -> None:
+    """One sentence, never a traceback, and the reference verifier agrees where it is asked: a key hint that is
+    not text, a symbolic link (in an ignored folder too), a FIFO, a folder that is not there; export.sign refuses
+    a folder with a link before it rewrites the report."""
+    import os
+
+    folder = tmp_path / "dist"
+    shutil.copytree(signed_export, folder)
+    good = json.loads((folder / SIGNATURE).read_text())
+    for hint, words in ((0, "malformed signature: model.sig is not a signed model statement (the key hint is not"),):
+        odd = json.loads(json.dumps(good))
+        odd["verificationMaterial"]["publicKey"]["hint"] = hint
+        (folder / SIGNATURE).write_text(json.dumps(odd))
+        with pytest.raises(SignatureError, match=f"^{re.escape(words)}"):
+            verify_folder(folder, signing_keys.public)
+    odd = json.loads(json.dumps(good))
+    odd["verificationMaterial"]["publicKey"] = "not an object"  # no hint: the signature decides, and it holds
+    (folder / SIGNATURE).write_text(json.dumps(odd))
+    verify_folder(folder, signing_keys.public)
+    (folder / SIGNATURE).write_text(json.dumps(good))
+    (folder / "benchmark_figures").mkdir()
+    os.symlink("/etc/hostname", folder / "benchmark_figures" / "x.png")
+    with pytest.raises(SignatureError, match=r"^benchmark_figures/x.png is a symbolic link"):
+        verify_folder(folder, signing_keys.public)
+    assert _reference(folder, signing_keys.public).returncode != 0
+    report = (folder / "export_report.md").read_bytes()
+    refused = _run("-m", "export.sign", str(folder), "--key", str(signing_keys.private))
+    assert refused.returncode == 2 and "is a symbolic link" in refused.stderr, refused.stderr
+    assert (folder / "export_report.md").read_bytes() == report and (folder / SIGNATURE).read_text() == json.dumps(good)
+    shutil.rmtree(folder / "benchmark_figures")
+    os.mkfifo(folder / "pipe")
+    with pytest.raises(SignatureError, match=r"^pipe is not a plain file"):
+        verify_folder(folder, signing_keys.public)
+    (folder / "pipe").unlink()
+    verify_folder(folder, signing_keys.public)
+    missing = _run("-m", "export.sign", "--verify", str(tmp_path / "absent"), "--trust", str(signing_keys.public))
+    assert missing.returncode == 2 and "is not a folder" in missing.stderr, missing.stderr
+
+
+def test_a_failed_signature_keeps_the_earlier_export_and_what_it_carried(tmp_path: Path) -> None:
+    """staged_folder's before_swap (where export.all signs) failing: the earlier folder stays as it was, with
+    the history and the user's file it would have carried into the new one."""
+    from core.errors import UserError
+    from core.io import staged_folder
+
+    out = tmp_path / "dist"
+    out.mkdir()
+    for name, text in (("old.onnx", "old"), ("benchmark_history.jsonl", "{}\n"), ("notes.txt", "mine")):
+        (out / name).write_text(text)
+
+    def fail(folder: Path) -> None:
+        assert sorted(p.name for p in folder.iterdir()) == ["benchmark_history.jsonl", "new.onnx", "notes.txt"]
+        raise UserError("cannot sign")
+
+    with (
+        pytest.raises(UserError, match="cannot sign"),
+        staged_folder(out, keep=lambda e: e.name != "old.onnx", before_swap=fail) as staging,
+    ):
+        (staging / "new.onnx").write_text("new")
+    assert {p.name: p.read_text() for p in out.iterdir()} == {
+        "old.onnx": "old",
+        "benchmark_history.jsonl": "{}\n",
+        "notes.txt": "mine",
+    }
+    assert not list(tmp_path.glob(".dist.staging-*"))

@@ -178,17 +178,26 @@ def read_trusted_key(path: Path) -> bytes:
     return data
 
 
-def signed_statement(folder: Path) -> dict[str, Any]:
-    """The in-toto statement `folder`/model.sig carries, read but not verified (only the page can).
+def _key_hint(pem: bytes) -> str:
+    """model-signing's key hint of a PEM public key: sha256 of its canonical PEM text (64-character lines)."""
+    block = PEM_PUBLIC_KEY.search(pem.decode("ascii", errors="replace"))
+    body = base64.b64encode(base64.b64decode("".join(block.group(1).split()))).decode("ascii") if block else ""
+    lines = "".join(body[i : i + 64] + "\n" for i in range(0, len(body), 64))
+    return hashlib.sha256(f"-----BEGIN PUBLIC KEY-----\n{lines}-----END PUBLIC KEY-----\n".encode()).hexdigest()
+
+
+def signed_statement(folder: Path, trusted_pem: bytes | None = None) -> dict[str, Any]:
+    """The in-toto statement `folder`/model.sig carries, read but not verified (only the page can), after its
+    key hint is compared with the trusted key's (`trusted_pem`, when given).
 
     Raises:
-        UserError: the export is unsigned, or its model.sig is not a signed model statement.
+        UserError: the export is unsigned, names another key, or its model.sig is not a signed model statement.
     """
     path = folder / SIGNATURE_FILE
     if not path.is_file():
         raise UserError(
-            f"--trust needs a signed export, and {folder} holds no {SIGNATURE_FILE}: sign it with "
-            f"`python -m export.sign {folder} --key KEY.pem`, or build without --trust"
+            f"no signature: {SIGNATURE_FILE} is missing, and a trusted key requires a signed model (in {folder}): "
+            f"sign it with `python -m export.sign {folder} --key KEY.pem`, or build without --trust"
         )
     try:
         bundle = json.loads(path.read_bytes())
@@ -200,6 +209,14 @@ def signed_statement(folder: Path) -> dict[str, Any]:
             f"malformed signature: {SIGNATURE_FILE} is not a signed model statement "
             "(not a JSON bundle with an in-toto statement of resources)"
         ) from None
+    material = bundle.get("verificationMaterial") if isinstance(bundle, dict) else None
+    public = material.get("publicKey") if isinstance(material, dict) else None
+    hint = public.get("hint") if isinstance(public, dict) else None
+    if trusted_pem is not None and isinstance(hint, str) and hint and hint != _key_hint(trusted_pem):
+        raise UserError(
+            f"signed by another key: {SIGNATURE_FILE} names key {hint[:16]}, not the trusted key "
+            f"{_key_hint(trusted_pem)[:16]}"
+        )
     return {"resources": resources, "ignore_paths": ignore}
 
 
@@ -210,12 +227,11 @@ def check_signed_files(statement: dict[str, Any], held: dict[str, Path], require
     Raises:
         UserError: the first sentence, with " (and N more)" when others differ too.
     """
-    resources, ignore = statement["resources"], statement["ignore_paths"]
+    resources = statement["resources"]
     changed, added = [], []
     for name, path in held.items():
-        if name not in resources:
-            if not any(name == p or name.startswith(f"{p}/") for p in ignore):
-                added.append(name)
+        if name not in resources:  # whatever the ignored paths say: the page holds only files it uses
+            added.append(name)
         elif hashlib.sha256(path.read_bytes()).hexdigest() != resources[name]:
             changed.append(name)
     expected = set(required) | {n for n in resources if GOLDEN_PNG.match(n)}
@@ -258,7 +274,7 @@ def build(folder: Path, out: Path, trust: Path | None = None) -> dict[str, Any]:
     )
     entries, notes = choose_artifacts(report)
     key = read_trusted_key(trust) if trust is not None else None
-    statement = signed_statement(folder) if trust is not None else None
+    statement = signed_statement(folder, key) if trust is not None else None
     check_runtimes()
     if out.resolve() == folder or folder in out.resolve().parents or out.resolve() in folder.parents:
         raise UserError(f"--out {out} is or holds the export it reads ({folder}): build into another folder")

@@ -134,6 +134,10 @@ async function fetchOptional(url) {
 
 // -------------------------------------------------------------------------------------------- signature
 
+// Where web_demo/build.py --trust puts the pinned key and the export's signature in a build.
+const TRUSTED_KEY_FILE = 'signing_key.pub';
+const SIGNATURE_PATH = 'models/model.sig';
+
 /**
  * Checks 1-5 of docs/signing.md for a build with a trusted key: the key, then model.sig. Reads golden.json
  * and its images (the bytes the page will offer), which each model load checks with its artifact.
@@ -141,15 +145,17 @@ async function fetchOptional(url) {
  * @returns {Promise<void>} sets state.provenance; a ContractError is the refusal sentence
  */
 async function verifyBuild() {
-  const signing = state.manifest.signing;
-  if (!signing) {
+  // The pin decides, not the manifest: a build holding signing_key.pub runs signed models only, whatever
+  // manifest.json (which the signature does not cover) says.
+  const pinned = await fetchOptional(DIST + TRUSTED_KEY_FILE);
+  if (pinned === null) {
     state.provenance = {status: 'unsigned'};
     $('provenance').textContent = 'unsigned model (this build checks no signature; build it with --trust KEY.pub)';
     return;
   }
   state.provenance = {status: 'refused'};
-  const trusted = await readTrustedKey(await fetchOptional(DIST + signing.trusted_key), signing.trusted_key);
-  const statement = await verifySignature(await fetchOptional(DIST + signing.signature), trusted);
+  const trusted = await readTrustedKey(pinned, TRUSTED_KEY_FILE);
+  const statement = await verifySignature(await fetchOptional(DIST + SIGNATURE_PATH), trusted);
   const held = new Map();
   for (const f of state.manifest.golden_files || []) {
     const bytes = await fetchOptional(DIST + f.file);

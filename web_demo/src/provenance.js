@@ -244,7 +244,8 @@ function base64Field(text, what) {
 }
 
 function parseJson(bytes) {
-  return JSON.parse(new TextDecoder('utf-8', {fatal: true}).decode(bytes));
+  // ignoreBOM keeps a byte-order mark in the text, so JSON.parse refuses it as Python's json does.
+  return JSON.parse(new TextDecoder('utf-8', {fatal: true, ignoreBOM: true}).decode(bytes));
 }
 
 /**
@@ -314,7 +315,8 @@ async function parseBundle(bytes) {
   const statement = await parseStatement(payload);
   const material = bundle.verificationMaterial;
   const hint = isObject(material) && isObject(material.publicKey) ? (material.publicKey.hint ?? '') : '';
-  return {payload, signature, hint: String(hint), statement};
+  if (typeof hint !== 'string') malformed('the key hint is not text');
+  return {payload, signature, hint, statement};
 }
 
 /**
@@ -358,8 +360,8 @@ function byCodePoint(a, b) {
 /**
  * Check 6 for what a phone or the page holds ("What a phone checks"): every held file against the resource
  * of its signed name ("changed"); a signed `golden/*.png`, or a name of `required` (the artifact, its spec
- * sidecar where one is held), that is not held ("removed"); a held file the statement neither lists nor
- * ignores ("added"). The first sentence of changed, then removed, then added (each sorted), with
+ * sidecar where one is held), that is not held ("removed"); a held file the statement does not list, whatever
+ * its ignored paths say ("added"). The first sentence of changed, then removed, then added (each sorted), with
  * " (and N more)" when others differ too.
  *
  * @param {{resources: Map<string, string>, ignorePaths: string[]}} statement what verifySignature returned
@@ -375,7 +377,8 @@ export async function checkFiles(statement, held, required = []) {
   for (const [name, bytes] of files) {
     const signed = statement.resources.get(name);
     if (signed === undefined) {
-      if (!isIgnored(statement, name)) added.push(name);
+      // No held name is let off by the ignored paths: the page holds only files it uses.
+      added.push(name);
     } else if ((await sha256Hex(bytes)) !== signed) {
       changed.push(name);
     }

@@ -122,7 +122,11 @@ describe('verifySignature and checkFiles', () => {
     const statement = await verifySignature(await signedBundle(pair, files, {hint: trusted.hint}), trusted);
     assert.equal(statement.resources.size, 4);
     await checkFiles(statement, new Map(Object.entries(files)), ['m.tflite']);
-    await checkFiles(statement, {...files, 'benchmark_figures/x.png': bytes('ignored')});
+    // An ignored name lets no held file off: a model passed off as benchmark_figures/x.tflite is "added".
+    await refuses(
+      checkFiles(statement, {...files, 'benchmark_figures/x.tflite': bytes('evil')}, ['benchmark_figures/x.tflite']),
+      SENTENCES.added('benchmark_figures/x.tflite'),
+    );
     await refuses(
       checkFiles(statement, {...files, 'm.tflite': bytes('Model'), 'golden.json': bytes('[]')}),
       `${SENTENCES.changed('golden.json')} (and 1 more)`,
@@ -152,6 +156,12 @@ describe('verifySignature and checkFiles', () => {
     der[der.length - 1] ^= 1;
     flipped.dsseEnvelope.signatures[0].sig = der.toString('base64');
     await refuses(verifySignature(JSON.stringify(flipped), trusted), SENTENCES.badSignature(trusted.hint));
+    for (const hint of [0, {}, ['x']]) {
+      const odd = JSON.stringify({...good, verificationMaterial: {publicKey: {hint}, tlogEntries: []}});
+      await refuses(verifySignature(odd, trusted), SENTENCES.malformed('the key hint is not text'));
+    }
+    const bom = new Uint8Array([0xef, 0xbb, 0xbf, ...bytes(JSON.stringify(good))]);
+    await refuses(verifySignature(bom, trusted), SENTENCES.malformed('not JSON'));
   });
 
   test('a key that is not a PEM P-256 public key is refused', async () => {

@@ -138,7 +138,12 @@ fun verifyBundle(bundle: ByteArray?, key: ECPublicKey): SignedStatement {
     val statement = parseStatement(payload)
     val material = data.asJsonObject.get("verificationMaterial")
     val publicKey = if (material != null && material.isJsonObject) material.asJsonObject.get("publicKey") else null
-    val hint = publicKey?.let { stringAt(it, "hint") } ?: ""
+    val hintValue = if (publicKey != null && publicKey.isJsonObject) publicKey.asJsonObject.get("hint") else null
+    val hint = when {
+        hintValue == null || hintValue.isJsonNull -> ""
+        hintValue.isJsonPrimitive && hintValue.asJsonPrimitive.isString -> hintValue.asString
+        else -> throw malformed("the key hint is not text")
+    }
     val trusted = keyHint(key)
     if (hint != "" && hint != trusted) {
         throw ContractException(
@@ -227,7 +232,9 @@ fun checkFiles(statement: SignedStatement, held: Map<String, () -> InputStream>,
         signed != null && open().use { sha256Hex(it) } != signed
     }.keys.sorted()
     val removed = required.toSet().filter { it !in held }.sorted()
-    val added = held.keys.filter { it !in statement.resources && !statement.isIgnored(it) }.sorted()
+    // No held name is let off by the ignored paths: the app holds only files it uses, and folderFiles leaves
+    // out what the statement ignores.
+    val added = held.keys.filter { it !in statement.resources }.sorted()
     val problems = changed.map { "$it was changed after signing: its sha256 is not the signed one" } +
         removed.map { "$it was removed after signing: the signature lists it" } +
         added.map { "$it was added after signing: the signature does not list it" }
@@ -250,11 +257,15 @@ fun folderFiles(folder: File, statement: SignedStatement): Map<String, () -> Inp
     fun visit(dir: File, prefix: String) {
         for (file in (dir.listFiles() ?: emptyArray()).sortedBy { it.name }) {
             val name = prefix + file.name
-            if (statement.isIgnored(name)) continue
+            // Links and special files are refused wherever they are, ignored paths included (as the reference does).
             if (isSymbolicLink(file)) {
                 throw ContractException("$name is a symbolic link: a signed export holds plain files only")
             }
-            if (file.isDirectory) visit(file, "$name/") else if (file.isFile) held[name] = { file.inputStream() }
+            when {
+                file.isDirectory -> visit(file, "$name/")
+                !file.isFile -> throw ContractException("$name is not a plain file: a signed export holds plain files only")
+                !statement.isIgnored(name) -> held[name] = { file.inputStream() }
+            }
         }
     }
     visit(folder, "")

@@ -147,6 +147,14 @@ class ProvenanceTest {
         // Without a hint the signature check alone decides (as the reference verifier does).
         verifyBundle(bundle(payload, keys.private, null), key)
         verifyBundle(bundle(payload, keys.private, ""), key)
+        // A hint that is not text is a malformed bundle (Python and JavaScript say the same).
+        val numeric = bundle(payload, keys.private, null) { root ->
+            root.getAsJsonObject("verificationMaterial").getAsJsonObject("publicKey").addProperty("hint", 0)
+        }
+        assertEquals(
+            "malformed signature: model.sig is not a signed model statement (the key hint is not text)",
+            refusal { verifyBundle(numeric, key) }
+        )
     }
 
     @Test
@@ -306,15 +314,19 @@ class ProvenanceTest {
     }
 
     @Test
-    fun ignoredPathsAreSkippedWhetherSignedOrNot() {
+    fun ignoredPathsLetNoHeldFileOff() {
         val ignoring = statement(files, ignore = listOf("model.sig", "benchmark_figures", ".git"))
         val statement = verifyBundle(bundle(ignoring.toString().toByteArray(), keys.private, null), key)
         assertTrue(statement.isIgnored("benchmark_figures/a.png"))
         assertTrue(statement.isIgnored("model.sig"))
         assertTrue(!statement.isIgnored("benchmark_figures2/a.png") && !statement.isIgnored("model.sig2"))
-        val extra = files + ("benchmark_figures/roc.png" to byteArrayOf(1)) + ("model.sig" to byteArrayOf(2)) +
-            (".git/HEAD" to byteArrayOf(3))
-        checkFiles(statement, held(extra), statement.resources.keys)
+        // A phone checks a file under the name an unsigned manifest gives it: a model passed off under an
+        // ignored name is "added", never waved through.
+        val evil = files + ("benchmark_figures/x.tflite" to byteArrayOf(1))
+        assertEquals(
+            "benchmark_figures/x.tflite was added after signing: the signature does not list it",
+            refusal { checkFiles(statement, held(evil), listOf("benchmark_figures/x.tflite")) }
+        )
     }
 
     @Test
