@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= efficientnet_lite0
 
-.PHONY: setup witness web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
+.PHONY: setup witness signing web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,18 @@ $(WITNESS_STAMP):
 
 witness: $(WITNESS_STAMP)
 
+## model-signing, the reference of the signature format export.sign writes, in its own environment: it cannot
+## share one with litert-torch (typing-extensions). The tests hold every signature to its verifier.
+SIGNING_VENV ?= .venv-signing
+SIGNING_STAMP := $(SIGNING_VENV)/.installed
+$(SIGNING_STAMP):
+	$(PYTHON) -m venv $(SIGNING_VENV)
+	$(SIGNING_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SIGNING_VENV)/bin/python -m pip install --quiet model-signing==1.1.1 pyopenssl==26.4.0
+	touch $(SIGNING_STAMP)
+
+signing: $(SIGNING_STAMP)
+
 ## The browser demo's pinned runtimes (npm ci), when Node.js is here; its tests say what to install otherwise.
 web_demo/node_modules/.package-lock.json: web_demo/package-lock.json
 	@if command -v npm >/dev/null 2>&1; then cd web_demo && npm ci --no-audit --no-fund --loglevel=error; \
@@ -43,12 +55,12 @@ demo: setup witness
 	@echo "reports: dist/efficientnet_lite0/export_report.html and dist/efficientnet_lite0/benchmark.html"
 
 ## Lint, then the whole test suite (slow tests, the Kotlin JVM tests and the browser tests included).
-test: setup witness web-deps
+test: setup witness signing web-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
 
-test-fast: setup witness
+test-fast: setup witness signing
 	$(PY) -m pytest -m "not slow"
 
 lint: setup
@@ -87,4 +99,4 @@ web-bench: setup web-deps
 	$(PY) web_demo/bench.py --model $(MODEL)
 
 clean:
-	rm -rf $(VENV) $(WITNESS_VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist
+	rm -rf $(VENV) $(WITNESS_VENV) $(SIGNING_VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist

@@ -4,14 +4,16 @@
     python -m export.sign dist/efficientnet_lite0 --key keys/signing_key.pem        # sign an existing export
     python -m export.sign --verify dist/efficientnet_lite0 --trust keys/signing_key.pub
 
-The signature is `model.sig` in the folder: an OpenSSF Model Signing bundle written by the `model-signing`
-package with an EC key, offline (a DSSE envelope over an in-toto statement listing each file's sha256). The
-reference verifier accepts it: `python -m model_signing verify key DIR --signature DIR/model.sig
---public_key KEY.pub`. It covers every file of the folder except the signature itself, git files and what
-the benchmark writes later (UNSIGNED); that list is inside the signed statement, so every verifier honours
-the same one. `verify_folder` is our own check of the same format, written to refuse in one sentence; the
-Kotlin (android_demo/core Provenance.kt) and JavaScript (web_demo/src/provenance.js) ports say the same
-sentences (docs/signing.md has the format, the order of the checks and the sentences).
+The signature is `model.sig` in the folder: an OpenSSF Model Signing bundle as the `model-signing` package
+(1.1.1) writes it with an EC key, offline (a DSSE envelope over an in-toto statement listing each file's
+sha256), made here with `cryptography` (model-signing cannot share an environment with litert-torch; see
+sign_folder). The reference verifier accepts it: `python -m model_signing verify key DIR --signature
+DIR/model.sig --public_key KEY.pub` (in `make signing`'s .venv-signing). It covers every file of the folder
+except the signature itself, git files and what the benchmark writes later (UNSIGNED); that list is inside
+the signed statement, so every verifier honours the same one. `verify_folder` is our own check of the same
+format, written to refuse in one sentence; the Kotlin (android_demo/core Provenance.kt) and JavaScript
+(web_demo/src/provenance.js) ports say the same sentences (docs/signing.md has the format, the order of the
+checks and the sentences).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ BENCHMARK_OUTPUTS = (
     "benchmark_figures",
 )
 UNSIGNED = (SIGNATURE, *BENCHMARK_OUTPUTS)
+GIT_PATHS = (".git", ".gitattributes", ".github", ".gitignore")  # what model-signing leaves out by default
 BUNDLE_MEDIA_TYPE = "application/vnd.dev.sigstore.bundle.v0.3+json"
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
@@ -72,8 +75,13 @@ class SignedStatement:
     key_hint: str
 
     def is_ignored(self, name: str) -> bool:
-        path = PurePosixPath(name)
-        return any(path == PurePosixPath(i) or PurePosixPath(i) in path.parents for i in self.ignored)
+        return _ignored(name, self.ignored)
+
+
+def _ignored(name: str, ignored: Iterable[str]) -> bool:
+    """Whether `name` equals an ignored path or lies under one (model-signing's rule)."""
+    path = PurePosixPath(name)
+    return any(path == PurePosixPath(i) or PurePosixPath(i) in path.parents for i in ignored)
 
 
 # ---- keys ----
@@ -179,30 +187,85 @@ def new_key(folder: str | os.PathLike[str]) -> tuple[Path, Path]:
 # ---- signing ----
 
 
+def _sha256_hex(path: Path) -> str:
+    from core.io import sha256_file
+
+    return sha256_file(path)
+
+
+def statement_bytes(folder: Path) -> bytes:
+    """The in-toto statement of `folder` as model-signing 1.1 writes it: every plain file not in UNSIGNED or
+    git's files, by its name relative to the folder, with its sha256; the root digest over them in that order."""
+    ignored = [*UNSIGNED, *GIT_PATHS]
+    resources = []
+    for path in plain_entries(folder):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and not _ignored(name, ignored):
+            resources.append({"digest": _sha256_hex(path), "algorithm": "sha256", "name": name})
+    root = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
+    statement = {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": folder.name, "digest": {"sha256": root}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": {
+            "resources": resources,
+            "serialization": {
+                "method": "files",
+                "hash_type": "sha256",
+                "allow_symlinks": False,
+                "ignore_paths": ignored,
+            },
+        },
+    }
+    return json.dumps(statement, indent=2).encode("utf-8")
+
+
 def sign_folder(folder: str | os.PathLike[str], key_path: str | os.PathLike[str]) -> dict[str, str]:
-    """Sign every file of `folder` but UNSIGNED with the private key at `key_path` (model-signing, offline);
-    writes folder/model.sig in one rename. Returns key_description of the key."""
-    from model_signing import hashing, signing
+    """Sign every file of `folder` but UNSIGNED with the private key at `key_path`, offline; writes
+    folder/model.sig in one rename. Returns key_description of the key.
+
+    The bundle is the one model-signing 1.1.1 writes for `sign key` (a test holds it to that package's own
+    verifier). We write it ourselves: model-signing needs typing-extensions >= 4.14.1 (sigstore-models), which
+    litert-torch's xdsl 0.28 forbids (< 4.13), so the two cannot share an environment; the reference lives in
+    its own (`make signing`)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
 
     folder, key_path = Path(folder), Path(key_path)
     key = read_signing_key(key_path)
     if folder.resolve() in key_path.resolve().parents:
         raise UserError(f"the signing key {key_path} lies inside {folder}: keep the private key out of the export")
-    plain_entries(folder)  # one sentence for a link or a special file, before model-signing's own error
-    config = signing.Config().use_elliptic_key_signer(private_key=key_path)
-    config.set_hashing_config(hashing.Config().set_ignored_paths(paths=list(UNSIGNED), ignore_git_paths=True))
+    payload = statement_bytes(folder)
+    digest = {256: hashes.SHA256(), 384: hashes.SHA384(), 521: hashes.SHA512()}[key.curve.key_size]
+    signature = key.sign(pae(PAYLOAD_TYPE, payload), ec.ECDSA(digest))
+    bundle = {
+        "mediaType": BUNDLE_MEDIA_TYPE,
+        "verificationMaterial": {"publicKey": {"hint": _hint(key.public_key())}, "tlogEntries": []},
+        "dsseEnvelope": {
+            "payload": base64.b64encode(payload).decode("ascii"),
+            "payloadType": PAYLOAD_TYPE,
+            "signatures": [{"sig": base64.b64encode(signature).decode("ascii"), "keyid": ""}],
+        },
+    }
     for leftover in folder.parent.glob(f".{folder.name}.sig-*"):  # of a signing killed before its cleanup
         shutil.rmtree(leftover, ignore_errors=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{folder.name}.sig-", dir=folder.parent))
-    try:
-        try:
-            config.sign(folder, tmp_dir / SIGNATURE)
-        except (ValueError, OSError) as exc:
-            raise UserError(f"cannot sign {folder}: {str(exc).splitlines()[0]}") from None
+    try:  # written beside the folder, then renamed in: never a half-written model.sig
+        (tmp_dir / SIGNATURE).write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp_dir / SIGNATURE, folder / SIGNATURE)
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return key_description(key.public_key())
+
+
+def reference_python() -> Path | None:
+    """The Python of the environment holding model-signing, the format's reference (MELANOMA_SIGNING_PYTHON, or
+    `make signing`'s .venv-signing); None when there is none."""
+    configured = os.environ.get("MELANOMA_SIGNING_PYTHON")
+    if configured:
+        return Path(configured) if Path(configured).is_file() else None
+    local = Path(__file__).resolve().parents[1] / ".venv-signing" / "bin" / "python"
+    return local if local.is_file() else None
 
 
 # ---- verifying ----
@@ -316,7 +379,8 @@ def _statement(payload: bytes) -> tuple[str, dict[str, str], tuple[str, ...]]:
 def check_files(statement: SignedStatement, held: Mapping[str, Path], required: Iterable[str]) -> None:
     """Check 6 of docs/signing.md: `held` (signed name -> the file holding it) against the statement; `required`
     are the signed names that must be held. SignatureError on the first difference, in the documented order."""
-    changed = sorted(n for n, p in held.items() if n in statement.resources and _sha256(p) != statement.resources[n])
+    signed = statement.resources
+    changed = sorted(n for n, p in held.items() if n in signed and _sha256_hex(p) != signed[n])
     removed = sorted(n for n in set(required) if n not in held)
     # No name is let off here: a phone holds only files it uses, and folder_files leaves out what is ignored.
     added = sorted(n for n in held if n not in statement.resources)
@@ -326,12 +390,6 @@ def check_files(statement: SignedStatement, held: Mapping[str, Path], required: 
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SignatureError(problems[0] + more)
-
-
-def _sha256(path: Path) -> str:
-    from core.io import sha256_file
-
-    return sha256_file(path)
 
 
 def plain_entries(folder: Path) -> list[Path]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -27,10 +28,23 @@ def _run(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     return subprocess.run([PY, *args], cwd=cwd, capture_output=True, text=True, check=False)
 
 
+def _reference_python() -> str:
+    """model-signing's environment (make signing), which cannot be the main one; CI must have it."""
+    from export.sign import reference_python
+
+    python = reference_python()
+    if python is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail("model-signing, the signature format's reference, is not installed: run `make signing`")
+        pytest.skip("model-signing is not installed (make signing): the reference verifier cannot run")
+    return str(python)
+
+
 def _reference(folder: Path, public: Path) -> subprocess.CompletedProcess[str]:
-    """The reference verifier of the format (model-signing's own command)."""
+    """The reference verifier of the format (model-signing's own command, in its own environment)."""
     sig = str(folder / SIGNATURE)
-    return _run("-m", "model_signing", "verify", "key", str(folder), "--signature", sig, "--public_key", str(public))
+    command = [_reference_python(), "-m", "model_signing", "verify", "key", str(folder), "--signature", sig]
+    return subprocess.run([*command, "--public_key", str(public)], capture_output=True, text=True, check=False)
 
 
 def _flip_byte(path: Path, at: int = 100) -> None:
@@ -89,6 +103,24 @@ def tampered(signed_export: Path, signing_keys: Any, tmp_path_factory: pytest.Te
         tamper(folder, signing_keys)
         folders[name] = folder
     return folders
+
+
+def test_we_accept_what_the_reference_signs(phone_export: Path, signing_keys: Any, tmp_path: Path) -> None:
+    """The other direction: a folder signed by model-signing's own `sign key` verifies with ours, and with one
+    byte changed is refused by both."""
+    folder = tmp_path / "dist"
+    shutil.copytree(phone_export, folder)
+    command = [_reference_python(), "-m", "model_signing", "sign", "key", str(folder), "--private_key"]
+    signed = subprocess.run(
+        [*command, str(signing_keys.private), "--signature", str(folder / SIGNATURE)], capture_output=True, text=True
+    )
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    statement = verify_folder(folder, signing_keys.public)
+    assert "parity.json" in statement.resources and statement.name == "dist"
+    _change_digit(folder / "golden.json")
+    with pytest.raises(SignatureError, match=r"^golden\.json was changed after signing"):
+        verify_folder(folder, signing_keys.public)
+    assert _reference(folder, signing_keys.public).returncode != 0
 
 
 def test_reference_verifier_accepts_what_we_sign(signed_export: Path, signing_keys: Any) -> None:
@@ -178,7 +210,8 @@ def test_export_all_signs_and_says_so(tiny_run: Path, signing_keys: Any, tmp_pat
     verify_folder(out, signing_keys.public)
     report = (out / "export_report.md").read_text()
     assert "**Signed** (P-256 key" in report
-    assert not list(tmp_path.glob(".dist.*")), "a staging or signing folder is left behind"
+    leftovers = [*tmp_path.glob(".dist.staging-*"), *tmp_path.glob(".dist.sig-*")]
+    assert not leftovers, "a staging or signing folder is left behind"
     before = sorted(p.name for p in out.iterdir())
     for key, words in (
         (signing_keys.public, "is a public key: give the private .pem"),
@@ -312,8 +345,6 @@ def test_odd_bundles_links_and_special_files(signed_export: Path, signing_keys: 
     """One sentence, never a traceback, and the reference verifier agrees where it is asked: a key hint that is
     not text, a symbolic link (in an ignored folder too), a FIFO, a folder that is not there; export.sign refuses
     a folder with a link before it rewrites the report."""
-    import os
-
     folder = tmp_path / "dist"
     shutil.copytree(signed_export, folder)
     good = json.loads((folder / SIGNATURE).read_text())
