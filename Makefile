@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 MODEL ?= efficientnet_lite0
 
-.PHONY: setup witness signing web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
+.PHONY: setup witness signing phone-tools web-deps demo test test-fast lint format study-quick zoo android-core android-assets web web-bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +54,13 @@ demo: setup witness
 	$(PY) -m benchmark --model efficientnet_lite0
 	@echo "reports: dist/efficientnet_lite0/export_report.html and dist/efficientnet_lite0/benchmark.html"
 
+## Debian's kotlinc, junit4, gson, chromium, Node.js and npm for the phone-side tests: installed when missing
+## and this machine allows it (root or passwordless sudo, apt-get); otherwise the command to run is printed.
+phone-tools:
+	@scripts/phone-tools.sh
+
 ## Lint, then the whole test suite (slow tests, the Kotlin JVM tests and the browser tests included).
-test: setup witness signing web-deps
+test: phone-tools setup witness signing web-deps
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 	$(PY) -m pytest
