@@ -25,8 +25,6 @@ virtual environment exists.
 from __future__ import annotations
 
 import argparse
-import base64
-import hashlib
 import json
 import shutil
 import sys
@@ -38,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 from core.errors import UserError, run_cli
 from core.io import check_folder_path, replace, sha256_file
 from core.parity_file import ParityReport
+from core.signed_files import differences, pem_key_hint, read_unverified
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DEST = HERE / "app" / "src" / "main" / "assets"
@@ -111,46 +110,19 @@ def collect(folder: Path, precision: str | None) -> tuple[dict[str, Path], dict[
     return files, manifest
 
 
-def _canonical_pem(text: str, path: Path) -> bytes:
-    """A PEM public key rewritten as model-signing hashes it for its key hint (64-character lines)."""
-    lines = [line.strip() for line in text.strip().splitlines()]
-    if len(lines) < 3 or lines[0] != "-----BEGIN PUBLIC KEY-----" or lines[-1] != "-----END PUBLIC KEY-----":
-        raise UserError(f"the trusted key {path} is not a PEM EC public key (no PUBLIC KEY block): give the .pub")
-    try:
-        der = base64.b64decode("".join(lines[1:-1]), validate=True)
-    except ValueError:
-        raise UserError(f"the trusted key {path} is not a PEM EC public key (bad base64)") from None
-    body = base64.b64encode(der).decode("ascii")
-    wrapped = "".join(body[i : i + 64] + "\n" for i in range(0, len(body), 64))
-    return f"-----BEGIN PUBLIC KEY-----\n{wrapped}-----END PUBLIC KEY-----\n".encode("ascii")
-
-
 def check_signed(folder: Path, files: dict[str, Path], manifest: dict[str, Any], trust: Path | None) -> None:
     """What the standard library can check of the export's model.sig before it is copied: its key hint against
-    --trust, and the sha256 of every file copied against the signed one (the app checks the signature)."""
-    bundle = _read_json(folder / SIGNATURE_ASSET, "the signature")
-    try:
-        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
-        signed = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
-        hint = bundle.get("verificationMaterial", {}).get("publicKey", {}).get("hint", "")
-    except (KeyError, TypeError, ValueError, AttributeError):
-        raise UserError(
-            f"malformed signature: {SIGNATURE_ASSET} is not a signed model statement (in {folder}; no readable "
-            "statement)"
-        ) from None
+    the trusted key, and the sha256 of every file copied against the signed one (the app checks the signature)."""
+    trusted_hint = None
     if trust is not None:
-        trusted = hashlib.sha256(_canonical_pem(trust.read_text(encoding="ascii", errors="replace"), trust))
-        if hint and hint != trusted.hexdigest():
-            raise UserError(
-                f"signed by another key: model.sig names key {hint[:16]}, not the trusted key "
-                f"{trusted.hexdigest()[:16]}"
-            )
-    for source in files.values():
-        name = source.relative_to(folder).as_posix()
-        if name not in signed:
-            raise UserError(f"{name} was added after signing: the signature does not list it")
-        if sha256_file(source) != signed[name]:
-            raise UserError(f"{name} was changed after signing: its sha256 is not the signed one")
+        trusted_hint = pem_key_hint(trust.read_text(encoding="ascii", errors="replace"))
+        if trusted_hint is None:
+            raise UserError(f"the trusted key {trust} is not a PEM EC public key (no PUBLIC KEY block): give the .pub")
+    signed = read_unverified(folder / SIGNATURE_ASSET, trusted_hint)
+    held = {source.relative_to(folder).as_posix(): source for source in files.values()}
+    problem = differences(signed, held, held)
+    if problem:
+        raise UserError(problem)
     manifest["signed"] = True
 
 

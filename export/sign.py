@@ -34,8 +34,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from core.errors import UserError, run_cli
+from core.io import sha256_file
+from core.signed_files import HINT_CHARS, SIGNATURE, differences
 
-SIGNATURE = "model.sig"
 PRIVATE_KEY = "signing_key.pem"
 PUBLIC_KEY = "signing_key.pub"
 # What the benchmark (and the page's benchmark) write into an export folder after it was signed: left out of
@@ -57,7 +58,6 @@ PAYLOAD_TYPE = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://model_signing/signature/v1.0"
 CURVES = {"secp256r1": "P-256", "secp384r1": "P-384", "secp521r1": "P-521"}
-HINT_CHARS = 16  # how much of a key hint the sentences show
 REPORTS = ("export_report.md", "export_report.html")  # what export.sign rewrites before it signs
 
 
@@ -187,12 +187,6 @@ def new_key(folder: str | os.PathLike[str]) -> tuple[Path, Path]:
 # ---- signing ----
 
 
-def _sha256_hex(path: Path) -> str:
-    from core.io import sha256_file
-
-    return sha256_file(path)
-
-
 def statement_bytes(folder: Path) -> bytes:
     """The in-toto statement of `folder` as model-signing 1.1 writes it: every plain file not in UNSIGNED or
     git's files, by its name relative to the folder, with its sha256; the root digest over them in that order."""
@@ -201,7 +195,7 @@ def statement_bytes(folder: Path) -> bytes:
     for path in plain_entries(folder):
         name = path.relative_to(folder).as_posix()
         if path.is_file() and not _ignored(name, ignored):
-            resources.append({"digest": _sha256_hex(path), "algorithm": "sha256", "name": name})
+            resources.append({"digest": sha256_file(path), "algorithm": "sha256", "name": name})
     root = hashlib.sha256(b"".join(bytes.fromhex(r["digest"]) for r in resources)).hexdigest()
     statement = {
         "_type": STATEMENT_TYPE,
@@ -379,17 +373,10 @@ def _statement(payload: bytes) -> tuple[str, dict[str, str], tuple[str, ...]]:
 def check_files(statement: SignedStatement, held: Mapping[str, Path], required: Iterable[str]) -> None:
     """Check 6 of docs/signing.md: `held` (signed name -> the file holding it) against the statement; `required`
     are the signed names that must be held. SignatureError on the first difference, in the documented order."""
-    signed = statement.resources
-    changed = sorted(n for n, p in held.items() if n in signed and _sha256_hex(p) != signed[n])
-    removed = sorted(n for n in set(required) if n not in held)
-    # No name is let off here: a phone holds only files it uses, and folder_files leaves out what is ignored.
-    added = sorted(n for n in held if n not in statement.resources)
-    problems = [f"{n} was changed after signing: its sha256 is not the signed one" for n in changed]
-    problems += [f"{n} was removed after signing: the signature lists it" for n in removed]
-    problems += [f"{n} was added after signing: the signature does not list it" for n in added]
-    if problems:
-        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise SignatureError(problems[0] + more)
+    # No held name is let off by the ignored paths (folder_files has left out what the statement ignores).
+    problem = differences(statement.resources, held, required)
+    if problem:
+        raise SignatureError(problem)
 
 
 def plain_entries(folder: Path) -> list[Path]:

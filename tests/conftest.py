@@ -182,3 +182,15 @@ def signed_export(phone_export: Path, signing_keys: Any, tmp_path_factory: pytes
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert result.returncode == 0 and (out / "model.sig").is_file(), result.stderr[-2000:]
     return out
+
+
+def python_verdict(folder: Path, trust: Path) -> str:
+    """What export.sign.verify_folder says of `folder`: "verified", or its refusal's sentence (what the Kotlin
+    and JavaScript verifiers are held to)."""
+    from export.sign import SignatureError, verify_folder
+
+    try:
+        verify_folder(folder, trust)
+    except SignatureError as exc:
+        return str(exc)
+    return "verified"

@@ -40,6 +40,7 @@ from core.images import load_rgb, pass_order, preprocess, resize_bilinear, resiz
 from core.io import sha256_file
 from core.metadata import MetadataError
 from core.spec import BILINEAR_RESIZE, ImageContract, ModelSpec, OutputContract
+from tests.conftest import python_verdict
 
 ROOT = Path(__file__).resolve().parents[1]
 ANDROID = ROOT / "android_demo"
@@ -689,17 +690,6 @@ def _tamper(folder: Path, tamper: str, names: dict[str, str], other_signature: P
         assert tamper == "untouched", f"unknown tamper {tamper!r}"
 
 
-def _python_verdict(folder: Path, trust: Path) -> str:
-    """What Python's verifier says of `folder`: "verified", or its refusal's sentence."""
-    from export.sign import SignatureError, verify_folder
-
-    try:
-        verify_folder(folder, trust)
-    except SignatureError as exc:
-        return str(exc)
-    return "verified"
-
-
 def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
@@ -835,7 +825,7 @@ def write_signing_cases(out: Path, signed_export: Path, keys: Any) -> list[dict[
         export_copy = out / f"export{i}"
         shutil.copytree(signed_export, export_copy)
         _tamper(export_copy, tamper, export_names, other_signature)
-        expected = _python_verdict(export_copy, out / "keys/ours.pub")
+        expected = python_verdict(export_copy, out / "keys/ours.pub")
         assert (expected == "verified") == (tamper == "untouched"), (tamper, expected)
         assets = out / f"assets{i}"
         shutil.copytree(base, assets)

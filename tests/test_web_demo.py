@@ -44,7 +44,7 @@ from core.images import pass_order, preprocess, resize_bilinear, resize_rgb, to_
 from core.io import sha256_file
 from core.metadata import MetadataError
 from core.spec import ImageContract, ModelSpec, OutputContract
-from tests.conftest import ROOT
+from tests.conftest import ROOT, python_verdict
 
 WEB = ROOT / "web_demo"
 INSTALL_SYSTEM = "sudo apt-get install -y chromium nodejs npm"
@@ -1164,17 +1164,6 @@ def _int8_tflite(folder: Path) -> Path:
     return next(p for p in sorted(folder.glob("*.tflite")) if "int8" in p.name)
 
 
-def _python_says(folder: Path, trust: Path) -> str:
-    """export.sign.verify_folder's sentence for `folder` ("verified" when it verifies)."""
-    from export.sign import SignatureError, verify_folder
-
-    try:
-        verify_folder(folder, trust)
-    except SignatureError as exc:
-        return str(exc)
-    return "verified"
-
-
 def _node_says(folder: Path, trust: Path | None = None) -> str:
     """web_demo/tools/verify.mjs's sentence for what the page would hold of `folder` ("verified" when it does)."""
     command = ["node", str(WEB / "tools" / "verify.mjs"), str(folder), *(["--trust", str(trust)] if trust else [])]
@@ -1215,7 +1204,7 @@ def test_provenance_js_says_what_python_says(
     for i, (name, tamper) in enumerate(_tampers(signing_keys).items()):
         folder = _linked_copy(signed_export, tmp_path / f"copy{i}" / signed_export.name)
         tamper(folder)
-        python, node = _python_says(folder, signing_keys.public), _node_says(folder, signing_keys.public)
+        python, node = python_verdict(folder, signing_keys.public), _node_says(folder, signing_keys.public)
         assert node == python, f"{name}: provenance.js says {node!r}, export.sign says {python!r}"
         said[name] = python
     assert said["untouched"] == "verified"
@@ -1264,7 +1253,7 @@ def test_build_with_trust_copies_the_signature_and_refuses_what_does_not_match(
 
     refused = run(tampered, tmp_path / "out")
     assert refused.returncode == 2 and "Traceback" not in refused.stderr, refused.stderr
-    assert refused.stderr.strip().splitlines() == [f"error: {_python_says(tampered, signing_keys.public)}"]
+    assert refused.stderr.strip().splitlines() == [f"error: {python_verdict(tampered, signing_keys.public)}"]
     assert not (tmp_path / "out").exists()
     unsigned = run(phone_export, tmp_path / "out")
     assert unsigned.returncode == 2 and "Traceback" not in unsigned.stderr, unsigned.stderr
@@ -1316,7 +1305,7 @@ def test_a_signed_build_runs_and_a_tampered_one_runs_nothing(
         try:
             page = bench.open_page(browser, url, [])
             try:
-                assert page.text_content("#error") == _python_says(tampered, signing_keys.public)
+                assert page.text_content("#error") == python_verdict(tampered, signing_keys.public)
                 assert page.evaluate("window.melanomaDemo.state.model") is None
                 assert page.evaluate("window.melanomaDemo.state.provenance.status") == "refused"
                 assert page.is_disabled("#assess") and not page.is_visible("#result")

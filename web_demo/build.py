@@ -32,7 +32,6 @@ import base64
 import binascii
 import datetime as _dt
 import functools
-import hashlib
 import json
 import os
 import posixpath
@@ -50,6 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, 
 from core.errors import UserError, run_cli
 from core.io import claim_output_folder, exclusive, staged_folder
 from core.parity_file import ParityReport
+from core.signed_files import differences, pem_key_hint, read_unverified
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_OUT = HERE / "dist"
@@ -178,17 +178,9 @@ def read_trusted_key(path: Path) -> bytes:
     return data
 
 
-def _key_hint(pem: bytes) -> str:
-    """model-signing's key hint of a PEM public key: sha256 of its canonical PEM text (64-character lines)."""
-    block = PEM_PUBLIC_KEY.search(pem.decode("ascii", errors="replace"))
-    body = base64.b64encode(base64.b64decode("".join(block.group(1).split()))).decode("ascii") if block else ""
-    lines = "".join(body[i : i + 64] + "\n" for i in range(0, len(body), 64))
-    return hashlib.sha256(f"-----BEGIN PUBLIC KEY-----\n{lines}-----END PUBLIC KEY-----\n".encode()).hexdigest()
-
-
-def signed_statement(folder: Path, trusted_pem: bytes | None = None) -> dict[str, Any]:
-    """The in-toto statement `folder`/model.sig carries, read but not verified (only the page can), after its
-    key hint is compared with the trusted key's (`trusted_pem`, when given).
+def signed_statement(folder: Path, trusted_pem: bytes | None = None) -> dict[str, str]:
+    """The file digests `folder`/model.sig lists, read but not verified (only the page can), after its key hint
+    is compared with the trusted key's (`trusted_pem`, when given).
 
     Raises:
         UserError: the export is unsigned, names another key, or its model.sig is not a signed model statement.
@@ -199,48 +191,20 @@ def signed_statement(folder: Path, trusted_pem: bytes | None = None) -> dict[str
             f"no signature: {SIGNATURE_FILE} is missing, and a trusted key requires a signed model (in {folder}): "
             f"sign it with `python -m export.sign {folder} --key KEY.pem`, or build without --trust"
         )
-    try:
-        bundle = json.loads(path.read_bytes())
-        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"], validate=True))
-        resources = {r["name"]: r["digest"] for r in statement["predicate"]["resources"]}
-        ignore = list(statement["predicate"]["serialization"].get("ignore_paths", []))
-    except (OSError, ValueError, KeyError, TypeError, binascii.Error):
-        raise UserError(
-            f"malformed signature: {SIGNATURE_FILE} is not a signed model statement "
-            "(not a JSON bundle with an in-toto statement of resources)"
-        ) from None
-    material = bundle.get("verificationMaterial") if isinstance(bundle, dict) else None
-    public = material.get("publicKey") if isinstance(material, dict) else None
-    hint = public.get("hint") if isinstance(public, dict) else None
-    if trusted_pem is not None and isinstance(hint, str) and hint and hint != _key_hint(trusted_pem):
-        raise UserError(
-            f"signed by another key: {SIGNATURE_FILE} names key {hint[:16]}, not the trusted key "
-            f"{_key_hint(trusted_pem)[:16]}"
-        )
-    return {"resources": resources, "ignore_paths": ignore}
+    trusted_hint = pem_key_hint(trusted_pem.decode("ascii", errors="replace")) if trusted_pem is not None else None
+    return read_unverified(path, trusted_hint)
 
 
-def check_signed_files(statement: dict[str, Any], held: dict[str, Path], required: Sequence[str]) -> None:
-    """The files the build copies against the statement, as the page checks them (provenance.js checkFiles):
-    changed, then removed (a required name or a signed golden/*.png not held), then added, each sorted.
+def check_signed_files(signed: dict[str, str], held: dict[str, Path], required: Sequence[str]) -> None:
+    """The files the build copies against the signed digests, as the page checks them (provenance.js
+    checkFiles): changed, then removed (a required name or a signed golden/*.png not held), then added.
 
     Raises:
         UserError: the first sentence, with " (and N more)" when others differ too.
     """
-    resources = statement["resources"]
-    changed, added = [], []
-    for name, path in held.items():
-        if name not in resources:  # whatever the ignored paths say: the page holds only files it uses
-            added.append(name)
-        elif hashlib.sha256(path.read_bytes()).hexdigest() != resources[name]:
-            changed.append(name)
-    expected = set(required) | {n for n in resources if GOLDEN_PNG.match(n)}
-    removed = [n for n in expected if n in resources and n not in held]
-    problems = [f"{n} was changed after signing: its sha256 is not the signed one" for n in sorted(changed)]
-    problems += [f"{n} was removed after signing: the signature lists it" for n in sorted(removed)]
-    problems += [f"{n} was added after signing: the signature does not list it" for n in sorted(added)]
-    if problems:
-        raise UserError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    problem = differences(signed, held, {*required, *(n for n in signed if GOLDEN_PNG.match(n))})
+    if problem:
+        raise UserError(problem)
 
 
 def _package_version(package: str) -> str:
