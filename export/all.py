@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="sign the finished export folder with this EC private key (PEM; python -m export.sign --new-key "
         "makes one): model.sig, which apps and runners verify",
     )
+    card = p.add_argument_group("who stands behind the model (the .tflite metadata and MODEL_CARD.md state it)")
+    card.add_argument("--author", default=None, help="the model's author or owner, e.g. 'Skin AI lab, Example Univ.'")
+    card.add_argument("--license", default=None, help="the model's license, e.g. Apache-2.0 or 'research use only'")
     p.add_argument("--overwrite", action="store_true", help="replace an earlier export in --out")
     p.add_argument("--runs", default=str(DEFAULT_RUNS), help="where python -m train wrote its runs")
     p.add_argument("--golden", type=int, default=4, help="test cases in golden.json")
@@ -273,7 +276,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.verbose,
         gates=gates,
         sign_key=Path(args.sign_key) if args.sign_key else None,
+        about=about(args.author, args.license),
     )
+
+
+def about(author: str | None, license: str | None) -> dict[str, str]:
+    """`--author` / `--license` as the spec's provenance keeps them (one-line text, or refused)."""
+    given = {"author": author, "license": license}
+    for key, value in given.items():
+        if value is not None and (not value.strip() or "\n" in value):
+            raise UserError(f"--{key} must be one line of text, got {value!r}")
+    return {k: v.strip() for k, v in given.items() if v is not None}
 
 
 def chosen_gates(
@@ -316,6 +329,7 @@ def run_job(
     overwrite_flag: str = "--overwrite",
     gates: Any = None,
     sign_key: Path | None = None,
+    about: dict[str, str] | None = None,
 ) -> int:
     """Claim the output folder, build the source and export it in a staged folder swapped in at the end (signed
     there first when `sign_key` is given); print the counts; the exit status main returns."""
@@ -353,6 +367,7 @@ def run_job(
         Console(staging / "export.log", verbose=verbose) as console,
     ):
         source = job.build(console)
+        source.spec.provenance.update(about or {})  # before any artifact embeds the spec
         console.say(
             f"exporting {source.spec.name} -> {out}/ ({', '.join(f.key for f in formats)}; "
             f"{', '.join(precisions)}); converter output: {out / 'export.log'}"

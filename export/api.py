@@ -37,6 +37,8 @@ def export_model(
     verbose: bool = False,
     gates: dict[str, Any] | None = None,
     sign_key: str | Path | None = None,
+    author: str | None = None,
+    license: str | None = None,
 ) -> dict[str, Any]:
     """Export `model` to `formats` x `precisions` in `out` with parity checks; returns parity.json's content.
 
@@ -49,9 +51,10 @@ def export_model(
         formats, precisions: as `--formats` / `--precision` take them (comma-separated text or a list).
         gates: the --gate-* values by name (auroc_drop, flips, subgroup_drop, min_subgroup_class).
         sign_key: an EC private key (PEM) to sign the finished folder with, as `--sign-key` does.
+        author, license: stated in the .tflite metadata and MODEL_CARD.md, as `--author` / `--license` are.
     """
     from core.eval_csv import read_evaluation_csv
-    from export.all import Job, chosen_gates, run_job
+    from export.all import Job, about, chosen_gates, run_job
     from export.formats import parse_formats
     from export.precision import parse_precisions
     from export.sources import contract_source
@@ -110,6 +113,7 @@ def export_model(
         overwrite_flag="overwrite=True",
         gates=chosen,
         sign_key=Path(sign_key) if sign_key is not None else None,
+        about=about(author, license),
     )
     from core.parity_file import ParityReport
 

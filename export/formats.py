@@ -147,7 +147,7 @@ FORMATS: tuple[Format, ...] = (
             ),
         ),
         precisions=("fp32", "fp16", "int8-dynamic", "int8"),
-        spec_location="TFLite Metadata entry melanoma_spec",
+        spec_location="TFLite Metadata entry melanoma_spec (and in the standard TFLITE_METADATA)",
         runtime="LiteRT interpreter (ai-edge-litert)",
         targets="Android, iOS, embedded",
         quantization="ai-edge-quantizer: fp16 weights; int8-dynamic range; "

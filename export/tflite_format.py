@@ -1,7 +1,8 @@
 """TFLite / LiteRT via litert-torch: the phone artifact takes the image NHWC ([N, S, S, 3]); its signature
 inputs are named `image` and `meta`. The spec is a TFLite `Metadata` entry (`melanoma_spec`) in the
-flatbuffer, where the interpreter ignores it and any flatbuffer reader finds it. Runs with the LiteRT
-interpreter (ai-edge-litert)."""
+flatbuffer, where the interpreter ignores it and any flatbuffer reader finds it; the standard
+`TFLITE_METADATA` entry (export.tflite_metadata) describes both inputs and outputs for the ecosystem's readers
+and carries the spec too. Runs with the LiteRT interpreter (ai-edge-litert)."""
 
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from export.common import (
     wrapper_scope,
 )
 from export.precision import QuantOptions
+from export.tflite_metadata import embed_standard
 
 
 class _NamedOutputs(nn.Module):
@@ -266,7 +268,7 @@ def export(
         spec = with_precision(
             spec, precision, method, options if precision == "int8" else None, io=_io_quantization(data)
         )
-    data = embed_spec(data, spec.to_json())
+    data = embed_standard(embed_spec(data, spec.to_json()), spec)
     with atomic_path(out_path) as tmp:
         tmp.write_bytes(data)
     return out_path

@@ -139,6 +139,10 @@ def jpeg_bytes(size: int = 16) -> bytes:
     return buf.getvalue()
 
 
+PHONE_EXPORT_AUTHOR = "Test lab, Example University"
+PHONE_EXPORT_LICENSE = "CC-BY-NC-4.0"
+
+
 @pytest.fixture(scope="session")
 def phone_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What the phone ports are tested against: `python -m export.all` of the tiny run to ONNX and TFLite,
@@ -149,6 +153,7 @@ def phone_export(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = tmp_path_factory.mktemp("phone_export") / "dist"
     command = [sys.executable, "-m", "export.all", "--checkpoint", str(tiny_run / "checkpoint.pt"), "--out", str(out)]
     command += ["--formats", "onnx,tflite", "--precision", "fp32,int8", "--golden", "6"]
+    command += ["--author", PHONE_EXPORT_AUTHOR, "--license", PHONE_EXPORT_LICENSE]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, check=False)
     assert (out / "golden.json").is_file(), result.stderr[-4000:]
     return out
