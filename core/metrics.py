@@ -3,6 +3,7 @@
 m = binary_metrics(y_true, prob, threshold=0.31)
 t = choose_threshold(y_val, p_val, rule="sensitivity", target=0.95)
 T = fit_temperature(val_logits, y_val)      # then calibrated_probability(logits, T)
+c = calibration(y_true, prob)               # expected calibration error and the reliability diagram's bins
 """
 
 from __future__ import annotations
@@ -133,6 +134,34 @@ def fit_temperature(logits: np.ndarray, targets: np.ndarray) -> float:
     opt.step(closure)
     t = float(log_t.detach().exp())
     return round(t, 4) if 0.05 < t < 20 and np.isfinite(t) else 1.0
+
+
+CALIBRATION_BINS = 10
+
+
+def calibration(y_true: np.ndarray, prob: np.ndarray, bins: int = CALIBRATION_BINS) -> dict[str, Any]:
+    """Expected calibration error (ECE) of the melanoma probability and the reliability diagram behind it.
+
+    Equal-width bins over [0, 1], each holding (low, high] (the first also 0), as
+    sklearn.calibration.calibration_curve(strategy="uniform") bins; per non-empty bin the mean predicted
+    probability and the observed fraction of melanomas. ECE is the case-weighted mean of |fraction - mean
+    probability| over the bins, and the maximum calibration error (MCE) the largest such gap.
+    """
+    y, p = _check(y_true, prob)
+    index = np.searchsorted(np.linspace(0.0, 1.0, bins + 1)[1:-1], p, side="left")
+    curve, ece, mce = [], 0.0, 0.0
+    for b in range(bins):
+        members = index == b
+        n = int(members.sum())
+        if not n:
+            continue
+        mean_p, fraction = float(p[members].mean()), float(y[members].mean())
+        gap = abs(fraction - mean_p)
+        ece += n / len(p) * gap
+        mce = max(mce, gap)
+        curve.append({"low": b / bins, "high": (b + 1) / bins, "n": n, "mean_probability": mean_p})
+        curve[-1]["fraction"] = fraction
+    return {"ece": float(ece), "mce": float(mce), "bins": bins, "curve": curve}
 
 
 def binary_metrics(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict[str, Any]:

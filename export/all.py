@@ -34,7 +34,7 @@ DEFAULT_DIST = Path("dist")
 HISTORY = "benchmark_history.jsonl"  # carried into the new export: the regressions it spots span re-exports
 EXPORT_FILES = frozenset(
     {"parity.json", "golden.json", "golden", "export_report.md", "export_report.html", "roc.png", "spec.json"}
-    | {"int8_search.png", "model.sig", "benchmark_figures"}
+    | {"int8_search.png", "model.sig", "benchmark_figures", "MODEL_CARD.md", "MODEL_CARD.html", "calibration.png"}
     | {"export.log", "benchmark.json", "benchmark.csv", "benchmark.md", "benchmark.html", "benchmark.log"}
     | {HISTORY, "benchmark_web.json"}
 )

@@ -27,12 +27,13 @@ from core.console import Console
 from core.errors import UserError, free_space_mb
 from core.evaluation import EvalSet
 from core.io import sha256_file, write_json
-from core.metrics import calibrated_probability, json_safe
+from core.metrics import auprc, bootstrap_ci, calibrated_probability, calibration, has_both_classes, json_safe
 from core.spec import ModelSpec
 from export import parity, runners
 from export.common import NotRunnable, Runner, artifact_size_mb, example_inputs, sidecar_path
 from export.formats import Artifact, Format, artifact_name
 from export.golden import write_golden
+from export.model_card import write_card
 from export.precision import CALIBRATED, REMEDIABLE, QuantOptions, family
 from export.quantize import Int8Search, quantize_with_remedies
 from export.report import write_reports
@@ -94,6 +95,7 @@ class Judge:
         self.runners: dict[str, Runner] = {}
 
     def reference_row(self, file: Path | None) -> Row:
+        both = has_both_classes(self.data.target)
         return {
             "format": "pytorch-eager",
             "precision": "fp32",
@@ -103,6 +105,9 @@ class Judge:
             "size_mb": artifact_size_mb(file) if file else None,
             "auroc": parity.auroc(self.data.target, self.reference),
             "auprc": parity.auprc(self.data.target, self.reference),
+            "auroc_ci95": list(bootstrap_ci(self.data.target, self.reference)) if both else None,
+            "auprc_ci95": list(bootstrap_ci(self.data.target, self.reference, auprc)) if both else None,
+            "calibration": calibration(self.data.target, self.reference),
         }
 
     def check(
@@ -241,6 +246,7 @@ class Judge:
         prob = runner.predict(self.data.image, self.data.meta).probability.reshape(-1)
         row["predict_seconds"] = round(time.time() - start, 2)
         row.update(self.figures(prob))
+        row["calibration"] = calibration(self.data.target, prob)
         status, reasons = parity.judge(row, precision, self.gates)
         if not row["spec_round_trip"]:
             status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
@@ -341,6 +347,8 @@ def export_source(
     summary = summarize(source, rows, inputs, gates, time.time() - started)
     write_json(out / "parity.json", summary)
     write_reports(out, summary, data.target, judge.curves, signature)
+    run_metrics = None if source.foreign or not source.reference_file else source.reference_file.parent / "metrics.json"
+    write_card(out, run_metrics)
     if golden_count > 0:
         write_golden(out, spec, data.table, reference, golden_count, judge.runners)
     return summary

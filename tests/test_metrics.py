@@ -90,3 +90,25 @@ def test_bootstrap_falls_back_to_the_metric_for_others() -> None:
 
 def test_json_safe() -> None:
     assert M.json_safe({"a": float("nan"), "b": [np.float32(1.5)], "c": np.int64(2)}) == {"a": None, "b": [1.5], "c": 2}
+
+
+def test_calibration_matches_sklearn_calibration_curve_and_a_hand_worked_case() -> None:
+    from sklearn.calibration import calibration_curve
+
+    from core.metrics import calibration
+
+    rng = np.random.default_rng(3)
+    p = rng.beta(0.6, 2.5, 500)
+    y = (rng.random(500) < np.clip(p * 1.3, 0, 1)).astype(int)  # under-confident: observed above predicted
+    got = calibration(y, p, bins=10)
+    fraction, mean_p = calibration_curve(y, p, n_bins=10, strategy="uniform")
+    assert np.allclose([b["fraction"] for b in got["curve"]], fraction)
+    assert np.allclose([b["mean_probability"] for b in got["curve"]], mean_p)
+    counts = np.array([b["n"] for b in got["curve"]])
+    assert counts.sum() == 500
+    assert got["ece"] == pytest.approx(float((counts / 500 * np.abs(fraction - mean_p)).sum()))
+    assert got["mce"] == pytest.approx(float(np.abs(fraction - mean_p).max()))
+    # Two bins by hand: 0.05 x 4 (one melanoma) and 0.95 x 2 (both): |0.25 - 0.05| * 4/6 + |1 - 0.95| * 2/6.
+    hand = calibration([1, 0, 0, 0, 1, 1], [0.05, 0.05, 0.05, 0.05, 0.95, 0.95], bins=10)
+    assert hand["ece"] == pytest.approx(0.2 * 4 / 6 + 0.05 * 2 / 6)
+    assert [b["n"] for b in hand["curve"]] == [4, 2]
