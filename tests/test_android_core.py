@@ -58,6 +58,7 @@ JUNIT_CLASSES = (
     "GoldenTest",
     "ClassifierTest",
     "ProvenanceTest",
+    "AcceleratorTest",
 )
 
 # (input width, input height, [(output width, output height), ...]): odd sizes, both aspect ratios, upscaling,
@@ -1240,6 +1241,30 @@ def test_gradle_project_consistent_with_the_tree() -> None:
     assert not (wrapper / "gradle-wrapper.jar").exists(), "no wrapper jar can be made here: do not commit a fake one"
     ignored = (ANDROID / ".gitignore").read_text().split()
     assert "/app/src/main/assets/" in ignored and "/build/" in ignored
+
+
+def test_app_wires_the_accelerator_setting() -> None:
+    """The app side of :core's AcceleratorTest, which no build here compiles: every :core Hardware maps onto LiteRT's
+    Accelerator of the same name; the classifier asks LiteRT's Environment what it has and compiles through
+    chooseAccelerator (the CPU fallback); the view model stores the setting and loads the model with it; the
+    result card shows runLine; GoldenReplayTest replays on GPU and NPU, skipped by Assume when they did not run."""
+    demo = ANDROID / "app/src"
+    core = (ANDROID / "core/src/main/kotlin/com/melanomaexport/core/Accelerator.kt").read_text()
+    hardware = re.findall(r"^\s+(\w+)[,;]$", re.search(r"enum class Hardware \{(.*?)\n\n", core, re.S).group(1), re.M)
+    assert hardware == ["CPU", "GPU", "NPU"], hardware
+    loader = (demo / "main/kotlin/com/melanomaexport/demo/LiteRtClassifier.kt").read_text()
+    for name in hardware:
+        assert f"Hardware.{name} -> Accelerator.{name}" in loader and f"Accelerator.{name} -> Hardware.{name}" in loader
+    assert "env.getAvailableAccelerators()" in loader and "chooseAccelerator(requested, available)" in loader
+    assert "CompiledModel.create(context.assets, MODEL_ASSET, options, env)" in loader
+    model = (demo / "main/kotlin/com/melanomaexport/demo/AssessViewModel.kt").read_text()
+    assert "getSharedPreferences(SETTINGS" in model and "Hardware.fromSetting(" in model
+    assert "LiteRtClassifier.fromAssets(app, requested)" in model and "putString(ACCELERATOR_SETTING" in model
+    screen = (demo / "main/kotlin/com/melanomaexport/demo/AssessScreen.kt").read_text()
+    assert "runLine(ranOn, result.latencyMillis)" in screen and "choice?.fallback" in screen
+    replay = (demo / "androidTest/kotlin/com/melanomaexport/demo/GoldenReplayTest.kt").read_text()
+    assert "replayOn(Hardware.GPU)" in replay and "replayOn(Hardware.NPU)" in replay
+    assert "assumeTrue(choice.fallback" in replay and "probabilityBound(ran," in replay
 
 
 @pytest.mark.slow

@@ -19,7 +19,8 @@ val TEST_CLASSES = listOf(
     SpecTest::class.java,
     GoldenTest::class.java,
     ClassifierTest::class.java,
-    ProvenanceTest::class.java
+    ProvenanceTest::class.java,
+    AcceleratorTest::class.java
 )
 
 /**
