@@ -99,9 +99,11 @@ android-assets:
 web: setup web-deps
 	$(PY) web_demo/build.py --model $(MODEL) --serve $(or $(PORT),8000) $(if $(LAN),--lan) $(if $(TRUST),--trust $(TRUST))
 
-## Load time and p50 latency of the page's artifacts in headless Chromium -> dist/$(MODEL)/benchmark_web.json
+## Load time and p50 latency of the page's artifacts in headless Chromium, WebAssembly with 1 thread and with
+## N = min(cores, 4) threads, and WebGPU when offered ([GPU=1]: Chromium without --disable-gpu), each row with
+## the golden cases' parity; prints a table, writes dist/$(MODEL)/benchmark_web.json
 web-bench: setup web-deps
-	$(PY) web_demo/bench.py --model $(MODEL)
+	$(PY) web_demo/bench.py --model $(MODEL) $(if $(GPU),--gpu)
 
 clean:
 	rm -rf $(VENV) $(WITNESS_VENV) $(SIGNING_VENV) .pytest_cache .ruff_cache android_demo/build web_demo/node_modules web_demo/dist

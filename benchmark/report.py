@@ -147,14 +147,16 @@ def _across_models(result: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
 
 def _imported(doc: Document, result: dict[str, Any]) -> None:
     if result.get("web_rows"):
-        doc.heading("Headless browser (web_demo, WebAssembly, 1 thread)")
+        doc.heading("Headless browser (web_demo: WebAssembly with 1 and N threads, WebGPU where offered)")
         doc.table(
-            ["model", "format", "precision", "load ms", "p50 ms", "runs", "browser"],
+            ["model", "format", "precision", "compute", "threads", "load ms", "p50 ms", "runs", "browser"],
             [
                 [
                     w.get("model", "-"),
                     w["format"],
                     w.get("precision", "-"),
+                    w.get("backend", "wasm"),
+                    w.get("threads", 1),
                     _fmt(w.get("load_ms"), ".0f"),
                     _fmt(w["p50_ms"]),
                     w.get("runs", "-"),

@@ -10,7 +10,11 @@
 - Chromium (Debian's, driven by Playwright; nothing downloads a browser): every golden case through the real
   page (file input, form, Assess) with LiteRT.js and onnxruntime-web, fp32 and the recommended int8; the form
   a foreign contract generates (one control per feature) and a prediction through it; the clear error for an
-  artifact without a spec; no request leaving localhost; a screenshot; load and p50 latency.
+  artifact without a spec; no request leaving localhost; a screenshot; WebAssembly threads: N = min(cores, 4)
+  on the cross-origin-isolated page (workers running, golden cases within bounds), 1 thread and the sentence
+  why without COOP/COEP and over plain HTTP from a host that is not localhost (as on a phone); bench.py's
+  rows: 1 thread and N threads per artifact with the golden cases' parity, WebGPU "not offered by this
+  browser", a row beyond the bound failed.
 - Signed exports: provenance.js in Node on the signed export and tampered copies says export.sign's sentence
   for each; build.py --trust copies model.sig and the key, refuses a file that differs from the statement and
   an unsigned export; the page of a --trust build runs, and the same build with a changed .tflite runs nothing.
@@ -31,6 +35,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -770,6 +775,16 @@ def test_build_copies_what_parity_verified(web_build: tuple[Path, dict], phone_e
     assert not (tmp_path / "out").exists()
 
 
+def _get(url: str) -> tuple[int, Any]:
+    """Status and headers (case-insensitive) of a GET, the body read to the end."""
+    try:
+        with urllib.request.urlopen(url, timeout=10) as response:
+            response.read()
+            return response.status, response.headers
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.headers
+
+
 @pytest.mark.slow
 def test_server_types_headers_and_scope(web_build: tuple[Path, dict]) -> None:
     out, _ = web_build
@@ -794,6 +809,11 @@ def test_server_types_headers_and_scope(web_build: tuple[Path, dict]) -> None:
         assert head("node_modules/onnxruntime-web/package.json")[0] == 404
         assert head("build.py")[0] == 404
         assert head("dist/../build.py")[0] == 404
+    # --no-isolation (isolated=False): the same files, without COOP/COEP (the page then runs 1 thread)
+    with bench.serving(out, isolated=False) as url:
+        status, headers = _get(url + "dist/runtime/litert/wasm/litert_wasm_threaded_internal.wasm")
+        assert status == 200 and headers["Content-Type"] == "application/wasm"
+        assert headers["Cross-Origin-Opener-Policy"] is None and headers["Cross-Origin-Embedder-Policy"] is None
 
 
 # ------------------------------------------------------------------------------------------- browser
@@ -1116,25 +1136,224 @@ def test_screenshot_after_a_prediction(browser_page: Any, phone_export: Path, tm
         shutil.copyfile(shot, os.environ["WEB_DEMO_SCREENSHOT"])
 
 
+def _golden_in_page(page: Any, golden: dict[str, Any], entry: dict[str, Any]) -> dict[str, Any]:
+    """Every golden case through the page's loaded model (window.melanomaDemo.golden), checked by bench.parity:
+    the bounds of test_every_golden_case_through_the_page (fp32 1e-4 against PyTorch, int8 1e-5 against the
+    artifact's own Python runtime, never above its parity.json |dp|)."""
+    checked = bench.parity(page.evaluate("window.melanomaDemo.golden()"), golden, entry)
+    assert checked["cases"] == len(golden["cases"]), checked
+    assert checked["ok"], f"{entry['file']}: max |dp| {checked['max_abs_diff']:.2e} > {checked['bound']:g}"
+    return checked
+
+
+def _threads_by_default(page: Any) -> int:
+    """The page's default thread count where it is isolated: min(navigator.hardwareConcurrency, 4)."""
+    cores = page.evaluate("navigator.hardwareConcurrency")
+    assert cores >= 2, f"this machine's Chromium reports {cores} core(s): the threaded tests need 2 or more"
+    return min(cores, 4)
+
+
 @pytest.mark.slow
-def test_bench_rows_for_every_runtime_and_precision(
+def test_an_isolated_page_runs_threads_and_matches_the_golden_cases(
+    browser_page: Any, phone_export: Path, summary: _Summary
+) -> None:
+    """build.py's server (COOP/COEP) on localhost: the page is cross-origin isolated, every artifact loads on
+    N = min(cores, 4) WebAssembly threads (LiteRT.js's threaded build and its workers, onnxruntime-web's
+    worker), says so, and its golden-case outputs stay within the bounds."""
+    new_page, _, manifest, _ = browser_page
+    golden = json.loads((phone_export / "golden.json").read_text())
+    for entry in manifest["artifacts"]:
+        name = entry["file"].split("/")[-1]
+        requests: list[str] = []
+        page = new_page(requests, f"?artifact={name}")
+        try:
+            assert not page.is_visible("#error"), page.text_content("#error")
+            assert page.evaluate("window.melanomaDemo.state.load.file") == name
+            assert page.evaluate("crossOriginIsolated && typeof SharedArrayBuffer === 'function'") is True
+            n = _threads_by_default(page)
+            compute = page.evaluate("window.melanomaDemo.state.compute")
+            assert (compute["backend"], compute["threads"]) == ("wasm", n), compute
+            assert page.text_content("#compute") == f"WebAssembly, {n} threads."
+            assert f"WebAssembly, {n} threads." in page.text_content("#model-status")
+            workers = [w.url.split("/")[-1] for w in page.workers]
+            if entry["runtime"] == "litert":
+                assert any(r.endswith("/litert_wasm_threaded_internal.wasm") for r in requests), requests
+                assert workers.count("litert_wasm_threaded_internal.js") >= n, workers  # one per core
+            else:
+                assert workers.count("ort-wasm-simd-threaded.mjs") >= 1, workers  # with the main thread: n
+            checked = _golden_in_page(page, golden, entry)
+        finally:
+            page.close()
+        _assert_local(requests)
+        summary.lines.append(
+            f"isolated page, {entry['runtime']} {entry['precision']} on {n} threads: max |dp| "
+            f"{checked['max_abs_diff']:.2e} against {checked['against']} over {checked['cases']} golden cases"
+        )
+    # The Compute picker sets the same query parameter (and keeps the artifact): 1 thread, no workers.
+    entry = _entry(manifest, "litert", "fp32")
+    page = new_page([], f"?artifact={entry['file'].split('/')[-1]}")
+    try:
+        with page.expect_navigation():
+            page.select_option("#compute-choice", "threads=1")
+        page.wait_for_function("window.melanomaDemo !== undefined")
+        page.evaluate("window.melanomaDemo.ready")
+        page.evaluate("window.melanomaDemo.waitIdle()")
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(page.url).query)
+        assert query == {"artifact": [entry["file"].split("/")[-1]], "threads": ["1"]}, page.url
+        assert page.text_content("#compute") == "WebAssembly, 1 thread (as ?threads=1 asks)."
+        assert page.evaluate("window.melanomaDemo.state.compute.threads") == 1 and page.workers == []
+        assert page.input_value("#compute-choice") == "threads=1"
+    finally:
+        page.close()
+
+
+@pytest.mark.slow
+def test_without_isolation_the_page_runs_one_thread_and_says_why(
+    browser_page: Any, web_build: tuple[Path, dict], phone_export: Path
+) -> None:
+    """The same build served without COOP/COEP (build.py --no-isolation) on localhost, and with them over plain
+    HTTP from a host that is not localhost (the way a phone opens the LAN address; Chromium maps the name to
+    127.0.0.1): no isolation, no SharedArrayBuffer, 1 thread, no workers, the sentence saying why, and the
+    golden cases still within the bounds."""
+    _, _, manifest, browser = browser_page
+    out, _ = web_build
+    golden = json.loads((phone_export / "golden.json").read_text())
+    fp32 = [_entry(manifest, runtime, "fp32") for runtime in ("litert", "onnxruntime-web")]
+    no_headers = (
+        "WebAssembly, 1 thread: this page is not cross-origin isolated (its server sent no COOP/COEP headers, or "
+        "the browser ignored them), so the browser allows no threads."
+    )
+    plain_http = (
+        "WebAssembly, 1 thread: this page is not cross-origin isolated (it came over plain HTTP, as on a phone "
+        "opening the LAN address), so the browser allows no threads."
+    )
+
+    def check(page: Any, entry: dict[str, Any], sentence: str) -> None:
+        assert not page.is_visible("#error"), page.text_content("#error")
+        assert page.evaluate("window.melanomaDemo.state.load.file") == entry["file"].split("/")[-1]
+        assert page.evaluate("[crossOriginIsolated, typeof SharedArrayBuffer]") == [False, "undefined"]
+        compute = page.evaluate("window.melanomaDemo.state.compute")
+        assert (compute["backend"], compute["threads"]) == ("wasm", 1), compute
+        assert page.is_visible("#compute") and page.text_content("#compute") == sentence
+        assert page.text_content("#model-status").endswith("WebAssembly, 1 thread.")
+        assert page.workers == []
+        _golden_in_page(page, golden, entry)
+
+    with bench.serving(out, isolated=False) as url:
+        for entry in fp32:
+            requests: list[str] = []
+            page = bench.open_page(browser, f"{url}?artifact={entry['file'].split('/')[-1]}", requests)
+            try:
+                assert page.evaluate("isSecureContext") is True  # localhost: the headers alone are missing
+                check(page, entry, no_headers)
+            finally:
+                page.close()
+            _assert_local(requests)
+    host = "melanoma-phone.test"
+    phone = browser.browser_type.launch(
+        executable_path=bench.chromium_path(),
+        args=[*bench.CHROMIUM_ARGS, f"--host-resolver-rules=MAP {host} 127.0.0.1"],
+        headless=True,
+    )
+    try:
+        with bench.serving(out) as url:  # COOP/COEP sent, but a browser honours them only in a secure context
+            port = urllib.parse.urlsplit(url).port
+            for entry in fp32:
+                requests = []
+                page = bench.open_page(
+                    phone, f"http://{host}:{port}/?artifact={entry['file'].split('/')[-1]}", requests
+                )
+                try:
+                    assert page.evaluate("isSecureContext") is False
+                    check(page, entry, plain_http)
+                finally:
+                    page.close()
+                outside = [r for r in requests if not r.startswith((f"http://{host}:{port}/", "data:", "blob:"))]
+                assert not outside, f"requests left the page's server: {outside}"
+    finally:
+        phone.close()
+
+
+@pytest.mark.slow
+def test_bench_rows_for_every_runtime_precision_and_setting(
     browser_page: Any, phone_export: Path, tmp_path: Path, summary: _Summary
 ) -> None:
+    """bench.measure: for every artifact a 1-thread row, an N-thread row (N = min(cores, 4) > 1), both within
+    the golden cases' bounds, and a WebGPU row that says "not offered by this browser" (headless Chromium with
+    --disable-gpu) with no timing; write_rows puts the measured ones in `rows` (what the main benchmark
+    imports) and the WebGPU ones in `excluded`; the table shows them all."""
     _, url, manifest, browser = browser_page
-    rows = bench.measure(browser, url, manifest, runs=20)
+    assert (bench.FP32_BOUND, bench.INT8_BOUND) == (FP32_BOUND, INT8_BOUND)  # the bounds of the tests above
+    rows = bench.measure(browser, url, manifest, runs=10)
     out = bench.write_rows(tmp_path / bench.RESULT_FILE, rows, manifest)
     data = json.loads(out.read_text())
-    assert {(r["format"], r["precision"]) for r in data["rows"]} == {
-        ("litert-web" if a["runtime"] == "litert" else "onnxruntime-web", a["precision"]) for a in manifest["artifacts"]
+    fmt = {"litert": "litert-web", "onnxruntime-web": "onnxruntime-web"}
+    wanted = {(fmt[a["runtime"]], a["precision"]) for a in manifest["artifacts"]}
+    by_setting = {
+        setting: {
+            (r["format"], r["precision"]): r for r in [*data["rows"], *data["excluded"]] if r["setting"] == setting
+        }
+        for setting, _ in bench.SETTINGS
     }
+    assert all(set(found) == wanted for found in by_setting.values()), by_setting
+    assert len(data["rows"]) == 2 * len(wanted) and len(data["excluded"]) == len(wanted)
+    threads = {r["threads"] for r in by_setting["N threads"].values()}
+    assert len(threads) == 1 and threads.pop() > 1, by_setting["N threads"]
     for r in data["rows"]:
-        assert r["runs"] == 20 and r["threads"] == 1 and r["browser"].startswith("Chromium")
+        assert r["status"] == "pass" and r["parity"]["ok"] and r["parity"]["cases"] >= 1, r
+        assert r["backend"] == "wasm"
+        assert r["runs"] == 10 and r["browser"].startswith("Chromium") and r["cross_origin_isolated"] is True
         assert 0 < r["p50_ms"] < 10_000 and 0 < r["load_ms"] < 60_000
         assert r["min_ms"] <= r["p50_ms"] <= r["max_ms"]
-        summary.lines.append(
-            f"bench {r['format']} {r['precision']} ({r['image_size']} px): load {r['load_ms']:.0f} ms, "
-            f"p50 {r['p50_ms']:.2f} ms over {r['runs']} runs, 1 thread, {r['browser']}"
+        assert r["compute"] == (
+            "WebAssembly, 1 thread (as ?threads=1 asks)."
+            if r["setting"] == "1 thread"
+            else f"WebAssembly, {r['threads']} threads."
         )
+    for r in by_setting["1 thread"].values():
+        assert r["threads"] == 1
+    for r in data["excluded"]:
+        assert r["setting"] == "WebGPU" and r["status"] == bench.NOT_OFFERED and r["p50_ms"] is None, r
+        assert r["compute"].startswith("WebGPU: not offered by this browser. WebAssembly, ")
+    lines = bench.table(rows)
+    assert len(lines) == 1 + len(rows) and sum(bench.NOT_OFFERED in line for line in lines) == len(wanted)
+    for r in data["rows"]:
+        summary.lines.append(
+            f"bench {r['format']} {r['precision']} ({r['image_size']} px), {r['setting']} ({r['threads']}): load "
+            f"{r['load_ms']:.0f} ms, p50 {r['p50_ms']:.2f} ms over {r['runs']} runs, max |dp| "
+            f"{r['parity']['max_abs_diff']:.1e}, {r['browser']}"
+        )
+
+
+def test_bench_marks_a_row_beyond_the_bound_failed() -> None:
+    """bench.parity against golden.json: within the bound passes; one case beyond it (or a case missing) fails,
+    and write_rows keeps such a row out of `rows` (what the main benchmark imports) but in `excluded`."""
+
+    def case(name: str, fp32: float, int8: float) -> dict[str, Any]:
+        return {
+            "image_name": name,
+            "expected": {"probability": fp32},
+            "artifacts": {"m.int8.tflite": {"probability": int8}},
+        }
+
+    golden = {"tolerance": {"probability_max_abs_fp32": 1e-4}, "cases": [case("a", 0.25, 0.3), case("b", 0.75, 0.7)]}
+    fp32 = {"file": "models/m.tflite", "precision": "fp32", "parity": {"max_abs_diff": 3e-7}}
+    int8 = {"file": "models/m.int8.tflite", "precision": "int8", "parity": {"max_abs_diff": 2e-6}}
+    near = [{"name": "a", "probability": 0.25 + 5e-5}, {"name": "b", "probability": 0.75}]
+    assert bench.parity(near, golden, fp32) | {"max_abs_diff": None} == {
+        "cases": 2, "max_abs_diff": None, "bound": 1e-4, "against": "PyTorch", "ok": True
+    }  # fmt: skip
+    assert not bench.parity([{"name": "a", "probability": 0.2502}, near[1]], golden, fp32)["ok"]
+    assert not bench.parity(near[:1], golden, fp32)["ok"]  # a case the page did not run
+    quantized = [{"name": "a", "probability": 0.3 + 1.5e-6}, {"name": "b", "probability": 0.7}]
+    assert bench.parity(quantized, golden, int8)["bound"] == 2e-6 and bench.parity(quantized, golden, int8)["ok"]
+    assert not bench.parity([{"name": "a", "probability": 0.3 + 3e-6}, quantized[1]], golden, int8)["ok"]
+    rows = [
+        {"format": "litert-web", "precision": "fp32", "p50_ms": 2.0, "status": "pass"},
+        {"format": "litert-web", "precision": "fp32", "p50_ms": 1.0, "status": "failed: max |dp| 2.00e-04 ..."},
+        {"format": "litert-web", "precision": "fp32", "p50_ms": None, "status": bench.NOT_OFFERED},
+    ]
+    assert [bench.imported(r) for r in rows] == [True, False, False]
 
 
 # ------------------------------------------------------------------------------------------ signed exports

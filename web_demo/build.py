@@ -6,13 +6,16 @@ web_demo/dist/, then serve web_demo/ on this machine (or the local network, for 
     python web_demo/build.py --artifacts path/to/export --out /tmp/webdist   # build only, anywhere
     python web_demo/build.py --out /tmp/webdist --serve 0                     # serve a build (0: any free port)
     python web_demo/build.py --model efficientnet_lite0 --trust KEY.pub --serve   # a signed export, checked
+    python web_demo/build.py --out /tmp/webdist --serve 0 --no-isolation     # no COOP/COEP: 1 thread, as on a phone
 
 What it copies (from the folder `python -m export.all` wrote, read through its parity.json):
 - per format (.tflite for LiteRT.js, .onnx for onnxruntime-web): the fp32 artifact and the recommended
   smaller one (int8) when one passed its parity gate; an artifact whose sha256 differs from the one parity.json
   recorded is refused;
 - golden.json and golden/*.png (the page offers them as examples);
-- the wasm runtimes from web_demo/node_modules (`npm ci` installs them): nothing is fetched from a CDN.
+- the wasm runtimes from web_demo/node_modules (`npm ci` installs them): nothing is fetched from a CDN. Their
+  multi-threaded and WebGPU builds come too; the page picks one (WebAssembly threads when it is cross-origin
+  isolated, which this server's COOP/COEP headers make it on localhost; WebGPU only with ?backend=webgpu).
 It writes dist/manifest.json, which the page reads to list what it can run, with each copied file's
 `signed_name` (its name in the export folder, the name a signed statement gives it).
 
@@ -64,9 +67,16 @@ RUNTIME_FILES = (
     ("@litertjs/core/wasm/litert_wasm_internal.wasm", "litert/wasm/litert_wasm_internal.wasm"),
     ("@litertjs/core/wasm/litert_wasm_compat_internal.js", "litert/wasm/litert_wasm_compat_internal.js"),
     ("@litertjs/core/wasm/litert_wasm_compat_internal.wasm", "litert/wasm/litert_wasm_compat_internal.wasm"),
+    # LiteRT.js's multi-threaded build: loaded (with its workers, from the same .js) when the page is isolated
+    ("@litertjs/core/wasm/litert_wasm_threaded_internal.js", "litert/wasm/litert_wasm_threaded_internal.js"),
+    ("@litertjs/core/wasm/litert_wasm_threaded_internal.wasm", "litert/wasm/litert_wasm_threaded_internal.wasm"),
     ("onnxruntime-web/dist/ort.wasm.min.mjs", "ort/ort.wasm.min.mjs"),
     ("onnxruntime-web/dist/ort-wasm-simd-threaded.mjs", "ort/ort-wasm-simd-threaded.mjs"),
     ("onnxruntime-web/dist/ort-wasm-simd-threaded.wasm", "ort/ort-wasm-simd-threaded.wasm"),
+    # onnxruntime-web's WebGPU build: fetched only with ?backend=webgpu in a browser that offers WebGPU
+    ("onnxruntime-web/dist/ort.webgpu.min.mjs", "ort/ort.webgpu.min.mjs"),
+    ("onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.mjs", "ort/ort-wasm-simd-threaded.asyncify.mjs"),
+    ("onnxruntime-web/dist/ort-wasm-simd-threaded.asyncify.wasm", "ort/ort-wasm-simd-threaded.asyncify.wasm"),
 )
 RUNTIME_PACKAGES = {"litert": "@litertjs/core", "onnxruntime-web": "onnxruntime-web"}
 MIME_TYPES = {
@@ -294,6 +304,7 @@ def build(folder: Path, out: Path, trust: Path | None = None) -> dict[str, Any]:
                     "package": "onnxruntime-web",
                     "version": _package_version("onnxruntime-web"),
                     "module": "runtime/ort/ort.wasm.min.mjs",
+                    "webgpu_module": "runtime/ort/ort.webgpu.min.mjs",
                     "wasm": "runtime/ort/",
                 },
             },
@@ -303,10 +314,13 @@ def build(folder: Path, out: Path, trust: Path | None = None) -> dict[str, Any]:
 
 
 class DemoHandler(SimpleHTTPRequestHandler):
-    """Serves web_demo/ with /dist/ mapped to the build folder, correct MIME types and cross-origin isolation."""
+    """Serves web_demo/ with /dist/ mapped to the build folder, correct MIME types and cross-origin isolation
+    (COOP same-origin + COEP require-corp, which give the page SharedArrayBuffer and so WebAssembly threads on
+    https or localhost; `isolated = False` leaves them out, as --no-isolation does)."""
 
     dist: Path = DEFAULT_OUT
     quiet: bool = True
+    isolated: bool = True
     extensions_map = MIME_TYPES
 
     def translate_path(self, path: str) -> str:
@@ -320,8 +334,9 @@ class DemoHandler(SimpleHTTPRequestHandler):
         return str(Path(self.directory).joinpath(*parts))
 
     def end_headers(self) -> None:
-        self.send_header("Cross-Origin-Opener-Policy", "same-origin")
-        self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+        if self.isolated:
+            self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+            self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
         self.send_header("Cross-Origin-Resource-Policy", "same-origin")
         self.send_header("Cache-Control", "no-cache")
         super().end_headers()
@@ -341,8 +356,11 @@ def _lan_address() -> str:
             return "127.0.0.1"
 
 
-def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = True) -> ThreadingHTTPServer:
-    """An HTTP server for web_demo/ with /dist/ served from the build in `out` (not started yet).
+def make_server(
+    out: Path, port: int = 8000, lan: bool = False, quiet: bool = True, isolated: bool = True
+) -> ThreadingHTTPServer:
+    """An HTTP server for web_demo/ with /dist/ served from the build in `out` (not started yet); without
+    `isolated`, without the COOP/COEP headers (the page then runs 1 thread and says why).
 
     Raises:
         UserError: `out` holds no build, or the port cannot be bound.
@@ -350,7 +368,8 @@ def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = Tr
     if not (out / "manifest.json").is_file():
         raise UserError(f"{out / 'manifest.json'} not found: build first with `python web_demo/build.py --model NAME`")
     handler = functools.partial(
-        type("Handler", (DemoHandler,), {"dist": out.resolve(), "quiet": quiet}), directory=str(HERE)
+        type("Handler", (DemoHandler,), {"dist": out.resolve(), "quiet": quiet, "isolated": isolated}),
+        directory=str(HERE),
     )
     host = "0.0.0.0" if lan else "127.0.0.1"
     try:
@@ -361,15 +380,17 @@ def make_server(out: Path, port: int = 8000, lan: bool = False, quiet: bool = Tr
         ) from None
 
 
-def serve(out: Path, port: int, lan: bool, quiet: bool = True) -> None:
+def serve(out: Path, port: int, lan: bool, quiet: bool = True, isolated: bool = True) -> None:
     """Serve web_demo/ (with /dist/ from `out`) until interrupted."""
-    server = make_server(out, port, lan, quiet)
+    server = make_server(out, port, lan, quiet, isolated)
     bound = server.server_address[1]
     print(f"Serving the web demo at http://127.0.0.1:{bound}/ (Ctrl-C to stop)", flush=True)
+    if not isolated:
+        print("without COOP/COEP headers: the page is not cross-origin isolated and runs 1 thread", flush=True)
     if lan:
         print(
             f"On a phone on the same network open http://{_lan_address()}:{bound}/ "
-            "(plain http: the page still runs; it is not cross-origin isolated there)",
+            "(plain http: the page still runs, on 1 WebAssembly thread, since it is not cross-origin isolated there)",
             flush=True,
         )
         if (out / TRUSTED_KEY_FILE).is_file():
@@ -415,6 +436,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="a signed export's public key (PEM): the page verifies model.sig and every file it runs against it",
     )
     p.add_argument("--lan", action="store_true", help="listen on all interfaces so a phone on the network can open it")
+    p.add_argument(
+        "--no-isolation",
+        action="store_true",
+        help="serve without the COOP/COEP headers (no WebAssembly threads: what a phone over plain http gets)",
+    )
     p.add_argument("--verbose", action="store_true", help="log every request while serving")
     return p
 
@@ -441,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.serve is None:
         raise UserError("nothing to do: give --model NAME (or --artifacts DIR) to build, and/or --serve to serve")
     if args.serve is not None:
-        serve(out, args.serve, args.lan, quiet=not args.verbose)
+        serve(out, args.serve, args.lan, quiet=not args.verbose, isolated=not args.no_isolation)
     return 0
 
 

@@ -9,8 +9,13 @@
  * to run, golden.json and the golden images are the ones the signed statement lists; a refusal is shown as
  * its one sentence. Without a key the page says "unsigned model".
  *
+ * What it computes on comes from the query string (runtimes.js): `?threads=K` (default min(cores, 4) when the
+ * page is cross-origin isolated, else 1) and `?backend=webgpu` (default WebAssembly); the Compute line says
+ * what the loaded model runs on and, with 1 thread, why.
+ *
  * Everything happens in this page: the artifacts and wasm files come from this origin and nothing is sent
- * anywhere. `window.melanomaDemo` exposes the state and a benchmark for tests and for bench.py.
+ * anywhere. `window.melanomaDemo` exposes the state, a benchmark and the golden cases' run for tests and for
+ * bench.py.
  */
 
 import {
@@ -26,7 +31,15 @@ import {
   readTrustedKey,
   verifySignature,
 } from './contract.js';
-import {RUNTIME_LABELS, loadModel} from './runtimes.js';
+import {
+  DEFAULT_MAX_THREADS,
+  RUNTIME_LABELS,
+  browserCapabilities,
+  describeCompute,
+  loadModel,
+  planCompute,
+  readSettings,
+} from './runtimes.js';
 
 const DIST = 'dist/';
 const BENCH_RUNS = 20;
@@ -45,6 +58,10 @@ const state = {
   form: [], // the patient form: one {field, kind, element} per case field the contract reads
   busy: 0, // operations in flight
   lastResult: null,
+  // What the models run on: planCompute()'s plan for this page (from its query string and what the browser
+  // allows), and the loaded model's own compute (the plan as carried out; runtimes.js).
+  plan: null,
+  compute: null,
   // The build's signature: {status: 'unsigned'} without a trusted key; else {status: 'signed' | 'verified' |
   // 'refused', statement, held: Map(signed name -> bytes of golden.json and its images), hint, message}.
   provenance: null,
@@ -56,7 +73,7 @@ const ready = new Promise((resolve) => {
   markReady = resolve;
 });
 
-window.melanomaDemo = {state, ready, bench, waitIdle};
+window.melanomaDemo = {state, ready, bench, golden, waitIdle};
 
 function showError(message) {
   const box = $('error');
@@ -232,7 +249,7 @@ async function loadArtifact(source) {
     const spec = readSpec(bytes);
     checkContract(spec);
     const wasmBase = DIST + state.manifest.runtimes[runtime].wasm;
-    model = await loadModel(runtime, bytes, spec, {wasmBase, file: name});
+    model = await loadModel(runtime, bytes, spec, {wasmBase, file: name, compute: state.plan});
     const t2 = performance.now();
     if (stale()) {
       model.dispose();
@@ -245,10 +262,11 @@ async function loadArtifact(source) {
         ? {file: name, runtime, precision: spec.precision?.name || 'fp32', size_mb: +(bytes.length / 1e6).toFixed(3)}
         : source;
     state.load = {ms: t2 - t0, fetchMs: t1 - t0, initMs: model.initMs, compileMs: model.compileMs, file: name};
+    showCompute(model.compute);
     fillPatientForm(spec);
     $('model-status').textContent =
       `${name} (${spec.name}, ${spec.image.size} px ${spec.image.layout}, threshold ${fmt(spec.outputs.threshold, 4)}) ` +
-      `ready in ${state.load.ms.toFixed(0)} ms on ${RUNTIME_LABELS[runtime]}, 1 thread.`;
+      `ready in ${state.load.ms.toFixed(0)} ms on ${RUNTIME_LABELS[runtime]}, ${computeLabel(model.compute)}.`;
     $('intended-use').textContent = spec.provenance?.intended_use || '';
     if (state.provenance?.status === 'verified') loadExamples(); // the verified bytes, once
   } catch (err) {
@@ -397,7 +415,7 @@ function fillForm(fields) {
  * Decode an image file the way the Python reference does: EXIF orientation applied, no colour-space
  * conversion, alpha not premultiplied; pixels read back through an sRGB canvas.
  */
-async function decodeImage(blob) {
+async function decodeImage(blob, {preview = true} = {}) {
   let bitmap;
   try {
     bitmap = await createImageBitmap(blob, {
@@ -416,7 +434,7 @@ async function decodeImage(blob) {
     const ctx = canvas.getContext('2d', {colorSpace: 'srgb', willReadFrequently: true});
     ctx.drawImage(bitmap, 0, 0);
     const rgba = ctx.getImageData(0, 0, width, height, {colorSpace: 'srgb'}).data;
-    drawPreview(bitmap);
+    if (preview) drawPreview(bitmap);
     return {rgba, width, height};
   } finally {
     bitmap.close();
@@ -454,11 +472,15 @@ async function useImage(blob, name) {
  * Offer golden.json's cases as examples. A signed build offers the bytes it verified (and only cases whose
  * image is among them); an unsigned one fetches them.
  */
-let examplesOffered = false;
+let examplesLoading = null;
 
-async function loadExamples() {
-  if (!state.manifest.golden || examplesOffered) return;
-  examplesOffered = true;
+/** Offer the examples once (the promise of the first call). */
+function loadExamples() {
+  if (!examplesLoading && state.manifest.golden) examplesLoading = offerExamples();
+  return examplesLoading || Promise.resolve();
+}
+
+async function offerExamples() {
   try {
     const verified = state.provenance?.status === 'verified' ? state.provenance.held : null;
     const golden = verified
@@ -467,7 +489,13 @@ async function loadExamples() {
     const base = DIST + state.manifest.golden.split('/').slice(0, -1).join('/');
     state.examples = golden.cases
       .filter((c) => !verified || verified.has(c.png))
-      .map((c) => ({name: c.image_name, url: `${base}/${c.png}`, bytes: verified?.get(c.png), metadata: c.metadata}));
+      .map((c) => ({
+        name: c.image_name,
+        png: c.png,
+        url: `${base}/${c.png}`,
+        bytes: verified?.get(c.png),
+        metadata: c.metadata,
+      }));
     const select = $('example');
     for (const [i, c] of state.examples.entries()) {
       const text = Object.values(c.metadata || {})
@@ -515,7 +543,8 @@ async function assess() {
     $('decision').textContent = positive ? `${label}: at or above the threshold` : `${label}: below the threshold`;
     $('decision').className = positive ? 'positive' : 'negative';
     $('latency').textContent = `${fmt(t2 - t1, 1)} ms inference + ${fmt(t1 - t0, 1)} ms preprocessing`;
-    $('result-model').textContent = `${state.load.file} on ${RUNTIME_LABELS[state.entry.runtime]}`;
+    $('result-model').textContent =
+      `${state.load.file} on ${RUNTIME_LABELS[state.entry.runtime]}, ${computeLabel(state.compute)}`;
     $('result').hidden = false;
   } catch (err) {
     $('result').hidden = true;
@@ -573,17 +602,92 @@ async function bench({runs = BENCH_RUNS, warmup = BENCH_WARMUP} = {}) {
       max_ms: Math.max(...times),
       runs,
       warmup,
-      threads: 1,
+      threads: state.compute.threads,
+      backend: state.compute.backend,
+      compute: state.compute.sentence,
+      setting: location.search.replace(/^\?/, ''),
       cross_origin_isolated: Boolean(window.crossOriginIsolated),
       user_agent: navigator.userAgent,
     };
     $('bench-result').textContent =
       `${row.format} ${row.precision}: load ${fmt(row.load_ms, 0)} ms, median ${fmt(row.p50_ms, 2)} ms over ${runs} runs ` +
-      `(min ${fmt(row.min_ms, 2)}, max ${fmt(row.max_ms, 2)}), 1 thread.`;
+      `(min ${fmt(row.min_ms, 2)}, max ${fmt(row.max_ms, 2)}), ${computeLabel(state.compute)}.`;
     return row;
   } finally {
     setBusy(false);
   }
+}
+
+/**
+ * Every golden case (golden.json, offered as the examples) through the loaded model the way Assess runs an
+ * image: the page's decode, imageTensor, and encodeMeta of the case's own metadata; nothing on the page
+ * changes. bench.py and the tests compare the outputs with golden.json (the parity check of every row).
+ *
+ * @returns {Promise<Array<{name: string, png: string, probability: number, logit: number}>>}
+ */
+async function golden() {
+  await waitIdle();
+  if (!state.model) throw new Error('No model is loaded: pick one first.');
+  await loadExamples();
+  if (!state.examples.length) throw new Error('This build has no golden cases: export with --golden N, then rebuild.');
+  setBusy(true);
+  try {
+    const out = [];
+    for (const example of state.examples) {
+      const blob = example.bytes
+        ? new Blob([example.bytes], {type: 'image/png'})
+        : await (await fetch(example.url)).blob();
+      const {rgba, width, height} = await decodeImage(blob, {preview: false});
+      const image = imageTensor(state.spec, rgba, width, height);
+      const meta = encodeMeta(state.spec, example.metadata || {});
+      const {probability, logit} = await state.model.run(image, meta);
+      out.push({name: example.name, png: example.png, probability, logit});
+    }
+    return out;
+  } finally {
+    setBusy(false);
+  }
+}
+
+// ----------------------------------------------------------------------------------------------- compute
+
+/** "WebGPU" or "WebAssembly, 2 threads". */
+function computeLabel(c) {
+  if (!c) return 'WebAssembly';
+  return c.backend === 'webgpu' ? 'WebGPU' : `WebAssembly, ${c.threads} ${c.threads === 1 ? 'thread' : 'threads'}`;
+}
+
+/** Show what the models run on (a plan, or the loaded model's compute) on the Compute line. */
+function showCompute(c) {
+  state.compute = c;
+  $('compute').textContent = c.sentence || describeCompute(c);
+}
+
+/**
+ * The Compute picker: the same settings as the query string (a phone has no address bar to edit with ease);
+ * choosing reloads the page with them, since a page starts each runtime once.
+ */
+function setupComputeChoice(settings) {
+  const select = $('compute-choice');
+  const n = Math.min(state.plan.cores, DEFAULT_MAX_THREADS);
+  select.options[0].textContent = `Auto: up to ${n} ${n === 1 ? 'thread' : 'threads'}`;
+  let value = '';
+  if (settings.backend === 'webgpu') value = 'backend=webgpu';
+  else if (settings.threads === 1) value = 'threads=1';
+  else if (settings.threads !== null) {
+    value = `threads=${settings.threads}`;
+    select.append(new Option(`${settings.threads} threads`, value));
+  }
+  select.value = value;
+  select.addEventListener('change', () => {
+    const params = new URLSearchParams(location.search);
+    params.delete('threads');
+    params.delete('backend');
+    const artifact = selectedEntry()?.file.split('/').pop();
+    if (artifact) params.set('artifact', artifact);
+    for (const [k, v] of new URLSearchParams(select.value)) params.set(k, v);
+    location.search = params.toString();
+  });
 }
 
 // ------------------------------------------------------------------------------------------------- start
@@ -605,6 +709,10 @@ async function start() {
     });
   }
   $('example').addEventListener('change', () => useExample(Number($('example').value)));
+  const settings = readSettings(location.search);
+  state.plan = planCompute(settings, browserCapabilities());
+  showCompute(state.plan);
+  setupComputeChoice(settings);
   $('assess').addEventListener('click', assess);
   $('bench').addEventListener('click', () => bench().catch((err) => showError(messageOf(err))));
   $('model-file').addEventListener('change', () => {
