@@ -20,6 +20,8 @@ from typing import Any
 from core.document import Document
 from core.io import write_text, write_with
 from core.spec import ModelSpec
+from export.report import _fmt as report_fmt
+from export.report import _png
 
 CARD = "MODEL_CARD.md"
 CARD_HTML = "MODEL_CARD.html"
@@ -35,7 +37,8 @@ OUT_OF_SCOPE = [
 
 
 def _fmt(value: Any, spec: str = ".4f") -> str:
-    return "-" if value is None else format(value, spec)
+    """The report's cell format ("-" for a missing or NaN value), four decimals unless told."""
+    return report_fmt(value, spec)
 
 
 def _ci(ci: Any) -> str:
@@ -78,8 +81,6 @@ def _artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def calibration_png(rows: list[dict[str, Any]]) -> bytes | None:
     """The reliability diagram of the reference and of each int8 artifact (their bins from parity.json)."""
-    from export.report import _png
-
     chosen = [r for r in rows if r.get("calibration") and (r["status"] == "reference" or "int8" in r["precision"])]
     if not chosen:
         return None
