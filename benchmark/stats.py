@@ -104,6 +104,13 @@ def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
             why = "dynamic int8 quantizes every activation at run time, which costs more than it saves here"
         elif bits == 16:
             why = "its activations are 16-bit (the 16x8 remedy it needed for parity), which int8 kernels do not run"
+        elif islands and not simd & {"avx512_vnni", "avx_vnni"}:
+            # Measured (EfficientNet-Lite0, 224 px, ExecuTorch, AVX2 EPYC): the .pte with every module int8 ran
+            # slower still (14.3 ms) than the one with 4 float (12.2) and fp32 (10.9), one XNNPACK partition each.
+            why = (
+                f"this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs; its parity remedy also "
+                f"keeps {islands} in float ({remedy}), converted to and from int8 at every border"
+            )
         elif islands:
             why = f"its parity remedy keeps {islands} in float ({remedy}), converted to and from int8 at every border"
         elif not simd & {"avx512_vnni", "avx_vnni"}:

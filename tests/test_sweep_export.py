@@ -217,6 +217,8 @@ def test_a_slow_int8_artifact_is_explained_by_its_remedy() -> None:
     assert "keeps modules in float" in int8_slower(rows, vnni)[0]
     rows[1] |= {"remedy": "the 3 most int8-sensitive of 20 modules in float", "float_modules": 3, "activation_bits": 8}
     assert "keeps 3 module(s) in float" in int8_slower(rows, vnni)[0]
+    both = int8_slower(rows, {"simd": ["avx2"]})[0]  # no VNNI: named first, the islands beside it
+    assert both.index("no VNNI") < both.index("keeps 3 module(s) in float")
     rows[1] |= {"remedy": "none (per-channel int8 weights)", "float_modules": 0}
     assert "no VNNI" in int8_slower(rows, {"simd": []})[0]
 
