@@ -23,9 +23,8 @@ QAT replaced the earlier last remedy, weight-only fine-tuning (weights rounded i
 float), because the loss here sees the activation rounding too. Measured on the 128 px EfficientNet-Lite0
 (AUROC 0.835, AMD EPYC with AVX2, 2 cores), everything int8, judged by the PT2E simulation on the 399 judge
 cases: plain PTQ 9 flips, AUROC -0.0051; weight-only fine-tuning (200 steps of 32, 1024 images) 9 flips,
--0.0006, in 367 s; QAT (120 steps of 16, lr 5e-6, 1024 images; the default is 512, which loads faster)
-9 flips, -0.0005, in 211 s, its fake-quantized graph's rms logit error 0.79 -> 0.53 (lr 2e-5 made it worse:
-no training kept). The same outcome in less time.
+-0.0006, in 367 s; QAT (120 steps of 16, lr 5e-6) 9 flips, -0.0005, in 211 s, its fake-quantized graph's rms
+logit error 0.79 -> 0.53 (lr 2e-5 made it worse: no training kept). The same outcome in less time.
 
 When training did not lower the fake-quantized graph's logit error, the weights are those of plain rounding.
 The result is a different float model: its artifacts are still judged against the original fp32 model.

@@ -31,7 +31,6 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from core.errors import UserError
 from export.precision import QuantOptions
 from export.scopes import within
 
@@ -376,17 +375,8 @@ def quantize_with_remedies(
 
     row: dict[str, Any] = {}
     for remedy in rungs:
+        options, source = inputs.options(remedy, calibrated)
         start = time.time()
-        try:
-            options, source = inputs.options(remedy, calibrated)
-        except Exception as exc:  # QAT failing on a model is that rung failing, not the export
-            if not (remedy.qat and measured) or isinstance(exc, UserError):
-                raise
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            attempts.append({"remedy": remedy.name, "status": "fail", "seconds": round(time.time() - start, 1)})
-            attempts[-1]["reason"] = f"{remedy.name} could not be made ({exc.__class__.__name__}: {first})"
-            say(f"remedy '{remedy.name}' could not be made ({exc.__class__.__name__}); next")
-            continue
         row = described(export_and_judge(options, source), remedy, options)
         if row["status"] == "unsupported" and measured:  # a later rung's crash is that rung failing, not the format
             row |= {"status": "fail"}
