@@ -126,7 +126,7 @@ def candidates(model: str, folder: Path) -> tuple[list[Any], list[dict[str, Any]
             continue
         path = report.verified(row)
         keys = ("status", "auroc_delta", "flips", "max_abs_diff", "size_mb", "remedy", "float_modules")
-        parity = {k: row.get(k) for k in (*keys, "activation_bits", "qat")}
+        parity = {k: row.get(k) for k in (*keys, "activation_bits", "finetuned")}
         found.append(Candidate(report.model, row["format"], row["precision"], path, parity))
     summary = report.data
     return found, skipped, summary

@@ -111,8 +111,8 @@ class ModelSpec:
     code_version: str = field(default_factory=lambda: code_version())
     provenance: dict[str, Any] = field(default_factory=dict)
     # Set in a quantized artifact's spec: {"name": "int8", "method": ..., "remedy": ..., "io": {...}}.
-    # "io" lists any input or output that is not float32 with its scale and zero point. "qat"
-    # (export.qat's report) says the artifact's weights were trained for int8 (QAT), so they are no longer
+    # "io" lists any input or output that is not float32 with its scale and zero point. "weights_finetuned"
+    # (export.finetune's report) says the artifact's weights were fine-tuned for int8, so they are no longer
     # those that `weights_sha256` names, though its parity is judged against them.
     precision: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA

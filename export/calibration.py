@@ -1,7 +1,7 @@
 """Calibration data for static quantization: real training images, class-stratified, never random tensors.
 
 calib = calibration_set(checkpoint, spec, size=128)     # EvalSet of preprocessed training images
-images = training_images(checkpoint, spec, size=512)   # a random subset, for quantization-aware training
+images = training_images(checkpoint, spec, size=1024)   # a random subset, for int8-aware fine-tuning
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def calibration_set(checkpoint: Path, spec: ModelSpec, size: int = DEFAULT_SIZE,
 
 def training_images(checkpoint: Path, spec: ModelSpec, size: int, seed: int = 0) -> EvalSet:
     """Up to `size` preprocessed images from the checkpoint's training split, drawn at random (so in the
-    split's own class balance): what quantization-aware training distils on."""
+    split's own class balance): what int8-aware fine-tuning distils on."""
 
     return load_split(checkpoint, spec, "train", select=lambda t: random_pick(t, size, seed))
 

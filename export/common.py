@@ -61,8 +61,8 @@ def with_precision(spec: ModelSpec, name: str, method: str, options: Any = None,
     if options is not None:
         info["remedy"] = options.remedy
         info["kept_float"] = list(options.keep_float)
-        if options.qat:
-            info["qat"] = options.qat
+        if options.finetuned:
+            info["weights_finetuned"] = options.finetuned
     info.update(extra)
     return dataclasses.replace(spec, precision=info)
 

@@ -57,4 +57,4 @@ class QuantOptions:
     keep_float: tuple[str, ...] = ()  # module paths inside the FusionModel kept in float
     remedy: str = "none"
     activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)
-    qat: dict | None = None  # export.qat's report when the weights were trained for int8 (QAT)
+    finetuned: dict | None = None  # export.finetune's report when the weights were fine-tuned for int8

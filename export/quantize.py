@@ -16,7 +16,7 @@ Each probe is a pass over the judge cases through the one calibrated simulation,
 Each format then exports its artifact with those modules float (`rungs`), judged for real. Where that misses
 (a format's kernels round differently from the simulation), a short walk follows, the fastest kind of
 artifact first: more of the ranked modules float, doubling up to half of them (8-bit activations stay), then
-16-bit activations (where the format has them), then quantization-aware training (export.qat). The
+16-bit activations (where the format has them), then int8-aware weight fine-tuning (export.finetune). The
 first artifact that passes is kept; when none does, the closest miss.
 """
 
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from export.finetune import finetune_for_int8
 from export.precision import QuantOptions
 from export.scopes import within
 
@@ -79,7 +80,7 @@ class Remedy:
     float_modules: int = 0  # how many of the ranked candidates stay float, the most int8-sensitive first
     fixed: bool = False  # instead: the first conv and the classifier (dynamic int8's one remedy)
     activation_bits: int = 8  # 16 = "16x8" (int8 weights, int16 activations) where the format has it
-    qat: bool = False  # export.qat: quantization-aware training, distilled from the fp32 model
+    finetune: bool = False  # export.finetune: int8-aware weight fine-tuning, distilled from the fp32 model
 
 
 NONE = "none (per-channel int8 weights)"
@@ -122,7 +123,7 @@ class Decision:
         }
 
 
-QAT_IMAGES = 512  # training images quantization-aware training distils on (a random subset)
+FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning distils on (a random subset)
 SENSITIVITY_IMAGES = 32  # training images the sensitivity ranking measures its error on
 PROBE_FIELDS = ("status", "reason", "flips", "auroc_delta", "worst_subgroup_delta")
 
@@ -136,7 +137,7 @@ def _miss(probe: dict[str, Any]) -> tuple[float, float]:
 
 class Int8Search:
     """The int8 decision and what each format's artifacts need beyond the model, each made once on first use
-    and shared by every format: the calibration set, the simulation, the ranking, the decision, QAT-trained
+    and shared by every format: the calibration set, the simulation, the ranking, the decision, fine-tuned
     models. `seconds` records where the time went.
 
     Args:
@@ -279,7 +280,7 @@ class Int8Search:
         return Decision(chosen, n, passed, probes, kept=self.top(chosen))
 
     def rungs(self, calibrated: bool = True, int16: bool = True) -> list[Remedy]:
-        """What one format tries, in order: the decision, more float, 16-bit activations, QAT."""
+        """What one format tries, in order: the decision, more float, 16-bit activations, fine-tuning."""
         if not calibrated:
             return dynamic_rungs()
         decision = self.decision()
@@ -297,28 +298,23 @@ class Int8Search:
             count = step
         if int16:
             rungs.append(Remedy(f"int16 activations (16x8); {float_name(k, n)}", k, activation_bits=16))
-        rungs.append(Remedy(f"quantization-aware training (QAT); {float_name(count, n)}", count, qat=True))
+        rungs.append(Remedy(f"int8-aware weight fine-tuning; {float_name(count, n)}", count, finetune=True))
         return rungs
 
-    def trained(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
-        """The quantization-aware trained model for this set of float modules (export.qat), made once."""
+    def finetuned(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
+        """The int8-aware fine-tuned model for this set of float modules."""
         if keep not in self._tuned:
-            from export.qat import qat_for_int8
-
-            calibration = self.calibration()
             start = time.time()
-            images = self.training_split(QAT_IMAGES)
-            self.say(f"quantization-aware training on {len(images)} training images (distilled from fp32) ...")
+            images = self.training_split(FINETUNE_IMAGES)
+            self.say(f"int8-aware weight fine-tuning on {len(images)} training images (distilled from fp32) ...")
             with self.quiet():
-                self._tuned[keep] = qat_for_int8(self.model, images.image, images.meta, calibration, keep)
+                self._tuned[keep] = finetune_for_int8(self.model, images.image, images.meta, keep, progress=False)
             report = self._tuned[keep][1]
             self.say(
-                f"rms logit error of the fake-quantized int8 graph {report['rms_logit_error_before']:.4f} -> "
-                f"{report['rms_logit_error_trained']:.4f} after QAT"
-                + ("" if report["kept_training"] else " (not lower: plain rounding kept)")
-                + f" ({report['seconds']} s)"
+                f"rms logit error of the int8-rounded weights {report['rms_logit_error_before']:.4f} -> "
+                f"{report['rms_logit_error_after']:.4f} ({report['seconds']} s)"
             )
-            self._timed("qat", start)
+            self._timed("finetuning", start)
         return self._tuned[keep]
 
     def kept(self, remedy: Remedy) -> tuple[str, ...]:
@@ -329,7 +325,7 @@ class Int8Search:
     def options(self, remedy: Remedy, calibrated: bool) -> tuple[QuantOptions, nn.Module | None]:
         """The quantizer options of a remedy, and the model to export (None: the source's own)."""
         keep = self.kept(remedy)
-        source, report = self.trained(keep) if remedy.qat else (None, None)
+        source, report = self.finetuned(keep) if remedy.finetune else (None, None)
         calibration = self.calibration() if calibrated else None
         return QuantOptions(calibration, keep, remedy.name, remedy.activation_bits, report), source
 
@@ -370,7 +366,7 @@ def quantize_with_remedies(
             "remedy": remedy.name,
             "float_modules": float_modules,
             "activation_bits": remedy.activation_bits if calibrated else None,
-            "qat": remedy.qat,
+            "finetuned": remedy.finetune,
         }
 
     row: dict[str, Any] = {}
