@@ -84,11 +84,14 @@ def unstable_rows(rows: Sequence[dict], listed: int = 5) -> list[str]:
     ]
 
 
+NO_VNNI = "this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs"
+
+
 def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
     """A note for each artifact whose int8 variant is slower than the same format's fp32 one here, naming the
-    cause its recorded remedy shows first (16-bit activations, float islands, run-time quantization), and only
-    then what this CPU lacks (VNNI)."""
-    simd = set(env.get("simd", []))
+    cause its recorded remedy shows (run-time quantization, 16-bit activations), else what this CPU lacks (VNNI)
+    with any float islands beside it, else the islands alone."""
+    no_vnni = not set(env.get("simd", [])) & {"avx512_vnni", "avx_vnni"}
     fp32 = {(r["model"], r["format"], r["threads"], r["batch"]): r["p50_ms"] for r in rows if r["precision"] == "fp32"}
     notes = []
     for r in rows:
@@ -104,17 +107,15 @@ def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
             why = "dynamic int8 quantizes every activation at run time, which costs more than it saves here"
         elif bits == 16:
             why = "its activations are 16-bit (the 16x8 remedy it needed for parity), which int8 kernels do not run"
-        elif islands and not simd & {"avx512_vnni", "avx_vnni"}:
-            # Measured (EfficientNet-Lite0, 224 px, ExecuTorch, AVX2 EPYC): the .pte with every module int8 ran
-            # slower still (14.3 ms) than the one with 4 float (12.2) and fp32 (10.9), one XNNPACK partition each.
-            why = (
-                f"this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs; its parity remedy also "
-                f"keeps {islands} in float ({remedy}), converted to and from int8 at every border"
-            )
-        elif islands:
-            why = f"its parity remedy keeps {islands} in float ({remedy}), converted to and from int8 at every border"
-        elif not simd & {"avx512_vnni", "avx_vnni"}:
-            why = "this CPU has no VNNI, so int8 multiply-adds are no faster than fp32 FMAs"
+        elif islands or no_vnni:
+            # With no VNNI, that is named first: measured on EfficientNet-Lite0, 224 px, ExecuTorch, AVX2 EPYC, the
+            # .pte with every module int8 ran slower still (14.3 ms) than the one with 4 float (12.2) and fp32
+            # (10.9), one XNNPACK partition each.
+            causes = [NO_VNNI] if no_vnni else []
+            if islands:
+                border = f"keeps {islands} in float ({remedy}), converted to and from int8 at every border"
+                causes.append(f"its parity remedy {'also ' if no_vnni else ''}{border}")
+            why = "; ".join(causes)
         else:
             why = "its graph lacks int8 kernels for some ops on this CPU"
         notes.append(
