@@ -132,11 +132,30 @@ def _fake_quantize_channels(weight, scales, zero_points, axis, quant_min, quant_
     )
 
 
+def _fake_quantize_tensor(x: torch.Tensor, inverse: float, scale: float, low: int, high: int) -> torch.Tensor:
+    """Per-tensor int8 rounding of an activation: quantize_per_tensor + dequantize (round(x / scale) + zero,
+    clamped to the integer range, minus zero, times scale) with the zero point folded into the clamp bounds
+    (`low` = quant_min - zero, `high` = quant_max - zero), in one new tensor and passes in place. The same
+    values as torch.fake_quantize_per_tensor_affine, which ran 4x slower (12 vs 3 ms on a 4x96x112x112
+    tensor, AMD EPYC with AVX-512, 2 threads): its kernel also writes the mask its backward pass needs."""
+    return x.mul(inverse).round_().clamp_(low, high).mul_(scale)
+
+
 def fused(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
     """`converted` (or a cut of it) with every quantize / dequantize pair as one fake-quantize op: the same
     rounding in one pass over the tensor instead of several, so a pass over the judge cases takes a fraction
-    of the time (the decomposed pair allocates a tensor per step). Changes `converted` in place."""
+    of the time (the decomposed pair allocates a tensor per step). A weight's pair is evaluated once, here:
+    the graph then reads the rounded weight as a constant. Changes `converted` in place."""
     graph = converted.graph
+
+    def constant(node: object) -> torch.Tensor | None:
+        if not (isinstance(node, torch.fx.Node) and node.op == "get_attr"):
+            return None
+        value = converted
+        for part in str(node.target).split("."):
+            value = getattr(value, part)
+        return value if isinstance(value, torch.Tensor) else None
+
     per_tensor = (torch.ops.quantized_decomposed.dequantize_per_tensor.default,)
     per_channel = (torch.ops.quantized_decomposed.dequantize_per_channel.default,)
     for dq in list(graph.nodes):
@@ -150,12 +169,19 @@ def fused(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 source, scale, zero, low, high = q.args[:5]
                 if not all(isinstance(v, float | int) for v in (scale, zero, low, high)):
                     continue
-                node = graph.call_function(
-                    torch.fake_quantize_per_tensor_affine, (source, float(scale), int(zero), int(low), int(high))
-                )
+                bounds = (int(low) - int(zero), int(high) - int(zero))
+                node = graph.call_function(_fake_quantize_tensor, (source, 1.0 / float(scale), float(scale), *bounds))
             else:
                 source, scales, zeros, axis, low, high = q.args[:6]
-                node = graph.call_function(_fake_quantize_channels, (source, scales, zeros, axis, low, high))
+                weight, scale_values, zero_values = (constant(n) for n in (source, scales, zeros))
+                if weight is None or scale_values is None or zero_values is None:
+                    node = graph.call_function(_fake_quantize_channels, (source, scales, zeros, axis, low, high))
+                else:
+                    with torch.no_grad():
+                        rounded = _fake_quantize_channels(weight, scale_values, zero_values, axis, low, high)
+                    name = f"_rounded_weight_{len(converted._buffers)}"
+                    converted.register_buffer(name, rounded)
+                    node = graph.get_attr(name)
         dq.replace_all_uses_with(node)
         graph.erase_node(dq)
     for q in [n for n in graph.nodes if _is_op(n, "quantize") and not n.users]:

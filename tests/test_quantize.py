@@ -472,8 +472,13 @@ def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value
         weights = sum("dequantize_per_channel" in str(n.target) for n in cut.graph.nodes)
         assert weights == sum("dequantize_per_channel" in str(n.target) for n in direct.graph.nodes)
         before = logits(cut, calibration.image, calibration.meta, batch=1)  # a batch-1 graph
-        after = logits(fused(copy.deepcopy(cut)), calibration.image, calibration.meta, batch=1)
+        one_pass = fused(copy.deepcopy(cut))
+        after = logits(one_pass, calibration.image, calibration.meta, batch=1)
     assert np.abs(before - after).max() < 1e-4 and np.abs(before).max() > 0
+    # Every weight was rounded once, when the graph was fused: none is rounded again in a forward pass.
+    targets = [getattr(n.target, "__name__", str(n.target)) for n in one_pass.graph.nodes if n.op == "call_function"]
+    assert "_fake_quantize_channels" not in targets and not any("quantize_per" in t for t in targets)
+    assert targets.count("_fake_quantize_tensor") > 0
     seen = []
     short = logits(cut, calibration.image, calibration.meta, batch=1, stop=lambda done: seen.append(len(done)) or True)
     assert len(short) == 1 and seen == [1]  # the first batch, then stopped
