@@ -29,6 +29,8 @@ way (`with_float`: everything int8 but the blocks it keeps float), so a probe is
 from __future__ import annotations
 
 import copy
+import itertools
+import operator
 import time
 from collections.abc import Callable
 
@@ -142,18 +144,17 @@ def _fake_quantize_tensor(x: torch.Tensor, inverse: float, scale: float, low: in
 
 
 def fused(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
-    """`converted` (or a cut of it) with every quantize / dequantize pair as one fake-quantize op: the same
-    rounding in one pass over the tensor instead of several, so a pass over the judge cases takes a fraction
-    of the time (the decomposed pair allocates a tensor per step). A weight's pair is evaluated once, here:
-    the graph then reads the rounded weight as a constant. Changes `converted` in place."""
+    """`converted` (or a cut of it) with every quantize / dequantize pair as one rounding op: the same values
+    with one new tensor per activation instead of one per step (the decomposed pair's), so a pass over the
+    judge cases takes a fraction of the time. A weight's pair is evaluated once, here: the graph then reads
+    the rounded weight as a constant. Changes `converted` in place."""
     graph = converted.graph
+    rounded_weights = itertools.count()
 
     def constant(node: object) -> torch.Tensor | None:
         if not (isinstance(node, torch.fx.Node) and node.op == "get_attr"):
             return None
-        value = converted
-        for part in str(node.target).split("."):
-            value = getattr(value, part)
+        value = operator.attrgetter(str(node.target))(converted)
         return value if isinstance(value, torch.Tensor) else None
 
     per_tensor = (torch.ops.quantized_decomposed.dequantize_per_tensor.default,)
@@ -179,7 +180,7 @@ def fused(converted: torch.fx.GraphModule) -> torch.fx.GraphModule:
                 else:
                     with torch.no_grad():
                         rounded = _fake_quantize_channels(weight, scale_values, zero_values, axis, low, high)
-                    name = f"_rounded_weight_{len(converted._buffers)}"
+                    name = f"_rounded_weight_{next(rounded_weights)}"
                     converted.register_buffer(name, rounded)
                     node = graph.get_attr(name)
         dq.replace_all_uses_with(node)
