@@ -71,6 +71,19 @@ class Gates:
         gates = {k: replace(g, **changes) if k != "fp32" else g for k, g in GATES.items()}
         return cls(gates, MIN_SUBGROUP_CLASS if min_subgroup_class is None else min_subgroup_class)
 
+    def with_margin(self, fraction: float) -> Gates:
+        """These gates with the int8 gate's limits multiplied by `fraction` (what the int8 search's simulation
+        must meet: export.quantize.SIMULATION_MARGIN)."""
+        int8 = self.by_precision["int8"]
+        subgroup = int8.max_subgroup_auroc_drop
+        tighter = replace(
+            int8,
+            max_auroc_drop=int8.max_auroc_drop * fraction,
+            max_flip_fraction=int8.max_flip_fraction * fraction,
+            max_subgroup_auroc_drop=None if subgroup is None else subgroup * fraction,
+        )
+        return Gates(self.by_precision | {"int8": tighter}, self.min_subgroup_class)
+
     def __getitem__(self, precision: str) -> Gate:
         return self.by_precision[gate_for(precision)]
 

@@ -13,6 +13,7 @@ Precisions (the `precision` of a parity row):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,3 +59,7 @@ class QuantOptions:
     remedy: str = "none"
     activation_bits: int = 8  # 16 = "16x8": int8 weights, int16 activations (ONNX QDQ, TFLite)
     finetuned: dict | None = None  # export.finetune's report when the weights were fine-tuned for int8
+    # () -> the search's simulation with these modules float (export.sensitivity.with_float: PT2E-converted with
+    # its pairs unfolded, calibrated on `calibration`, temperature 1), where the search made one for this remedy:
+    # ExecuTorch lowers that graph instead of preparing and calibrating the model again.
+    simulated: Callable[[], Any] | None = None

@@ -8,8 +8,9 @@ A layer-wise sensitivity analysis: each candidate block alone is quantized as PT
 quantizes it (per-channel int8 weights, int8 activations at its inputs, inside it and at its output), the
 rest of the model stays float, and the score is the rms difference of its logits from the fp32 model's on
 training images (never the test split). Blocks with the largest error come first. The simulation is the
-ExecuTorch path; TFLite rounds about the same tensors to the same grids, ONNX to 7-bit weights (export.onnx_format),
-so the ranking carries over while the number of float modules a format needs may differ.
+graph ExecuTorch lowers; TFLite and ONNX round about the same tensors to the same grids (ONNX's weights to 7 bits
+on x86 without VNNI, export.onnx_format), so the ranking carries over while the number of float modules a format
+needs may differ.
 
 Quantizing one block at a time attributes the error to the block that causes it. The opposite
 experiment (everything int8 but one block) cannot see a block whose error sits at its input, which stays
@@ -41,6 +42,10 @@ from torch import nn
 from export.common import WRAPPED
 from export.scopes import within
 
+_aten = torch.ops.aten
+FUSED_ACTIVATIONS = (_aten.hardtanh.default, _aten.hardtanh_.default, _aten.relu6.default, _aten.relu.default)
+FUSED_ACTIVATIONS += (_aten.relu_.default,)
+LAYERS = (_aten.conv2d.default, _aten.conv2d.padding, _aten.linear.default)
 MAX_LAYERS_PER_BLOCK = 5  # a candidate block holds at most this many conv / linear layers (MBConv + SE: 5)
 
 
@@ -94,7 +99,16 @@ def _cut(
     scopes = [f"{WRAPPED}.{b}" for b in blocks]
 
     def inside(node: object) -> bool:
-        return isinstance(node, torch.fx.Node) and any(within(p, scopes) for p in module_paths(node))
+        if not isinstance(node, torch.fx.Node):
+            return False
+        if any(within(p, scopes) for p in module_paths(node)):
+            return True
+        # An activation fused into the conv or linear it follows belongs to that layer's module, as it does for
+        # the quantizer (export.pt2e annotates the pair as one op): EfficientNet-Lite0's stem and head conv
+        # share one ReLU6 module outside both, whose output otherwise stayed int8 with the stem float.
+        source = node.args[0] if node.op == "call_function" and node.target in FUSED_ACTIVATIONS else None
+        layer = isinstance(source, torch.fx.Node) and source.target in LAYERS and len(source.users) == 1
+        return layer and inside(source)
 
     for dq in [n for n in graph.nodes if _is_op(n, "dequantize")]:
         q = dq.args[0]
@@ -198,6 +212,7 @@ def simulation(model: nn.Module, calibration, exclude: tuple[str, ...] = ()) -> 
     `only_block` and `with_float` cut from. Its outputs are (logit, sigmoid(logit)). A single calibration
     image is repeated to trace the batch dimension as dynamic."""
     from export.common import ExportModel
+    from export.executorch_format import splits_as_slices
     from export.precision import QuantOptions
     from export.pt2e import pt2e_int8
 
@@ -206,9 +221,8 @@ def simulation(model: nn.Module, calibration, exclude: tuple[str, ...] = ()) -> 
     image, meta = torch.from_numpy(calibration.image[pick]), torch.from_numpy(calibration.meta[pick])
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
-        graph = torch.export.export(
-            wrapper, (image, meta), dynamic_shapes=({0: batch}, {0: batch}), strict=False
-        ).module()
+        program = torch.export.export(wrapper, (image, meta), dynamic_shapes=({0: batch}, {0: batch}), strict=False)
+        graph = splits_as_slices(program).module()  # the graph ExecuTorch lowers (ShuffleNet's splits as slices)
         return pt2e_int8(graph, QuantOptions(calibration, keep_float=exclude), batch=8, fold=False)
 
 
