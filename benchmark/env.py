@@ -8,25 +8,14 @@ import subprocess
 from importlib import metadata
 from typing import Any
 
+from core.cpu import VNNI, cpuinfo
+
 PACKAGES = ("torch", "onnxruntime", "ai-edge-litert", "litert-torch", "executorch", "coremltools", "numpy")
-
-
-def _cpuinfo() -> dict[str, str]:
-    info: dict[str, str] = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if ":" in line:
-                    k, v = (s.strip() for s in line.split(":", 1))
-                    info.setdefault(k, v)
-    except OSError:
-        pass
-    return info
 
 
 def fingerprint(threads: list[int] | None = None) -> dict[str, Any]:
     """CPU model and flags, cores, threads, OS, Python and library versions, git commit."""
-    cpu = _cpuinfo()
+    cpu = cpuinfo()
     flags = set(cpu.get("flags", "").split())
     versions = {}
     for name in PACKAGES:
@@ -68,7 +57,7 @@ def peak_gflops(env: dict[str, Any], threads: int, precision: str = "fp32") -> f
     flops_per_cycle = 2 * lanes * (2 if "fma" in simd or "avx512f" in simd else 1)
     fp32 = threads * mhz / 1000.0 * flops_per_cycle
     if precision.startswith("int8"):
-        return 4 * fp32 if simd & {"avx512_vnni", "avx_vnni"} else None
+        return 4 * fp32 if simd & VNNI else None
     return fp32
 
 

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from core.cpu import VNNI
+
 
 def summarize(times_ms: Sequence[float], batch: int = 1) -> dict[str, Any]:
     """p50/p90/p99, mean, std, IQR, min/max and throughput (images/s at the median) of timings in ms."""
@@ -91,7 +93,7 @@ def int8_slower(rows: Sequence[dict], env: dict[str, Any]) -> list[str]:
     """A note for each artifact whose int8 variant is slower than the same format's fp32 one here, naming the
     cause its recorded remedy shows (run-time quantization, 16-bit activations), else what this CPU lacks (VNNI)
     with any float islands beside it, else the islands alone."""
-    no_vnni = not set(env.get("simd", [])) & {"avx512_vnni", "avx_vnni"}
+    no_vnni = not set(env.get("simd", [])) & VNNI
     fp32 = {(r["model"], r["format"], r["threads"], r["batch"]): r["p50_ms"] for r in rows if r["precision"] == "fp32"}
     notes = []
     for r in rows:

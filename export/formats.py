@@ -96,7 +96,8 @@ FORMATS: tuple[Format, ...] = (
         runtime="ONNX Runtime",
         targets="anywhere (Android, iOS, desktop, server)",
         quantization="fp16: float16 conversion (float I/O); int8-dynamic: quantize_dynamic; "
-        "int8: static QDQ (default-domain Q/DQ only), per-channel 7-bit weights, calibrated",
+        "int8: static QDQ (default-domain Q/DQ only), per-channel 8-bit weights (7-bit on x86 without VNNI), "
+        "calibrated",
         int16_activations=False,  # OpenVINO misreads 16-bit QDQ (export.onnx_format)
     ),
     Format(

@@ -9,6 +9,7 @@ domain (0.98 off; 296 of 399 decisions flipped on the opset-21 one), so it would
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,23 @@ from export.precision import QuantOptions
 from export.scopes import in_module
 
 OPSET = 17
+# Static int8 weights are 7-bit ([-64, 64], onnxruntime's reduce_range) where ONNX Runtime's uint8 x int8
+# kernels saturate (core.cpu.saturating_int8_dot: x86 without VNNI), and 8-bit elsewhere. Measured on the
+# EfficientNet-Lite0: on an AVX2 EPYC without VNNI, everything int8 at 128 px, 36 flipped decisions with 8-bit
+# weights and 9 with 7-bit (ONNX Runtime and OpenVINO 0.14 apart on one file, 0.02 with 7-bit); on an AVX-512
+# + VNNI EPYC at 224 px with the search's 3 modules float, 5 with 8-bit and 19 with 7-bit. uint8 weights do not
+# saturate either, but ran 5x slower than fp32.
+WEIGHT_BITS_WHY = {
+    7: "reduce_range: this CPU's uint8 x int8 dot products saturate in 16 bits (x86 without VNNI)",
+    8: "no saturation on this CPU (VNNI or not x86); run on x86 without VNNI it would saturate",
+}
+
+
+def weight_bits() -> int:
+    """The static int8 weights' bits on this machine (see WEIGHT_BITS_WHY)."""
+    from core.cpu import saturating_int8_dot
+
+    return 7 if saturating_int8_dot() else 8
 
 
 def _float_proto(model: torch.nn.Module, spec: ModelSpec, example: tuple):
@@ -89,6 +107,7 @@ def _quantize(proto, precision: str, options: QuantOptions):
 
     if precision == "int8" and options.activation_bits != 8:
         raise ValueError("ONNX int8 has 8-bit activations only (see the module docstring)")
+    bits = weight_bits()
     with tempfile.TemporaryDirectory() as tmp:
         src, pre, dst = (Path(tmp) / n for n in ("fp32.onnx", "pre.onnx", "q.onnx"))
         onnx.save(proto, str(src))
@@ -123,19 +142,14 @@ def _quantize(proto, precision: str, options: QuantOptions):
                 activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8,
                 nodes_to_exclude=exclude,
-                # NOTE: 7-bit weights ([-64, 63]). ONNX Runtime's uint8 x int8 kernels on x86 without VNNI
-                # (AVX2, AVX-512F) add pairs of products in 16 bits (VPMADDUBSW) and saturate: measured on
-                # EfficientNet-Lite0, 36 flipped decisions against PyTorch with full 8-bit weights, 9 with 7-bit,
-                # and ONNX Runtime and OpenVINO 0.14 apart on one file (0.02 with 7-bit). uint8 weights do not
-                # saturate either but ran 5x slower than fp32 here. ONNX Runtime's documentation gives this fix.
-                reduce_range=True,
+                reduce_range=bits == 7,
             )
             method = (
-                "onnxruntime quantize_static, QDQ: per-channel 7-bit (reduce_range) weights, "
+                f"onnxruntime quantize_static, QDQ: per-channel {bits}-bit weights ({WEIGHT_BITS_WHY[bits]}), "
                 f"uint8 activations, MinMax {calibrated_on(options.calibration)}; "
                 f"{AFTER_MODEL_FLOAT}"
             )
-        return onnx.load(str(dst)), method, len(kept)
+        return onnx.load(str(dst)), method, len(kept), bits if precision == "int8" else None
 
 
 def topologically_sorted(proto):
@@ -190,8 +204,9 @@ def export(
         proto = topologically_sorted(convert_float_to_float16(proto, keep_io_types=True))
         spec = with_precision(spec, "fp16", "onnxruntime float16 conversion, float32 inputs and outputs kept")
     elif precision in ("int8-dynamic", "int8"):
-        proto, method, excluded = _quantize(proto, precision, options)
-        spec = with_precision(spec, precision, method, options, excluded_nodes=excluded)
+        proto, method, excluded, bits = _quantize(proto, precision, options)
+        extra = {"weight_bits": bits} if bits else {}  # (dynamic int8's uint8 weights never saturate)
+        spec = with_precision(spec, precision, method, options, excluded_nodes=excluded, **extra)
     elif precision != "fp32":
         raise ValueError(f"ONNX has no {precision} path")
     del proto.metadata_props[:]
@@ -234,6 +249,13 @@ class OnnxRunner(Runner):
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
             raise UserError(f"ONNX Runtime cannot load {path} ({str(exc).splitlines()[0]}): re-export it") from None
+        if spec.precision.get("weight_bits") == 8 and weight_bits() == 7:
+            warnings.warn(
+                f"{path.name} has 8-bit int8 weights, which ONNX Runtime's integer kernels on this CPU (x86 without "
+                "VNNI) add in saturating 16-bit pairs: its results here can differ from those its parity gate "
+                "judged; export it on this machine for 7-bit weights",
+                stacklevel=2,
+            )
 
     def io_shapes(self) -> dict[str, list[int | None]]:
         ends = [*self.session.get_inputs(), *self.session.get_outputs()]

@@ -132,6 +132,35 @@ def test_keep_float_leaves_modules_unquantized(trained, tmp_path: Path) -> None:
     assert runners.read_spec(path).precision["kept_float"] == ["head", "meta_mlp"]
 
 
+@pytest.mark.slow
+def test_onnx_int8_weights_are_7_bit_only_where_the_cpu_saturates(trained, tmp_path: Path, monkeypatch) -> None:
+    """Static int8 ONNX weights span [-64, 64] where ONNX Runtime's uint8 x int8 dot products saturate (x86
+    without VNNI) and the full int8 range elsewhere; the spec says which, and running an 8-bit file on a
+    saturating CPU warns."""
+    import onnx
+    from onnx import numpy_helper
+
+    import core.cpu
+
+    model, spec, calibration, _ = trained
+    export = BY_KEY["onnx"].exporter(BY_KEY["onnx"].artifacts[0])
+    spans = {}
+    for saturating in (True, False):
+        monkeypatch.setattr(core.cpu, "saturating_int8_dot", lambda s=saturating: s)
+        path = tmp_path / f"{saturating}.int8.onnx"
+        export(model, spec, example_inputs(spec, 2), path, "int8", QuantOptions(calibration=calibration))
+        weights = [numpy_helper.to_array(w) for w in onnx.load(str(path)).graph.initializer]
+        weights = [w for w in weights if w.dtype == np.int8 and w.ndim >= 2]
+        spans[saturating] = max(int(np.abs(w.astype(np.int32)).max()) for w in weights)
+        read = runners.read_spec(path)
+        assert read.precision["weight_bits"] == (7 if saturating else 8)
+        assert f"{read.precision['weight_bits']}-bit weights" in read.precision["method"]
+    assert spans[True] <= 64 < spans[False]  # onnxruntime's reduced symmetric range is [-64, 64]
+    monkeypatch.setattr(core.cpu, "saturating_int8_dot", lambda: True)
+    with pytest.warns(UserWarning, match="8-bit int8 weights"):
+        runners.load(tmp_path / "False.int8.onnx")
+
+
 def test_search_candidates_are_the_blocks_and_the_fixed_modules() -> None:
     lite, _ = zoo.create_model("efficientnet_lite0", 12, "none", 64)
     found = candidates(lite)
@@ -446,18 +475,23 @@ def test_sensitivity_quantizes_one_block_at_a_time() -> None:
 
 
 @pytest.mark.slow
-def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value() -> None:
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value(name: str) -> None:
     """`with_float` (the converted graph with some blocks' pairs removed) quantizes what PT2E quantizes with those
-    blocks left out of the quantizer, with the same ranges, borders included; `fused` runs each pair as one
-    fake-quantize op with the same result; `logits` stops when asked."""
+    blocks left out of the quantizer, with the same ranges, borders included (Lite0: its stem and first block
+    float, the stem's ReLU6 a module shared with the head conv); `fused` runs each pair as one fake-quantize op with the
+    same result; `logits` stops when asked."""
     from export.pt2e import pt2e_int8
     from export.sensitivity import candidate_blocks, fused, logits, with_float
 
     torch.manual_seed(0)
-    model, _ = zoo.create_model("mobilenet_v2", 12, "none", 32)
+    model, _ = zoo.create_model(name, 12, "none", 32)
     wrapper, calibration = ExportModel(model).eval(), _random_calibration(32)
     case = (torch.from_numpy(calibration.image[:1]), torch.from_numpy(calibration.meta[:1]))
-    kept = tuple(candidate_blocks(model)[2:4])
+    # Lite0: the stem float with the block after it (the 224 px search's first two), so that the ReLU6 between
+    # them, a module outside both, is float too.
+    kept = ("backbone.net._conv_stem", "backbone.net._blocks.0")
+    kept = tuple(candidate_blocks(model)[2:4]) if name == "mobilenet_v2" else kept
     with torch.no_grad():
         converted = pt2e_int8(
             torch.export.export(wrapper, case, strict=False).module(), QuantOptions(calibration), fold=False
@@ -482,6 +516,34 @@ def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value
     seen = []
     short = logits(cut, calibration.image, calibration.meta, batch=1, stop=lambda done: seen.append(len(done)) or True)
     assert len(short) == 1 and seen == [1]  # the first batch, then stopped
+
+
+@pytest.mark.slow
+def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path) -> None:
+    """An ExecuTorch int8 artifact made from the search's simulation (QuantOptions.simulated) computes what one
+    prepared and calibrated anew with the same float modules computes, to the bit, and is as int8 (two inner
+    blocks float, whose borders the cut draws as PT2E does: test_the_search_simulation_cuts_like_pt2e...)."""
+    from export.executorch_format import ExecuTorchRunner, int8_tensors
+    from export.executorch_format import export as export_pte
+    from export.sensitivity import candidate_blocks, simulation, with_float
+
+    _, spec, calibration, test = trained
+    torch.manual_seed(0)
+    model, _ = zoo.create_model("mobilenet_v2", spec.meta_size, "none", spec.image.size)
+    model.eval()
+    kept = tuple(candidate_blocks(model)[2:4])
+    with torch.no_grad():
+        converted = simulation(model, calibration)
+    paths = {}
+    for source in ("simulation", "anew"):
+        simulated = (lambda: with_float(converted, kept)) if source == "simulation" else None
+        options = QuantOptions(calibration, kept, simulated=simulated)
+        path = tmp_path / f"{source}.int8.pte"
+        paths[source] = export_pte(model, spec, example_inputs(spec, 2), path, "int8", options)
+    out = {s: ExecuTorchRunner(p, runners.read_spec(p)).predict(test.image, test.meta) for s, p in paths.items()}
+    assert np.array_equal(out["simulation"].logit, out["anew"].logit) and np.ptp(out["anew"].logit) > 0
+    assert int8_tensors(paths["simulation"]) == int8_tensors(paths["anew"]) != (0, 0)
+    assert "simulation graph" in runners.read_spec(paths["simulation"]).precision["method"]
 
 
 @pytest.mark.slow
@@ -607,6 +669,11 @@ def test_gates_are_the_users_to_set_and_fp32_keeps_its_own() -> None:
     for bad in ({"flips": "lots"}, {"flips": "150%"}, {"auroc_drop": -0.1}, {"min_subgroup_class": 0}):
         with pytest.raises(UserError):
             chosen_gates(**bad)
+    # The search's probes meet a tighter int8 gate; the artifacts, and the other precisions, the user's own.
+    tight = gates.with_margin(0.8)
+    assert tight["int8"].max_flip_fraction == pytest.approx(0.04) and tight["int8"].max_auroc_drop == 0.008
+    assert tight["int8"].max_subgroup_auroc_drop == pytest.approx(0.008) and tight["fp16"] == gates["fp16"]
+    assert tight.min_subgroup_class == 3 and gates["int8"].max_flip_fraction == 0.05
 
 
 def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path, monkeypatch) -> None:
