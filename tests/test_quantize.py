@@ -522,7 +522,8 @@ def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value
 def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path) -> None:
     """An ExecuTorch int8 artifact made from the search's simulation (QuantOptions.simulated) computes what one
     prepared and calibrated anew with the same float modules computes, to the bit, and is as int8 (two inner
-    blocks float, whose borders the cut draws as PT2E does: test_the_search_simulation_cuts_like_pt2e...)."""
+    blocks float, whose borders the cut draws as PT2E does: test_the_search_simulation_cuts_like_pt2e...); where
+    the lowering refuses the cut, the artifact is made the usual way."""
     from export.executorch_format import ExecuTorchRunner, int8_tensors
     from export.executorch_format import export as export_pte
     from export.sensitivity import candidate_blocks, simulation, with_float
@@ -544,6 +545,16 @@ def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path)
     assert np.array_equal(out["simulation"].logit, out["anew"].logit) and np.ptp(out["anew"].logit) > 0
     assert int8_tensors(paths["simulation"]) == int8_tensors(paths["anew"]) != (0, 0)
     assert "simulation graph" in runners.read_spec(paths["simulation"]).precision["method"]
+
+    def refused() -> torch.fx.GraphModule:
+        raise RuntimeError("XNNPACK refuses this graph")
+
+    # A cut the lowering refuses leaves the usual path: prepared and calibrated anew, and said so.
+    options = QuantOptions(calibration, kept, simulated=refused)
+    path = export_pte(model, spec, example_inputs(spec, 2), tmp_path / "refused.int8.pte", "int8", options)
+    assert "simulation graph" not in runners.read_spec(path).precision["method"]
+    again = ExecuTorchRunner(path, runners.read_spec(path)).predict(test.image, test.meta)
+    assert np.array_equal(again.logit, out["anew"].logit)
 
 
 @pytest.mark.slow
