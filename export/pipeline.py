@@ -16,6 +16,7 @@ import json
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -98,6 +99,11 @@ class Judge:
         self.example = example_inputs(spec, batch=2)
         self.curves: dict[str, np.ndarray] = {"pytorch-eager": self.reference}
         self.runners: dict[str, Runner] = {}
+        # Second runtimes run beside the next conversions (mostly one-threaded Python): tf.lite in its own
+        # process, OpenVINO in native code. A float row's verdict waits for `settle`; an int8 row's is awaited
+        # at once, because the remedies walk reads it.
+        self._witnesses = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness")
+        self._pending: list[tuple[Row, Future[Row]]] = []
 
     def reference_row(self, file: Path | None) -> Row:
         both = has_both_classes(self.data.target)
@@ -203,18 +209,27 @@ class Judge:
         status, reasons = parity.judge(row, "int8", self.gates.with_margin(SIMULATION_MARGIN))
         return row | {"status": status, "reason": "; ".join(reasons)}
 
-    def witness(self, path: Path, runner: Runner, prob: np.ndarray, precision: str) -> Row:
+    def witness(self, path: Path, runner: Runner, prob: np.ndarray, precision: str) -> Future[Row]:
         """The artifact run by a second runtime of its format (export.witness), held to the same gate against
-        PyTorch; "not-run" with the reason where there is none here."""
+        PyTorch, on the witness thread; "not-run" with the reason where there is none here. The file must stay
+        as it is until the row is settled."""
         from export import witness
 
         try:
             name = witness.runtime_for(path)
-            start = time.time()
-            with self.console.captured():
-                other = witness.predict(path, self.data.image, self.data.meta, runner.spec.image.layout == "NHWC")
         except witness.Unavailable as exc:
-            return {"status": "not-run", "reason": str(exc)}
+            done: Future[Row] = Future()
+            done.set_result({"status": "not-run", "reason": str(exc)})
+            return done
+        nhwc = runner.spec.image.layout == "NHWC"
+        return self._witnesses.submit(self._witnessed, name, path, nhwc, prob, precision)
+
+    def _witnessed(self, name: str, path: Path, nhwc: bool, prob: np.ndarray, precision: str) -> Row:
+        from export import witness
+
+        start = time.time()
+        try:  # (not inside console.captured: that redirects the whole process's output, the main thread's too)
+            other = witness.predict(path, self.data.image, self.data.meta, nhwc)
         except Exception as exc:  # noqa: BLE001 - a runtime that cannot read the file is the finding
             first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
             return {
@@ -257,13 +272,30 @@ class Judge:
         status, reasons = parity.judge(row, precision, self.gates)
         if not row["spec_round_trip"]:
             status, reasons = "fail", [*reasons, "the spec read back differs from the one exported"]
-        if status == "pass":
-            row["second_runtime"] = self.witness(self.out / row["file"], runner, prob, precision)
-            if row["second_runtime"]["status"] == "fail":
-                status, reasons = "fail", [f"in {row['second_runtime']['runtime']}: {row['second_runtime']['reason']}"]
         self.curves[row["format"] if precision == "fp32" else f"{row['format']} {precision}"] = prob
         self.runners[row["file"]] = runner
-        return row | {"status": status, "reason": "; ".join(reasons)}
+        row |= {"status": status, "reason": "; ".join(reasons)}
+        if status == "pass":
+            pending = self.witness(self.out / row["file"], runner, prob, precision)
+            if precision in REMEDIABLE:
+                _witnessed_verdict(row, pending.result())
+            else:
+                self._pending.append((row, pending))
+        return row
+
+    def settle(self) -> list[Row]:
+        """Wait for the second runtimes still running and give each row its verdict (a failure there fails the
+        row); returns the rows whose status changed."""
+        running = sum(not future.done() for _, future in self._pending)
+        if running:
+            self.console.say(f"waiting for {running} second-runtime check(s) ...")
+        changed = [row for row, future in self._pending if not _witnessed_verdict(row, future.result())]
+        self._pending.clear()
+        return changed
+
+    def close(self) -> None:
+        """Drop the witnesses not yet started (an export stopped early); one running finishes on its own."""
+        self._witnesses.shutdown(wait=False, cancel_futures=True)
 
 
 def plan(formats: Sequence[Format], precisions: Sequence[str]) -> Iterator[tuple[Format, Artifact, str]]:
@@ -343,11 +375,16 @@ def export_source(
     rows = [judge.reference_row(source.reference_file)]
     console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} judge cases")
     jobs = list(plan(formats, precisions))
-    for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
-        rows.append(export_one(judge, inputs, fmt, artifact, precision))
-        console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
-        if "traceback" in rows[-1]:
-            console.say("\n".join(f"    | {line}" for line in console.tail()))
+    try:
+        for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
+            rows.append(export_one(judge, inputs, fmt, artifact, precision))
+            console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")
+            if "traceback" in rows[-1]:
+                console.say("\n".join(f"    | {line}" for line in console.tail()))
+        for row in judge.settle():
+            console.result(f"[{row['format']} {row['precision']}] {describe(row)}")
+    finally:
+        judge.close()
     summary = summarize(source, rows, inputs, gates, time.time() - started)
     write_json(out / "parity.json", summary)
     write_reports(out, summary, data.target, judge.curves, signature)
@@ -356,6 +393,15 @@ def export_source(
     if golden_count > 0:
         write_golden(out, spec, data.table, reference, golden_count, judge.runners)
     return summary
+
+
+def _witnessed_verdict(row: Row, witnessed: Row) -> bool:
+    """Record the second runtime's row in `row`, failing `row` when it failed; True when `row` still stands."""
+    row["second_runtime"] = witnessed
+    if witnessed["status"] != "fail":
+        return True
+    row |= {"status": "fail", "reason": f"in {witnessed['runtime']}: {witnessed['reason']}"}
+    return False
 
 
 def describe(row: Row) -> str:

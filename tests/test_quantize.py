@@ -327,6 +327,40 @@ def test_export_all_int8_rows(tiny_run: Path, tmp_path: Path) -> None:
     assert "## Recommended artifact per format" in (tmp_path / "export_report.md").read_text()
 
 
+def test_a_second_runtime_runs_beside_the_next_export_and_its_failure_fails_the_row(
+    tiny_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Second runtimes run on the witness thread; a float row's verdict arrives at the end and still fails the
+    row (and its recommendation) when the second runtime reads the file differently; int8's arrives at once."""
+    import threading
+
+    from export import witness
+    from export.formats import parse_formats
+    from export.pipeline import export_all
+
+    honest, threads = witness.predict, {}
+
+    def predict(path: Path, image, meta, nhwc: bool = False):
+        threads[path.name] = threading.current_thread().name
+        prob = honest(path, image, meta, nhwc)
+        return 1.0 - prob if ".fp16." in path.name else prob  # fp16 means the opposite to this "runtime"
+
+    monkeypatch.setattr(witness, "predict", predict)
+    summary = export_all(
+        tiny_run / "checkpoint.pt", tmp_path, parse_formats("onnx"), ["fp32", "fp16", "int8"], 0, None, 16
+    )
+    rows = {r["precision"]: r for r in summary["rows"][1:]}
+    assert set(threads.values()) == {"witness_0"}, threads  # never on the main thread
+    assert rows["fp32"]["status"] == "pass" and rows["fp32"]["second_runtime"]["status"] == "pass"
+    assert rows["fp16"]["status"] == "fail" and rows["fp16"]["reason"].startswith("in openvino"), rows["fp16"]
+    assert rows["fp16"]["second_runtime"]["flips"] > 0
+    assert summary["recommended"]["onnx"]["file"] != rows["fp16"]["file"]
+    stored = json.loads((tmp_path / "parity.json").read_text())
+    assert [r["status"] for r in stored["rows"][1:]] == [r["status"] for r in summary["rows"][1:]]
+    if rows["int8"]["status"] == "pass":  # awaited before the remedies walk moved on
+        assert rows["int8"]["second_runtime"]["status"] == "pass"
+
+
 def test_scope_matching_for_keep_float() -> None:
     from export.scopes import in_module
     from export.tflite_format import _scopes
