@@ -13,6 +13,7 @@ search decision, shared by every format.
 from __future__ import annotations
 
 import json
+import os
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -47,6 +48,10 @@ Row = dict[str, Any]  # one parity.json row (see README: format, precision, file
 # and 22.8 s in batches of 32 (the activations of a large batch overflow the caches); ONNX Runtime 2.3 vs 2.7 s.
 # The benchmark times the batch it is asked for.
 JUDGE_BATCH = 4
+# A float row's second runtime runs beside the next conversions only with this many CPUs or more: both run
+# 2-threaded, so on 2 cores they only share them. The 224 px B0, every format (AMD EPYC, 2 cores): 307 s with
+# each witness awaited at once, 318 and 329 s with them beside (their own time 51 s against 79 and 95 s).
+WITNESS_BESIDE_MIN_CPUS = 4
 MIN_FREE_MB = 20.0  # below this, a converter's failure is taken for a full disk, not for the converter's own
 
 
@@ -99,10 +104,11 @@ class Judge:
         self.example = example_inputs(spec, batch=2)
         self.curves: dict[str, np.ndarray] = {"pytorch-eager": self.reference}
         self.runners: dict[str, Runner] = {}
-        # Second runtimes run beside the next conversions (mostly one-threaded Python): tf.lite in its own
-        # process, OpenVINO in native code. A float row's verdict waits for `settle`; an int8 row's is awaited
-        # at once, because the remedies walk reads it.
+        # Second runtimes run on the witness thread (tf.lite in its own process, OpenVINO in native code). With
+        # enough CPUs a float row's runs beside the next conversions and its verdict waits for `settle`;
+        # otherwise, and for an int8 row always (the remedies walk reads it), it is awaited at once.
         self._witnesses = ThreadPoolExecutor(max_workers=1, thread_name_prefix="witness")
+        self.witness_beside = usable_cpus() >= WITNESS_BESIDE_MIN_CPUS
         self._pending: list[tuple[Row, Future[Row]]] = []
 
     def reference_row(self, file: Path | None) -> Row:
@@ -277,7 +283,7 @@ class Judge:
         row |= {"status": status, "reason": "; ".join(reasons)}
         if status == "pass":
             pending = self.witness(self.out / row["file"], runner, prob, precision)
-            if precision in REMEDIABLE:
+            if precision in REMEDIABLE or not self.witness_beside:
                 _witnessed_verdict(row, pending.result())
             else:
                 self._pending.append((row, pending))
@@ -289,7 +295,10 @@ class Judge:
         running = sum(not future.done() for _, future in self._pending)
         if running:
             self.console.say(f"waiting for {running} second-runtime check(s) ...")
-        changed = [row for row, future in self._pending if not _witnessed_verdict(row, future.result())]
+        changed = []
+        for row, future in self._pending:
+            if not _witnessed_verdict(row, future.result()):  # writes the verdict into the row
+                changed.append(row)
         self._pending.clear()
         return changed
 
@@ -393,6 +402,12 @@ def export_source(
     if golden_count > 0:
         write_golden(out, spec, data.table, reference, golden_count, judge.runners)
     return summary
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity where the OS tells it, else every CPU)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else (os.cpu_count() or 1)
 
 
 def _witnessed_verdict(row: Row, witnessed: Row) -> bool:

@@ -334,10 +334,11 @@ def test_a_second_runtime_runs_beside_the_next_export_and_its_failure_fails_the_
     row (and its recommendation) when the second runtime reads the file differently; int8's arrives at once."""
     import threading
 
-    from export import witness
+    from export import pipeline, witness
     from export.formats import parse_formats
     from export.pipeline import export_all
 
+    monkeypatch.setattr(pipeline, "WITNESS_BESIDE_MIN_CPUS", 1)  # beside the conversions even on 2 cores
     honest, threads = witness.predict, {}
 
     def predict(path: Path, image, meta, nhwc: bool = False):
