@@ -303,8 +303,12 @@ class Judge:
         return changed
 
     def close(self) -> None:
-        """Drop the witnesses not yet started (an export stopped early); one running finishes on its own."""
+        """Drop the witnesses not yet started (an export stopped early) and stop the witnesses' tf.lite
+        process (a request of it still running then fails)."""
+        from export import witness
+
         self._witnesses.shutdown(wait=False, cancel_futures=True)
+        witness.close()
 
 
 def plan(formats: Sequence[Format], precisions: Sequence[str]) -> Iterator[tuple[Format, Artifact, str]]:

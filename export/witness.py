@@ -13,16 +13,24 @@ Each is optional: without it the row says what to install, and nothing else chan
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import importlib.metadata
+import json
 import os
+import queue
 import subprocess
 import tempfile
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 TF_ENV = "MELANOMA_TF_PYTHON"  # a Python with tensorflow-cpu (default: .venv-witness/bin/python, by make witness)
+TF_TIMEOUT_S = 1800  # the longest one artifact's judge cases may take in tf.lite
+REPLY = "tflite-witness-reply: "  # export/tflite_witness.py's mark on its answer lines (it imports no project code)
 
 
 class Unavailable(Exception):
@@ -60,11 +68,18 @@ def predict(path: Path, image: np.ndarray, meta: np.ndarray, nhwc: bool = False)
 
     `nhwc`: the artifact takes its image channels-last (the TFLite phone artifact)."""
     runtime_for(path)
-    if nhwc:
-        image = np.ascontiguousarray(image.transpose(0, 2, 3, 1))
     if path.suffix == ".onnx":
-        return _openvino(path, image, meta)
-    return _tf_lite(path, image, meta)
+        return _openvino(path, _laid_out(image, nhwc), meta)
+    return _TF_LITE.predict(path, image, meta, nhwc)
+
+
+def close() -> None:
+    """Stop the tf.lite process, if one runs (an export calls this when it ends; the next witness starts one)."""
+    _TF_LITE.close()
+
+
+def _laid_out(image: np.ndarray, nhwc: bool) -> np.ndarray:
+    return np.ascontiguousarray(image.transpose(0, 2, 3, 1)) if nhwc else image
 
 
 def _openvino(path: Path, image: np.ndarray, meta: np.ndarray, batch: int = 16) -> np.ndarray:
@@ -79,14 +94,122 @@ def _openvino(path: Path, image: np.ndarray, meta: np.ndarray, batch: int = 16) 
     return np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
 
 
-def _tf_lite(path: Path, image: np.ndarray, meta: np.ndarray) -> np.ndarray:
-    with tempfile.TemporaryDirectory() as tmp:
-        inputs, output = Path(tmp) / "inputs.npz", Path(tmp) / "probability.npy"
-        np.savez(inputs, image=image, meta=meta)
+class _TfLiteProcess:
+    """One tf.lite process (export/tflite_witness.py --serve) for every .tflite an export witnesses, started
+    at the first: TensorFlow is imported once, and the judge cases written and read once (the 224 px B0's
+    three artifacts: about 4 s of import and 1 s of inputs each, before). A process that died is replaced at
+    the next request; its error names the last thing it printed."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen[str] | None = None
+        self._replies: queue.Queue[str | None] = queue.Queue()
+        self._folder: tempfile.TemporaryDirectory[str] | None = None
+        self._inputs: tuple[np.ndarray, np.ndarray, bool, Path] | None = None  # the arrays written, and where
+        self._count = 0
+
+    def predict(self, path: Path, image: np.ndarray, meta: np.ndarray, nhwc: bool) -> np.ndarray:
+        with self._lock:
+            self._start()
+            assert self._process is not None and self._folder is not None and self._process.stdin is not None
+            folder = Path(self._folder.name)
+            held = self._inputs
+            if held is None or held[0] is not image or held[1] is not meta or held[2] != nhwc:
+                self._count += 1
+                inputs = folder / f"inputs{self._count}.npz"
+                np.savez(inputs, image=_laid_out(image, nhwc), meta=meta)
+                if held is not None:
+                    held[3].unlink(missing_ok=True)
+                self._inputs = held = (image, meta, nhwc, inputs)  # the arrays kept: their ids stay theirs
+            output = folder / "probability.npy"
+            output.unlink(missing_ok=True)
+            request = {"model": str(path), "inputs": str(held[3]), "output": str(output)}
+            hung = False
+            try:
+                self._process.stdin.write(json.dumps(request) + "\n")
+                self._process.stdin.flush()
+                line = self._replies.get(timeout=TF_TIMEOUT_S)
+            except queue.Empty:
+                hung, line = True, None
+            except OSError:  # it had died before the request
+                line = None
+            if line is None:  # it died or hung: the next request starts another
+                reason = self._last_words(hung)
+                self._stop()
+                raise RuntimeError(reason)
+            reply = json.loads(line)
+            if not reply["ok"]:
+                raise RuntimeError(reply["error"])
+            return np.load(output)
+
+    def _start(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            return
+        self._stop()
+        self._folder = tempfile.TemporaryDirectory(prefix="tflite-witness-")
+        log = open(Path(self._folder.name) / "stderr.log", "w")  # noqa: SIM115 - the process writes it
         script = Path(__file__).with_name("tflite_witness.py")
-        command = [str(_tf_python()), str(script), str(path), str(inputs), str(output)]
-        done = subprocess.run(command, capture_output=True, text=True, timeout=1800, check=False)
-        if done.returncode != 0:
-            lines = (done.stderr or done.stdout).strip().splitlines()
-            raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
-        return np.load(output)
+        self._process = subprocess.Popen(
+            [str(_tf_python()), str(script), "--serve"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            bufsize=1,
+        )
+        log.close()
+        self._replies = replies = queue.Queue()
+        stdout = self._process.stdout
+        threading.Thread(target=_read_replies, args=(stdout, replies), daemon=True, name="tflite-replies").start()
+
+    def _last_words(self, hung: bool) -> str:
+        """Why no answer came: the time it was given, or the last line the process wrote before it ended."""
+        assert self._process is not None and self._folder is not None
+        if hung:
+            self._process.kill()
+            return f"tf.lite gave no answer in {TF_TIMEOUT_S} s"
+        try:
+            code = self._process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            code = None
+        log = Path(self._folder.name) / "stderr.log"
+        lines = log.read_text(errors="replace").strip().splitlines() if log.is_file() else []
+        return lines[-1] if lines else f"the tf.lite process ended (exit status {code})"
+
+    def _stop(self) -> None:
+        process, self._process, self._inputs = self._process, None, None
+        if process is not None:
+            if process.stdin is not None:
+                with contextlib.suppress(OSError):
+                    process.stdin.close()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._folder is not None:
+            self._folder.cleanup()
+            self._folder = None
+
+    def close(self) -> None:
+        if not self._lock.acquire(blocking=False):  # a request still running (an export stopped early)
+            process = self._process
+            if process is not None:
+                process.kill()  # that request fails, and stops what is left of the process itself
+            return
+        try:
+            self._stop()
+        finally:
+            self._lock.release()
+
+
+def _read_replies(stdout: Any, replies: queue.Queue[str | None]) -> None:
+    """The process's answer lines, into `replies`; None when its output ends."""
+    for line in stdout:
+        if line.startswith(REPLY):
+            replies.put(line[len(REPLY) :])
+    replies.put(None)
+
+
+_TF_LITE = _TfLiteProcess()
+atexit.register(_TF_LITE.close)

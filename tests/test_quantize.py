@@ -734,6 +734,101 @@ def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path, monk
         witness.runtime_for(tmp_path / "m.tflite")
 
 
+def test_one_tf_lite_process_witnesses_every_tflite_and_a_dead_one_is_replaced(phone_export: Path) -> None:
+    """An export's .tflite witnesses share one tf.lite process (TensorFlow imported once); it answers as the
+    one-shot script does, a file it cannot read fails that request alone, and a process that died is
+    replaced at the next request."""
+    import subprocess
+
+    from export import tflite_witness, witness
+
+    assert witness.REPLY == tflite_witness.REPLY  # the script imports no project code, so it keeps its own copy
+    artifacts = sorted(phone_export.glob("*.tflite"))
+    assert len(artifacts) == 2, artifacts  # fp32 and int8
+    image, meta = (t.numpy() for t in example_inputs(runners.read_spec(artifacts[0]), 5))
+    image = image + np.linspace(0, 1, len(image), dtype=np.float32).reshape(-1, 1, 1, 1)  # five other cases
+    server = witness._TF_LITE
+    try:
+        first = [witness.predict(path, image, meta, nhwc=True) for path in artifacts]
+        process = server._process
+        assert process is not None and process.poll() is None and server._inputs is not None
+        written = server._inputs[3]
+        second = witness.predict(artifacts[1], image, meta, nhwc=True)
+        assert server._process is process and server._inputs[3] == written  # the same process and inputs file
+        np.testing.assert_array_equal(second, first[1])
+        inputs, output = written.with_name("mine.npz"), written.with_name("mine.npy")
+        np.savez(inputs, image=np.ascontiguousarray(image.transpose(0, 2, 3, 1)), meta=meta)
+        command = [str(witness._tf_python()), str(Path(tflite_witness.__file__)), str(artifacts[1]), str(inputs)]
+        subprocess.run([*command, str(output)], check=True, capture_output=True, timeout=600)
+        np.testing.assert_array_equal(np.load(output), first[1])
+        assert len(set(np.round(first[0], 6))) > 1  # the cases differ, and so do their answers
+        bad = written.with_name("bad.tflite")
+        bad.write_bytes(b"not a flatbuffer")
+        with pytest.raises(RuntimeError, match="TFL3"):
+            witness.predict(bad, image, meta, nhwc=True)
+        assert server._process is process and process.poll() is None  # still serving
+        process.kill()
+        process.wait()
+        np.testing.assert_array_equal(witness.predict(artifacts[0], image, meta, nhwc=True), first[0])
+        assert server._process is not None and server._process is not process
+    finally:
+        witness.close()
+    assert server._process is None and server._inputs is None
+
+
+def test_tflite_ranges_measured_in_cpp_equal_the_python_calibrators(monkeypatch) -> None:
+    """The C++ min / max of each tensor (the calibrator's profiler-based mode) gives the ranges the Python
+    mode reads tensor by tensor; a padded max pool (a -inf padding constant, which only the Python mode
+    leaves out) sends the calibration back to the Python mode."""
+    import litert_torch
+    from ai_edge_quantizer import recipe_manager
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    from export import tflite_format
+
+    class Net(torch.nn.Module):
+        def __init__(self, pool: bool):
+            super().__init__()
+            self.conv, self.head = torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.Conv2d(8, 4, 3)
+            self.pool = torch.nn.MaxPool2d(3, 2, padding=1) if pool else torch.nn.AvgPool2d(2)
+
+        def forward(self, image: torch.Tensor, meta: torch.Tensor) -> dict[str, torch.Tensor]:
+            x = self.head(self.pool(torch.relu(self.conv(image.permute(0, 3, 1, 2)))))
+            return {"logit": x.mean((1, 2, 3)).unsqueeze(1) + meta.sum(1, keepdim=True)}
+
+    class Cases:
+        rng = np.random.default_rng(0)
+        image = rng.standard_normal((6, 3, 16, 16)).astype(np.float32) - 2
+        meta = rng.standard_normal((6, 2)).astype(np.float32)
+
+        def __len__(self) -> int:
+            return 6
+
+    manager = recipe_manager.RecipeManager()
+    manager.add_static_config(
+        regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, activation_num_bits=8, weight_num_bits=8
+    )
+    measured, calibrate = [], tflite_format._calibrate
+
+    def recorded(*args: object, profiled: bool = True) -> dict:
+        measured.append("C++" if profiled else "Python")
+        return calibrate(*args, profiled=profiled)
+
+    monkeypatch.setattr(tflite_format, "_calibrate", recorded)
+    for pool, ways in ((False, ["C++"]), (True, ["C++", "Python"])):
+        example = {"image": torch.randn(1, 16, 16, 3), "meta": torch.randn(1, 2)}
+        fp32 = litert_torch.convert(Net(pool).eval(), sample_kwargs=example).model_content()
+        measured.clear()
+        fast = tflite_format._calibrate(fp32, manager, Cases())
+        assert measured == ways, (pool, measured)
+        python = calibrate(fp32, manager, Cases(), profiled=False)
+        assert set(python) <= set(fast) and len(python) > 4
+        for name, qsv in python.items():
+            for key in ("min", "max"):
+                assert fast[name][key].dtype == np.float32 and np.isfinite(fast[name][key]).all()
+                np.testing.assert_array_equal(fast[name][key].reshape(-1), qsv[key].reshape(-1), err_msg=name)
+
+
 def test_tensorflow_is_not_installed_beside_torch() -> None:
     """TensorFlow imported before torch's triton crashes the process (coremltools imports it when it can),
     so the .tflite witness keeps it in its own environment."""
