@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,20 +26,26 @@ from export.common import (
 )
 from export.precision import QuantOptions
 
+_CONVERSIONS: list[tuple[torch.nn.Module, float, tuple[int, ...], str, Any]] = []  # the last few conversions
 
-def export(
-    model: torch.nn.Module,
-    spec: ModelSpec,
-    example: tuple,
-    out_path: Path,
-    precision: str = "fp32",
-    options: QuantOptions | None = None,
-) -> Path:
-    """Trace, convert to an ML program (batch 1), reduce precision, embed the spec, save atomically."""
+
+def _converted(model: torch.nn.Module, temperature: float, example: tuple, compute: str) -> Any:
+    """The ML program of `model` (traced at batch 1) computing in `compute` ("fp32" or "fp16"), converted once
+    per model object and input size: int8-weights and palettized compress the fp32 conversion, which their
+    compressors leave as it was (they build a new program from it), instead of tracing and converting anew
+    (the 224 px B0: about 4 s each). The cache holds each model it keys on, so an id is never reused."""
     import coremltools as ct
 
-    wrapper = ExportModel(model, spec.outputs.temperature).eval()
     image, meta = (t[:1] for t in example)
+    shape = (*image.shape, *meta.shape)
+    for cached_model, cached_temperature, cached_shape, cached_compute, mlmodel in _CONVERSIONS:
+        if cached_model is model and (cached_temperature, cached_shape, cached_compute) == (
+            temperature,
+            shape,
+            compute,
+        ):
+            return mlmodel
+    wrapper = ExportModel(model, temperature).eval()
     with torch.no_grad():
         traced = torch.jit.trace(wrapper, (image, meta))
     mlmodel = ct.convert(
@@ -49,9 +56,23 @@ def export(
         ],
         outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
         convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if precision == "fp16" else ct.precision.FLOAT32,
+        compute_precision=ct.precision.FLOAT16 if compute == "fp16" else ct.precision.FLOAT32,
         minimum_deployment_target=ct.target.iOS16,
     )
+    _CONVERSIONS[:] = [*_CONVERSIONS[-1:], (model, temperature, shape, compute, mlmodel)]
+    return mlmodel
+
+
+def export(
+    model: torch.nn.Module,
+    spec: ModelSpec,
+    example: tuple,
+    out_path: Path,
+    precision: str = "fp32",
+    options: QuantOptions | None = None,
+) -> Path:
+    """Trace, convert to an ML program (batch 1), reduce precision, embed the spec, save atomically."""
+    mlmodel = _converted(model, spec.outputs.temperature, example, "fp16" if precision == "fp16" else "fp32")
     if precision == "fp16":
         spec = with_precision(spec, "fp16", "coremltools compute_precision FLOAT16 (weights and compute)")
     elif precision == "int8-weights":

@@ -96,6 +96,38 @@ def test_every_card_backbone_converts_to_core_ml(backbone: str, tmp_path: Path) 
     ]
 
 
+def test_core_ml_compresses_the_fp32_conversion_it_already_made(tmp_path: Path, monkeypatch) -> None:
+    """int8-weights and palettized start from the fp32 ML program converted for the same model (one trace and
+    conversion, not three), which stays as it was; fp16 and another model are converted anew."""
+    import coremltools as ct
+
+    from export import coreml_format
+
+    converted, convert = [], ct.convert
+    monkeypatch.setattr(ct, "convert", lambda *a, **k: converted.append(k["compute_precision"]) or convert(*a, **k))
+    monkeypatch.setattr(coreml_format, "_CONVERSIONS", [])
+    model, spec = small_model("standard_cnn")
+
+    def exported(name: str, precision: str, of: torch.nn.Module = model) -> Path:
+        path = tmp_path / f"{name}.mlpackage"
+        coreml_format.export(of, spec, example_inputs(spec, 2), path, precision)
+        return path
+
+    def weights(path: Path) -> bytes:
+        return next(path.rglob("weight.bin")).read_bytes()
+
+    fp32 = weights(exported("fp32", "fp32"))
+    packages = {p: exported(p, p) for p in ("int8-weights", "palettized", "fp16")}
+    assert converted == [ct.precision.FLOAT32, ct.precision.FLOAT16]
+    assert weights(exported("fp32-again", "fp32")) == fp32 and len(converted) == 2  # the compressions left it be
+    for precision, path in packages.items():
+        assert coreml_format.read_spec(path).precision["name"] == precision
+        assert len(weights(path)) < len(fp32)
+    other, _ = small_model("standard_cnn")
+    exported("other", "int8-weights", other)
+    assert converted[2:] == [ct.precision.FLOAT32]  # another model object: converted for itself
+
+
 def test_format_table_drives_choices_and_readme() -> None:
     assert [f.key for f in parse_formats("onnx, tflite")] == ["onnx", "tflite"]
     assert len(parse_formats("all")) == len(FORMATS)
