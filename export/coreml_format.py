@@ -39,11 +39,8 @@ def _converted(model: torch.nn.Module, temperature: float, example: tuple, compu
     image, meta = (t[:1] for t in example)
     shape = (*image.shape, *meta.shape)
     for cached_model, cached_temperature, cached_shape, cached_compute, mlmodel in _CONVERSIONS:
-        if cached_model is model and (cached_temperature, cached_shape, cached_compute) == (
-            temperature,
-            shape,
-            compute,
-        ):
+        same = (cached_temperature, cached_shape, cached_compute) == (temperature, shape, compute)
+        if cached_model is model and same:
             return mlmodel
     wrapper = ExportModel(model, temperature).eval()
     with torch.no_grad():
