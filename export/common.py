@@ -13,9 +13,10 @@ filter in export.pt2e); `AFTER_MODEL_FLOAT` is the sentence the spec records.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -53,6 +54,29 @@ class ExportModel(nn.Module):
             image = image.permute(0, 3, 1, 2)
         logit = self.model(image, meta)
         return logit, calibrated_probability(logit, self.temperature)
+
+
+T = TypeVar("T")
+
+
+class Conversions:
+    """A format's last `keep` conversions, each found again by the model object itself and the rest of its key
+    (temperature, input shapes, what the converter was asked for): every precision and remedy rung of an
+    export starts from the one conversion of its model. A fine-tuned model is another object, so it is
+    converted anew. Each entry holds its model, so an object's id is never reused while it is cached."""
+
+    def __init__(self, keep: int):
+        self.keep = keep
+        self.entries: list[tuple[nn.Module, tuple, Any]] = []
+
+    def get(self, model: nn.Module, key: tuple, convert: Callable[[], T]) -> T:
+        """The cached conversion of (`model`, `key`), or `convert()`'s, cached."""
+        for cached_model, cached_key, value in self.entries:
+            if cached_model is model and cached_key == key:
+                return value
+        value = convert()
+        self.entries = [*self.entries, (model, key, value)][-self.keep :]
+        return value
 
 
 def with_precision(spec: ModelSpec, name: str, method: str, options: Any = None, **extra: Any) -> ModelSpec:

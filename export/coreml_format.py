@@ -19,6 +19,7 @@ from core.spec import ModelSpec
 from export.common import (
     OUTPUT_NAMES,
     SPEC_KEY,
+    Conversions,
     ExportModel,
     Runner,
     parse_embedded,
@@ -26,38 +27,35 @@ from export.common import (
 )
 from export.precision import QuantOptions
 
-_CONVERSIONS: list[tuple[torch.nn.Module, float, tuple[int, ...], str, Any]] = []  # the last few conversions
+_CONVERSIONS = Conversions(keep=2)  # the fp32 and fp16 programs of the model being exported
 
 
 def _converted(model: torch.nn.Module, temperature: float, example: tuple, compute: str) -> Any:
     """The ML program of `model` (traced at batch 1) computing in `compute` ("fp32" or "fp16"), converted once
     per model object and input size: int8-weights and palettized compress the fp32 conversion, which their
     compressors leave as it was (they build a new program from it), instead of tracing and converting anew
-    (the 224 px B0: about 4 s each). The cache holds each model it keys on, so an id is never reused."""
+    (the 224 px B0: about 4 s each)."""
     import coremltools as ct
 
     image, meta = (t[:1] for t in example)
-    shape = (*image.shape, *meta.shape)
-    for cached_model, cached_temperature, cached_shape, cached_compute, mlmodel in _CONVERSIONS:
-        same = (cached_temperature, cached_shape, cached_compute) == (temperature, shape, compute)
-        if cached_model is model and same:
-            return mlmodel
-    wrapper = ExportModel(model, temperature).eval()
-    with torch.no_grad():
-        traced = torch.jit.trace(wrapper, (image, meta))
-    mlmodel = ct.convert(
-        traced,
-        inputs=[
-            ct.TensorType(name="image", shape=tuple(image.shape)),
-            ct.TensorType(name="meta", shape=tuple(meta.shape)),
-        ],
-        outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
-        convert_to="mlprogram",
-        compute_precision=ct.precision.FLOAT16 if compute == "fp16" else ct.precision.FLOAT32,
-        minimum_deployment_target=ct.target.iOS16,
-    )
-    _CONVERSIONS[:] = [*_CONVERSIONS[-1:], (model, temperature, shape, compute, mlmodel)]
-    return mlmodel
+
+    def convert() -> Any:
+        wrapper = ExportModel(model, temperature).eval()
+        with torch.no_grad():
+            traced = torch.jit.trace(wrapper, (image, meta))
+        return ct.convert(
+            traced,
+            inputs=[
+                ct.TensorType(name="image", shape=tuple(image.shape)),
+                ct.TensorType(name="meta", shape=tuple(meta.shape)),
+            ],
+            outputs=[ct.TensorType(name=name) for name in OUTPUT_NAMES],
+            convert_to="mlprogram",
+            compute_precision=ct.precision.FLOAT16 if compute == "fp16" else ct.precision.FLOAT32,
+            minimum_deployment_target=ct.target.iOS16,
+        )
+
+    return _CONVERSIONS.get(model, (temperature, *image.shape, *meta.shape, compute), convert)
 
 
 def export(

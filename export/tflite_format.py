@@ -24,6 +24,7 @@ from export.common import (
     OUTPUT_NAMES,
     SPEC_KEY,
     WRAPPED,
+    Conversions,
     ExportModel,
     Runner,
     calibrated_on,
@@ -278,26 +279,23 @@ def _io_quantization(data: bytes) -> dict:
     return io
 
 
-_CONVERSIONS: list[tuple[torch.nn.Module, float, tuple[int, ...], bytes]] = []  # the last few float conversions
+_CONVERSIONS = Conversions(keep=4)  # float conversions: the model, and fine-tuned models of a walk
 
 
 def _converted(model: torch.nn.Module, temperature: float, example: tuple) -> bytes:
     """The float flatbuffer of `model` (litert-torch, batch 1, NHWC image), converted once per model object
     and input size: every precision and remedy rung of an export quantizes the same conversion, which at
-    224 px takes tens of seconds. A fine-tuned model is another object, so it is converted anew; the cache
-    holds a reference to each model it keys on, so an id is never reused while cached."""
+    224 px takes tens of seconds."""
     import litert_torch
 
     image, meta = (t[:1] for t in example)
-    shape = (*image.shape, *meta.shape)
-    for cached_model, cached_temperature, cached_shape, data in _CONVERSIONS:
-        if cached_model is model and cached_temperature == temperature and cached_shape == shape:
-            return data
-    wrapper = _NamedOutputs(ExportModel(model, temperature, nhwc=True)).eval()
-    edge = litert_torch.convert(wrapper, sample_kwargs={"image": image.permute(0, 2, 3, 1).contiguous(), "meta": meta})
-    data = edge.model_content()
-    _CONVERSIONS[:] = [*_CONVERSIONS[-3:], (model, temperature, shape, data)]
-    return data
+
+    def convert() -> bytes:
+        wrapper = _NamedOutputs(ExportModel(model, temperature, nhwc=True)).eval()
+        nhwc = image.permute(0, 2, 3, 1).contiguous()
+        return litert_torch.convert(wrapper, sample_kwargs={"image": nhwc, "meta": meta}).model_content()
+
+    return _CONVERSIONS.get(model, (temperature, *image.shape, *meta.shape), convert)
 
 
 def export(

@@ -19,7 +19,7 @@ from core.errors import UserError
 from core.metadata import MetadataEncoder
 from core.spec import ImageContract, ModelSpec, OutputContract
 from export import parity, runners
-from export.common import ExportModel, NotRunnable, example_inputs, sidecar_path
+from export.common import Conversions, ExportModel, NotRunnable, example_inputs, sidecar_path
 from export.formats import BY_KEY, FORMATS, markdown_table, parse_formats
 from tests.conftest import ROOT
 
@@ -96,6 +96,22 @@ def test_every_card_backbone_converts_to_core_ml(backbone: str, tmp_path: Path) 
     ]
 
 
+def test_a_conversion_is_found_again_by_its_model_object_and_key_and_the_oldest_dropped() -> None:
+    cache, made = Conversions(keep=2), []
+    a, b, twin = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+    twin.load_state_dict(a.state_dict())
+
+    def get(model: torch.nn.Module, key: tuple) -> tuple:
+        return cache.get(model, key, lambda: made.append((model, key)) or (id(model), key))
+
+    assert get(a, (1.0, 224)) == get(a, (1.0, 224)) and len(made) == 1
+    get(a, (1.0, 128)), get(twin, (1.0, 224))  # another key; an equal model that is another object
+    assert len(made) == 3 and [key for _, key, _ in cache.entries] == [(1.0, 128), (1.0, 224)]
+    get(a, (1.0, 224))  # dropped as the oldest: converted again
+    get(b, (1.0, 224))
+    assert len(made) == 5 and [m for m, _, _ in cache.entries] == [a, b]
+
+
 def test_core_ml_compresses_the_fp32_conversion_it_already_made(tmp_path: Path, monkeypatch) -> None:
     """int8-weights and palettized start from the fp32 ML program converted for the same model (one trace and
     conversion, not three), which stays as it was; fp16 and another model are converted anew."""
@@ -105,7 +121,7 @@ def test_core_ml_compresses_the_fp32_conversion_it_already_made(tmp_path: Path, 
 
     converted, convert = [], ct.convert
     monkeypatch.setattr(ct, "convert", lambda *a, **k: converted.append(k["compute_precision"]) or convert(*a, **k))
-    monkeypatch.setattr(coreml_format, "_CONVERSIONS", [])
+    monkeypatch.setattr(coreml_format, "_CONVERSIONS", Conversions(keep=2))
     model, spec = small_model("standard_cnn")
 
     def exported(name: str, precision: str, of: torch.nn.Module = model) -> Path:
