@@ -20,7 +20,8 @@ Each format then exports its artifact with those modules float (`rungs`), judged
 (a format's kernels round differently from the simulation), a short walk follows, the fastest kind of
 artifact first: more of the ranked modules float, doubling up to half of them (8-bit activations stay), then
 16-bit activations (where the format has them), then int8-aware weight fine-tuning (export.finetune). The
-first artifact that passes is kept; when none does, the closest miss.
+first artifact that passes is kept; when none does, the closest miss. A rung that failed in two formats
+already (every format that tried it), the decision's own included, is skipped in the next (`known_miss`).
 """
 
 from __future__ import annotations
@@ -132,6 +133,11 @@ class Decision:
 # decision that met the full gate by a hair failed it in all three formats (Lite0: simulated AUROC drop 0.0043,
 # the formats' 0.0047-0.0050 against 0.005 allowed), each then walking to its next rung at 15-25 s a try.
 SIMULATION_MARGIN = 0.8
+# A rung of the walk that failed in this many formats already (every one that tried it) is not tried again in the
+# next, the decision's own rung included: the formats round differently, but a miss in two makes a third's
+# likely, and an ExecuTorch rung costs 30-45 s at 224 px (ShuffleNet: everything int8, then 2 modules float,
+# failed in ONNX, TFLite and then ExecuTorch, 81 s there). The last rung is always tried.
+SKIP_AFTER_MISSES = 2
 FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning distils on (a random subset)
 SENSITIVITY_IMAGES = 32  # training images the sensitivity ranking measures its error on
 PROBE_FIELDS = ("status", "reason", "flips", "auroc_delta", "worst_subgroup_delta")
@@ -181,6 +187,7 @@ class Int8Search:
         self._decision: Decision | None = None
         self._probes: dict[int, dict[str, Any]] = {}
         self._tuned: dict[tuple[str, ...], tuple[nn.Module, dict[str, Any]]] = {}
+        self._walked: dict[str, dict[str, str]] = {}  # format -> remedy name -> "pass" / "fail" of its artifact
         self.candidates = candidates(model)
         self.seconds: dict[str, float] = {}
 
@@ -310,6 +317,18 @@ class Int8Search:
         rungs.append(Remedy(f"int8-aware weight fine-tuning; {float_name(count, n)}", count, finetune=True))
         return rungs
 
+    def learn(self, label: str, attempts: list[dict[str, Any]]) -> None:
+        """Remember how each rung one format's static int8 walk tried fared (`known_miss` reads it)."""
+        self._walked[label] = {a["remedy"]: a["status"] for a in attempts if a["status"] in ("pass", "fail")}
+
+    def known_miss(self, remedy: Remedy) -> str | None:
+        """Why a rung need not be tried again (it failed in SKIP_AFTER_MISSES formats or more, every format
+        that tried it), or None."""
+        tried = {label: walk[remedy.name] for label, walk in self._walked.items() if remedy.name in walk}
+        if len(tried) >= SKIP_AFTER_MISSES and all(status == "fail" for status in tried.values()):
+            return "failed in " + " and ".join(f"{label} int8" for label in tried)
+        return None
+
     def finetuned(self, keep: tuple[str, ...]) -> tuple[nn.Module, dict[str, Any]]:
         """The int8-aware fine-tuned model for this set of float modules."""
         if keep not in self._tuned:
@@ -368,6 +387,7 @@ def quantize_with_remedies(
     calibrated: bool,
     export_and_judge: Callable[[QuantOptions, nn.Module | None], dict[str, Any]],
     say: Callable[[str], None] = lambda _: None,
+    skip: Callable[[Remedy], str | None] = lambda _: None,
 ) -> dict[str, Any]:
     """Try the rungs until an artifact passes its gate; returns that artifact's row.
 
@@ -375,9 +395,10 @@ def quantize_with_remedies(
     source's own when None) and returns its parity row, never raising. The walk stops at the first row that
     is not a failure, or at a failure before any rung could be measured (the format cannot export this model
     at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
-    again, so the file on disk is the best one tried. The row records every attempt with its seconds, and in
-    `discarded_seconds` the exports and judgements of artifacts it did not keep (the shared inputs, such as the
-    search, are timed by Int8Search).
+    again, so the file on disk is the best one tried. A rung before the last for which `skip(remedy)` gives a
+    reason is not exported (its attempt says "skipped" and why). The row records every
+    attempt with its seconds, and in `discarded_seconds` the exports and judgements of artifacts it did not
+    keep (the shared inputs, such as the search, are timed by Int8Search).
     """
     attempts, measured, spent, last = [], [], 0.0, 0.0
 
@@ -391,7 +412,16 @@ def quantize_with_remedies(
         }
 
     row: dict[str, Any] = {}
-    for remedy in rungs:
+    for i, remedy in enumerate(rungs):
+        why = skip(remedy) if i < len(rungs) - 1 else None
+        if why:
+            float_modules = len(inputs.kept(remedy)) - len(always_float(inputs.model))
+            attempts.append(
+                {"remedy": remedy.name, "status": "skipped", "reason": why, "seconds": 0.0}
+                | {"float_modules": float_modules, "activation_bits": remedy.activation_bits}
+            )
+            say(f"remedy '{remedy.name}' skipped ({why})")
+            continue
         options, source = inputs.options(remedy, calibrated)
         start = time.time()
         row = described(export_and_judge(options, source), remedy, options)

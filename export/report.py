@@ -153,7 +153,9 @@ def _remedies(rows: list[dict[str, Any]]) -> list[str]:
     for r in rows:
         if len(r.get("attempts", [])) > 1:
             tried = "; ".join(
-                f"{a['remedy']}: {a['status']}"
+                f"{a['remedy']}: skipped ({a['reason']})"
+                if a["status"] == "skipped"
+                else f"{a['remedy']}: {a['status']}"
                 + (f" (dAUROC {a['auroc_delta']:+.4f}, {a['flips']} flips)" if a.get("auroc_delta") is not None else "")
                 + (f", {a['seconds']:.0f} s" if a.get("seconds") is not None else "")
                 for a in r["attempts"]

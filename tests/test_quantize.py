@@ -24,6 +24,7 @@ from export.parity import gate_for
 from export.pipeline import recommend
 from export.precision import QuantOptions, parse_precisions
 from export.quantize import Int8Search, Remedy, candidates, dynamic_rungs, float_name, quantize_with_remedies
+from export.report import _remedies
 
 
 def test_precision_vocabulary() -> None:
@@ -273,6 +274,36 @@ def test_the_walk_stops_at_the_first_pass_and_keeps_the_closest_miss_otherwise()
     assert row["remedy"] == "b" and row["status"] == "fail" and "closest miss" in row["reason"]
     assert [a["flips"] for a in row["attempts"]] == [9, 5, 7]
     assert row["discarded_seconds"] == pytest.approx(sum(a["seconds"] for a in row["attempts"]), abs=0.15)
+
+
+def test_a_rung_two_formats_failed_is_skipped_in_the_third_but_never_the_last() -> None:
+    search = Int8Search(torch.nn.Linear(1, 1), lambda *a, **k: None, 0)
+    search.top = lambda count: tuple(f"m{i}" for i in range(count))  # type: ignore[method-assign]
+    rungs = [Remedy(name=n, float_modules=k) for n, k in (("k0", 0), ("k2", 2), ("k4", 4), ("k8", 8))]
+    flips = {"k0": 9, "k2": 5, "k4": 1, "k8": 0}
+    for label in ("onnx", "tflite"):
+        judge, exported = _judged(flips)
+        row = quantize_with_remedies(rungs, search, True, judge, skip=search.known_miss)
+        assert exported == ["k0", "k2", "k4"]  # one earlier walk is not evidence enough: every rung tried
+        search.learn(label, row["attempts"])
+    judge, exported = _judged(flips)
+    row = quantize_with_remedies(rungs, search, True, judge, skip=search.known_miss)
+    assert exported == ["k4"] and row["remedy"] == "k4"  # the decision's rung and k2 failed twice: skipped
+    skipped = row["attempts"][1]
+    assert skipped["status"] == "skipped" and skipped["reason"] == "failed in onnx int8 and tflite int8"
+    assert skipped["float_modules"] == 2 and skipped["seconds"] == 0.0
+    shown = _remedies([row | {"format": "executorch", "precision": "int8"}])[0]
+    assert "k2: skipped (failed in onnx int8 and tflite int8); k4: pass (dAUROC +0.0000, 1 flips)" in shown
+    assert shown.startswith("executorch int8: k0: skipped (failed in onnx int8 and tflite int8)")
+    search.learn("executorch", row["attempts"])
+    assert search.known_miss(rungs[2]) is None  # passed where it was tried
+    for label in ("a", "b"):  # every rung failed twice: the last is still tried
+        search.learn(label, [{"remedy": r.name, "status": "fail"} for r in rungs])
+    search._walked = {k: v for k, v in search._walked.items() if k in ("a", "b")}
+    judge, exported = _judged(dict.fromkeys(flips, 9))
+    row = quantize_with_remedies(rungs, search, True, judge, skip=search.known_miss)
+    assert exported == ["k8"] and row["status"] == "fail" and "closest miss" in row["reason"]
+    assert [a["status"] for a in row["attempts"]] == ["skipped", "skipped", "skipped", "fail"]
 
 
 def test_a_failed_artifact_is_never_recommended() -> None:
@@ -557,8 +588,9 @@ def test_the_search_simulation_cuts_like_pt2e_and_fuses_without_changing_a_value
 def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path) -> None:
     """An ExecuTorch int8 artifact made from the search's simulation (QuantOptions.simulated) computes what one
     prepared and calibrated anew with the same float modules computes, to the bit, and is as int8 (two inner
-    blocks float, whose borders the cut draws as PT2E does: test_the_search_simulation_cuts_like_pt2e...); where
-    the lowering refuses the cut, the artifact is made the usual way."""
+    blocks float, whose borders the cut draws as PT2E does: test_the_search_simulation_cuts_like_pt2e...). The
+    one made anew is the fallback's: where the lowering refuses the cut, the artifact is made the usual way,
+    and its spec says so."""
     from export.executorch_format import ExecuTorchRunner, int8_tensors
     from export.executorch_format import export as export_pte
     from export.sensitivity import candidate_blocks, simulation, with_float
@@ -570,9 +602,12 @@ def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path)
     kept = tuple(candidate_blocks(model)[2:4])
     with torch.no_grad():
         converted = simulation(model, calibration)
+
+    def refused() -> torch.fx.GraphModule:
+        raise RuntimeError("XNNPACK refuses this graph")
+
     paths = {}
-    for source in ("simulation", "anew"):
-        simulated = (lambda: with_float(converted, kept)) if source == "simulation" else None
+    for source, simulated in (("simulation", lambda: with_float(converted, kept)), ("anew", refused)):
         options = QuantOptions(calibration, kept, simulated=simulated)
         path = tmp_path / f"{source}.int8.pte"
         paths[source] = export_pte(model, spec, example_inputs(spec, 2), path, "int8", options)
@@ -580,16 +615,7 @@ def test_executorch_lowers_the_search_simulation_itself(trained, tmp_path: Path)
     assert np.array_equal(out["simulation"].logit, out["anew"].logit) and np.ptp(out["anew"].logit) > 0
     assert int8_tensors(paths["simulation"]) == int8_tensors(paths["anew"]) != (0, 0)
     assert "simulation graph" in runners.read_spec(paths["simulation"]).precision["method"]
-
-    def refused() -> torch.fx.GraphModule:
-        raise RuntimeError("XNNPACK refuses this graph")
-
-    # A cut the lowering refuses leaves the usual path: prepared and calibrated anew, and said so.
-    options = QuantOptions(calibration, kept, simulated=refused)
-    path = export_pte(model, spec, example_inputs(spec, 2), tmp_path / "refused.int8.pte", "int8", options)
-    assert "simulation graph" not in runners.read_spec(path).precision["method"]
-    again = ExecuTorchRunner(path, runners.read_spec(path)).predict(test.image, test.meta)
-    assert np.array_equal(again.logit, out["anew"].logit)
+    assert "simulation graph" not in runners.read_spec(paths["anew"]).precision["method"]
 
 
 @pytest.mark.slow
