@@ -36,6 +36,9 @@ for jar in "${needed[@]}"; do
 done
 
 mkdir -p "$BUILD"
+# kotlinc's own default is a 256 MB heap with the JIT's full tiers: with 1 GB, serial GC and the quick tier
+# only, both jars built in 16 s instead of 26 s (AMD EPYC, 2 cores), the classes identical. JAVA_OPTS wins.
+export JAVA_OPTS="${JAVA_OPTS:--Xmx1g -Xms256m -XX:TieredStopAtLevel=1 -XX:+UseSerialGC}"
 # kotlinc 1.3 prints a JVM warning about -Xverify:none on JDK 13+ and nothing useful besides on success.
 compile() {
   local out="$1"; shift

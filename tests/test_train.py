@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -117,7 +118,35 @@ def test_list_models(capsys) -> None:
         ([], "--model is required"),
     ],
 )
-def test_bad_input_is_one_sentence_and_nonzero_exit(args: list[str], message: str) -> None:
+def test_bad_input_is_one_sentence_and_nonzero_exit(args: list[str], message: str, capsys) -> None:
+    """Each case through the command's own entry point (core.errors.run_cli around train's main) in this
+    process: 16 interpreters cost about 2 minutes of the suite; `..._from_the_real_command` runs three of these
+    cases as `python -m train` processes."""
+    from core.errors import run_cli as run_command
+
+    previous = signal.getsignal(signal.SIGTERM)  # run_cli maps SIGTERM to an interruption: restored after
+    try:
+        status = run_command(main, ["--synthetic-count", "150", "--image-size", "32", "--epochs", "1", *args])
+    except SystemExit as exc:  # argparse's own usage errors exit from inside main
+        status = exc.code
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    stderr = capsys.readouterr().err
+    assert status == 2, stderr
+    assert message in stderr
+    assert "Traceback" not in stderr
+    assert stderr.strip().count("\n") <= 1, stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "alexnet"], 'unknown model "alexnet"'),
+        (["--model", "standard_cnn", "--weights", "none", "--out", "pyproject.toml/run"], "which is a file"),
+        ([], "--model is required"),
+    ],
+)
+def test_bad_input_is_one_sentence_and_nonzero_exit_from_the_real_command(args: list[str], message: str) -> None:
     result = run_cli("--synthetic-count", "150", "--image-size", "32", "--epochs", "1", *args)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
