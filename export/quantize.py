@@ -318,8 +318,13 @@ class Int8Search:
         return rungs
 
     def learn(self, label: str, attempts: list[dict[str, Any]]) -> None:
-        """Remember how each rung one format's static int8 walk tried fared (`known_miss` reads it)."""
-        self._walked[label] = {a["remedy"]: a["status"] for a in attempts if a["status"] in ("pass", "fail")}
+        """Remember how each rung one format's static int8 walk tried fared (`known_miss` reads it): passes, and
+        failures on the judge cases; a rung that crashed or was refused before it was judged says nothing of
+        how another format rounds."""
+        judged = [
+            a for a in attempts if a["status"] == "pass" or (a["status"] == "fail" and a.get("flips") is not None)
+        ]
+        self._walked[label] = {a["remedy"]: a["status"] for a in judged}
 
     def known_miss(self, remedy: Remedy) -> str | None:
         """Why a rung need not be tried again (it failed in SKIP_AFTER_MISSES formats or more, every format
@@ -393,8 +398,8 @@ def quantize_with_remedies(
 
     `export_and_judge(options, model)` exports one artifact with these options (of `model`, or of the
     source's own when None) and returns its parity row, never raising. The walk stops at the first row that
-    is not a failure, or at a failure before any rung could be measured (the format cannot export this model
-    at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
+    is not a failure, or at a first rung that failed before it could be measured (the format cannot export
+    this model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
     again, so the file on disk is the best one tried. A rung before the last for which `skip(remedy)` gives a
     reason is not exported (its attempt says "skipped" and why). The row records every
     attempt with its seconds, and in `discarded_seconds` the exports and judgements of artifacts it did not
@@ -425,7 +430,10 @@ def quantize_with_remedies(
         options, source = inputs.options(remedy, calibrated)
         start = time.time()
         row = described(export_and_judge(options, source), remedy, options)
-        if row["status"] == "unsupported" and measured:  # a later rung's crash is that rung failing, not the format
+        # A crash on the first rung is the format's (it cannot export this model); on a later one, or after
+        # skipped rungs (the formats before measured them), it is that rung failing.
+        opening = i == 0
+        if row["status"] == "unsupported" and not opening:
             row |= {"status": "fail"}
         last = time.time() - start
         spent += last
@@ -434,7 +442,7 @@ def quantize_with_remedies(
         attempts.append({k: row.get(k) for k in ATTEMPT_FIELDS} | done)
         if "auroc" in row:
             measured.append((remedy, options, source, row))
-        if row["status"] != "fail" or not measured:
+        if row["status"] != "fail" or (opening and not measured):
             break
         say(f"remedy '{remedy.name}' failed ({row['reason']}); next")
     if row["status"] == "fail" and measured:

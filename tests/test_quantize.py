@@ -297,8 +297,29 @@ def test_a_rung_two_formats_failed_is_skipped_in_the_third_but_never_the_last() 
     assert shown.startswith("executorch int8: k0: skipped (failed in onnx int8 and tflite int8)")
     search.learn("executorch", row["attempts"])
     assert search.known_miss(rungs[2]) is None  # passed where it was tried
+    search.learn("x", [{"remedy": "k2", "status": "pass"}])
+    assert search.known_miss(rungs[1]) is None  # failed twice, but passed in a third format
+    search.learn("x", [{"remedy": "k4", "status": "fail", "flips": None}, {"remedy": "k8", "status": "fail"}])
+    assert search._walked["x"] == {}  # a crash, or a refusal before judging, says nothing of another format
+
+    def crashing(options: QuantOptions, model: torch.nn.Module | None) -> dict:
+        crashed.append(options.remedy)
+        if options.remedy == "k4":  # the first rung tried, after the skipped ones: a crash there is a failed rung
+            return {"status": "unsupported", "reason": "the converter crashed"}
+        return {"status": "pass", "reason": "", "auroc": 0.7, "auroc_delta": 0.0, "flips": 0}
+
+    search._walked = {k: {"k0": "fail", "k2": "fail", "k4": "fail"} for k in ("a", "b")}
+    crashed: list[str] = []
+    row = quantize_with_remedies(rungs, search, True, crashing, skip=search.known_miss)
+    assert crashed == ["k8"] and row["status"] == "pass"  # every rung but the last failed twice: skipped
+    search._walked = {k: {"k0": "fail", "k2": "fail"} for k in ("a", "b")}
+    crashed = []
+    row = quantize_with_remedies(rungs, search, True, crashing, skip=search.known_miss)
+    assert crashed == ["k4", "k8"] and row["status"] == "pass"
+    assert [a["status"] for a in row["attempts"]] == ["skipped", "skipped", "fail", "pass"]
+    assert quantize_with_remedies(rungs[2:], search, True, crashing)["status"] == "unsupported"  # crash on rung 0
     for label in ("a", "b"):  # every rung failed twice: the last is still tried
-        search.learn(label, [{"remedy": r.name, "status": "fail"} for r in rungs])
+        search.learn(label, [{"remedy": r.name, "status": "fail", "flips": 9} for r in rungs])
     search._walked = {k: v for k, v in search._walked.items() if k in ("a", "b")}
     judge, exported = _judged(dict.fromkeys(flips, 9))
     row = quantize_with_remedies(rungs, search, True, judge, skip=search.known_miss)
