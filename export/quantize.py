@@ -136,7 +136,7 @@ SIMULATION_MARGIN = 0.8
 # A rung of the walk that failed in this many formats already (every one that tried it) is not tried again in the
 # next, the decision's own rung included: the formats round differently, but a miss in two makes a third's
 # likely, and an ExecuTorch rung costs 30-45 s at 224 px (ShuffleNet: everything int8, then 2 modules float,
-# failed in ONNX, TFLite and then ExecuTorch, 81 s there). The last rung is always tried.
+# failed in ONNX, TFLite and then ExecuTorch, 76 s there). The last rung is always tried.
 SKIP_AFTER_MISSES = 2
 FINETUNE_IMAGES = 1024  # training images the int8-aware fine-tuning distils on (a random subset)
 SENSITIVITY_IMAGES = 32  # training images the sensitivity ranking measures its error on
