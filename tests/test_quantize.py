@@ -199,8 +199,8 @@ def test_the_search_finds_the_fewest_float_modules_by_doubling_then_bisecting() 
     search, probed = _search(passing=5)
     decision = search.decision()
     assert decision.float_modules == 5 and decision.passed
-    assert probed == [0, 1, 2, 4, 8, 6, 5]  # doubling to the first pass, then bisecting
-    assert [p["float_modules"] for p in decision.as_dict()["probes"]] == [0, 1, 2, 4, 5, 6, 8]
+    assert probed == [0, 1, 2, 4, 6, 5]  # growing steps to the first pass, then bisecting
+    assert [p["float_modules"] for p in decision.as_dict()["probes"]] == [0, 1, 2, 4, 5, 6]
     assert decision.as_dict()["kept_float"] == ["m0", "m1", "m2", "m3", "m4"]
     rungs = search.rungs(calibrated=True, int16=True)
     assert [(r.float_modules, r.activation_bits, r.finetune) for r in rungs] == [
@@ -217,6 +217,8 @@ def test_the_search_finds_the_fewest_float_modules_by_doubling_then_bisecting() 
 
     search, probed = _search(passing=0)
     assert search.decision().float_modules == 0 and probed == [0]  # everything int8: nothing ranked or bisected
+    search, probed = _search(passing=9)
+    assert search.decision().float_modules == 9 and probed == [0, 1, 2, 4, 6, 9, 7, 8]  # half again past 4
     search, probed = _search(passing=None, n=6)
     decision = search.decision()
     assert not decision.passed and probed == [0, 1, 2, 4, 6] and decision.float_modules == 6  # the closest miss
