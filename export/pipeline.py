@@ -333,10 +333,10 @@ def export_one(judge: Judge, inputs: Int8Search, fmt: Format, artifact: Artifact
     calibrated = precision in CALIBRATED
     rungs = inputs.rungs(calibrated, fmt.int16_activations)
     step: Callable[[QuantOptions, nn.Module | None], Row] = partial(judge.check, fmt, artifact, precision)
-    if not calibrated:
-        return quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say)
-    row = quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say, skip=inputs.known_miss)
-    inputs.learn(fmt.label(artifact), row["attempts"])
+    skip = inputs.known_miss if calibrated else lambda _: None  # only static int8 walks share their misses
+    row = quantize_with_remedies(rungs, inputs, calibrated, step, say=judge.console.say, skip=skip)
+    if calibrated:
+        inputs.learn(fmt.label(artifact), row["attempts"])
     return row
 
 

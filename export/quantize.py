@@ -402,9 +402,9 @@ def quantize_with_remedies(
     `export_and_judge(options, model)` exports one artifact with these options (of `model`, or of the
     source's own when None) and returns its parity row, never raising. The walk stops at the first row that
     is not a failure, or at a first rung that failed before it could be measured (the format cannot export
-    this model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is exported
-    again, so the file on disk is the best one tried. A rung before the last for which `skip(remedy)` gives a
-    reason is not exported (its attempt says "skipped" and why). The row records every
+    this model at all). When every rung fails, the closest miss (fewest flips, then smallest AUROC drop) is
+    exported again, so the file on disk is the best one tried. A rung before the last for which
+    `skip(remedy)` gives a reason is not exported (its attempt says "skipped" and why). The row records every
     attempt with its seconds, and in `discarded_seconds` the exports and judgements of artifacts it did not
     keep (the shared inputs, such as the search, are timed by Int8Search).
     """

@@ -155,9 +155,15 @@ def _remedies(rows: list[dict[str, Any]]) -> list[str]:
             tried = "; ".join(
                 f"{a['remedy']}: skipped ({a['reason']})"
                 if a["status"] == "skipped"
-                else f"{a['remedy']}: {a['status']}"
-                + (f" (dAUROC {a['auroc_delta']:+.4f}, {a['flips']} flips)" if a.get("auroc_delta") is not None else "")
-                + (f", {a['seconds']:.0f} s" if a.get("seconds") is not None else "")
+                else (
+                    f"{a['remedy']}: {a['status']}"
+                    + (
+                        f" (dAUROC {a['auroc_delta']:+.4f}, {a['flips']} flips)"
+                        if a.get("auroc_delta") is not None
+                        else ""
+                    )
+                    + (f", {a['seconds']:.0f} s" if a.get("seconds") is not None else "")
+                )
                 for a in r["attempts"]
             )
             items.append(f"{r['format']} {r['precision']}: {tried}")
