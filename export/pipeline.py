@@ -393,6 +393,9 @@ def export_source(
     console.say(f"reference (PyTorch eager): AUROC {rows[0]['auroc']:.4f} on {len(data)} judge cases")
     jobs = list(plan(formats, precisions))
     try:
+        from export import witness
+
+        witness.prepare({artifact.suffix for _, artifact, _ in jobs})
         for fmt, artifact, precision in console.bar(jobs, "exporting", total=len(jobs)):
             rows.append(export_one(judge, inputs, fmt, artifact, precision))
             console.result(f"[{rows[-1]['format']} {precision}] {describe(rows[-1])}")

@@ -784,9 +784,9 @@ def test_a_second_runtime_is_named_or_its_absence_explained(tmp_path: Path, monk
 
 
 def test_one_tf_lite_process_witnesses_every_tflite_and_a_dead_one_is_replaced(phone_export: Path) -> None:
-    """An export's .tflite witnesses share one tf.lite process (TensorFlow imported once); it answers as the
-    one-shot script does, a file it cannot read fails that request alone, and a process that died is
-    replaced at the next request."""
+    """An export's .tflite witnesses share one tf.lite process (TensorFlow imported once, started before the
+    export's first artifact); it answers as the one-shot script does, a file it cannot read fails that
+    request alone, and a process that died is replaced at the next request."""
     import subprocess
 
     from export import tflite_witness, witness
@@ -798,9 +798,13 @@ def test_one_tf_lite_process_witnesses_every_tflite_and_a_dead_one_is_replaced(p
     image = image + np.linspace(0, 1, len(image), dtype=np.float32).reshape(-1, 1, 1, 1)  # five other cases
     server = witness._TF_LITE
     try:
-        first = [witness.predict(path, image, meta, nhwc=True) for path in artifacts]
+        witness.prepare({".onnx", ".pte"})  # nothing to start for these
+        assert server._process is None
+        witness.prepare({".onnx", ".tflite"})  # an export with a .tflite starts it before its first artifact
         process = server._process
-        assert process is not None and process.poll() is None and server._inputs is not None
+        assert process is not None and process.poll() is None and server._inputs is None
+        first = [witness.predict(path, image, meta, nhwc=True) for path in artifacts]
+        assert server._process is process and server._inputs is not None  # the one started beforehand serves
         written = server._inputs[3]
         second = witness.predict(artifacts[1], image, meta, nhwc=True)
         assert server._process is process and server._inputs[3] == written  # the same process and inputs file
